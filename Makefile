@@ -1,0 +1,59 @@
+# hearth — the two set-up commands are `make up` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+REPO := $(abspath .)
+BUILD_DIR ?= $(REPO)/build
+# envd must run on any Linux rootfs, so it is linked statically (glibc
+# static-pie; the musl target cannot be fetched on our machines).
+ENVD_TARGET := x86_64-unknown-linux-gnu
+ENVD_BIN := $(REPO)/target/$(ENVD_TARGET)/release/envd
+FUZZ_SECONDS ?= 60
+
+.PHONY: help up test deps check fmt-check clippy unit envd conformance bench fuzz clean
+
+help:
+	@echo "make up      install what is missing, build, run a node on 127.0.0.1:3000"
+	@echo "make test    the whole test suite (fmt, clippy, unit, integration, SDK conformance)"
+	@echo "make bench   benchmarks (results belong in docs/benchmarks.md)"
+	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
+
+deps:
+	@scripts/install-deps.sh
+
+up: deps envd
+	@echo "hearth up: not yet available — the control plane and node orchestrator have not landed."
+	@echo "What exists today is envd, the in-sandbox daemon: $(ENVD_BIN) --port 49983"
+
+test: deps check unit envd conformance
+	@echo "make test: all suites passed"
+
+check: fmt-check clippy
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	cargo test --workspace --locked
+
+envd:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --release -p envd --target $(ENVD_TARGET)
+	@scripts/check-static.sh $(ENVD_BIN)
+
+conformance: envd
+	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
+
+bench: deps envd
+	cargo build --locked --release -p envd-bench
+	ENVD_BIN=$(ENVD_BIN) $(REPO)/target/release/envd-bench
+
+fuzz:
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+clean:
+	cargo clean
+	rm -rf $(BUILD_DIR)

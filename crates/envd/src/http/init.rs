@@ -1,0 +1,121 @@
+//! `POST /init`: what the orchestrator tells envd after starting or restoring
+//! the VM — environment, access token, default user and workdir, the time.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use super::access::{UNAUTHORIZED_MESSAGE, has_valid_token};
+use super::error::ApiError;
+use crate::state::SharedEnvd;
+
+/// The clock is only set when it is off by more than this.
+const CLOCK_TOLERANCE_MS: i64 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitRequest {
+    pub env_vars: Option<HashMap<String, String>>,
+    pub access_token: Option<String>,
+    pub timestamp: Option<String>,
+    pub default_user: Option<String>,
+    pub default_workdir: Option<String>,
+    /// Accepted for compatibility; hearth has no such features yet.
+    pub volume_mounts: Option<serde_json::Value>,
+    #[serde(rename = "hyperloopIP")]
+    pub hyperloop_ip: Option<String>,
+    #[serde(rename = "lifecycleID")]
+    pub lifecycle_id: Option<String>,
+    pub ca_bundle: Option<String>,
+}
+
+/// Whether the clock should be set to `target_ms`, given it reads `now_ms`.
+pub fn clock_needs_setting(now_ms: i64, target_ms: i64) -> bool {
+    (now_ms - target_ms).abs() > CLOCK_TOLERANCE_MS
+}
+
+fn sync_clock(timestamp: &str) -> Result<(), ApiError> {
+    let target = chrono::DateTime::parse_from_rfc3339(timestamp)
+        .map_err(|e| ApiError::bad_request(format!("invalid timestamp '{timestamp}': {e}")))?;
+    let now = chrono::Utc::now();
+    if !clock_needs_setting(now.timestamp_millis(), target.timestamp_millis()) {
+        return Ok(());
+    }
+    let spec = nix::sys::time::TimeSpec::new(
+        target.timestamp(),
+        i64::from(target.timestamp_subsec_nanos()),
+    );
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, spec)
+        .map_err(|e| ApiError::internal(format!("setting the clock: {e}")))
+}
+
+pub async fn init(
+    State(envd): State<SharedEnvd>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match apply(&envd, &headers, &body) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn apply(envd: &crate::state::Envd, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        InitRequest::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid /init body: {e}")))?
+    };
+    // Re-initialising a sandbox that has a token needs that token, either in
+    // the header or as the token being set again.
+    let current = envd.defaults().access_token;
+    let repeats_token = current.is_some() && request.access_token == current;
+    if !has_valid_token(envd, headers) && !repeats_token {
+        return Err(ApiError::unauthorized(UNAUTHORIZED_MESSAGE));
+    }
+    if let Some(user) = request.default_user.as_deref().filter(|u| !u.is_empty()) {
+        envd.options
+            .users
+            .by_name(user)
+            .map_err(|e| ApiError::bad_request(format!("invalid defaultUser: {e}")))?;
+    }
+    if let Some(timestamp) = request
+        .timestamp
+        .as_deref()
+        .filter(|_| envd.options.clock_sync)
+    {
+        sync_clock(timestamp)?;
+    }
+    envd.update_defaults(|d| {
+        if let Some(vars) = request.env_vars {
+            d.env_vars.extend(vars);
+        }
+        if let Some(token) = request.access_token {
+            d.access_token = (!token.is_empty()).then_some(token);
+        }
+        if let Some(user) = request.default_user.filter(|u| !u.is_empty()) {
+            d.user = Some(user);
+        }
+        if let Some(dir) = request.default_workdir.filter(|w| !w.is_empty()) {
+            d.workdir = Some(dir.into());
+        }
+    });
+    tracing::info!("sandbox initialised");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_is_left_alone_within_tolerance() {
+        assert!(!clock_needs_setting(1_000, 1_040));
+        assert!(clock_needs_setting(1_000, 5_000));
+        assert!(clock_needs_setting(5_000, 1_000));
+    }
+}

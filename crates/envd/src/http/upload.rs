@@ -1,0 +1,258 @@
+//! `POST /files`: writes uploaded files to disk as they stream in, from a
+//! multipart form (one part per file) or a raw octet-stream body.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use http::{HeaderMap, header};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio_util::io::StreamReader;
+
+use super::error::ApiError;
+use super::files_access::{FilesQuery, authorize, target_path};
+use super::signature::Operation;
+use crate::filesystem::entry::METADATA_XATTR_PREFIX;
+use crate::filesystem::ownership::{chown, create_dirs};
+use crate::state::{Envd, SharedEnvd};
+use crate::users::User;
+
+const METADATA_HEADER_PREFIX: &str = "x-metadata-";
+/// Size of the buffer between the request body and the file.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct WrittenEntry {
+    pub path: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub metadata: HashMap<String, String>,
+}
+
+pub async fn upload(
+    State(envd): State<SharedEnvd>,
+    headers: HeaderMap,
+    Query(query): Query<FilesQuery>,
+    body: Body,
+) -> Response {
+    match receive(&envd, &headers, &query, body).await {
+        Ok(entries) => Json(entries).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Upload metadata from `X-Metadata-<key>` headers (keys lower-cased).
+pub fn metadata_from_headers(headers: &HeaderMap) -> Result<HashMap<String, String>, ApiError> {
+    let mut metadata = HashMap::new();
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix(METADATA_HEADER_PREFIX) {
+            if key.is_empty() {
+                return Err(ApiError::bad_request(
+                    "metadata header needs a key after X-Metadata-",
+                ));
+            }
+            let value = value.to_str().map_err(|_| {
+                ApiError::bad_request(format!("metadata '{key}' is not valid text"))
+            })?;
+            metadata.insert(key.to_ascii_lowercase(), value.to_string());
+        }
+    }
+    Ok(metadata)
+}
+
+async fn receive(
+    envd: &Envd,
+    headers: &HeaderMap,
+    query: &FilesQuery,
+    body: Body,
+) -> Result<Vec<WrittenEntry>, ApiError> {
+    let user = authorize(envd, headers, query, Operation::Write)?;
+    let metadata = metadata_from_headers(headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    if encoding != "identity" && encoding != "gzip" {
+        return Err(ApiError::bad_request(format!(
+            "unsupported Content-Encoding '{encoding}': only identity and gzip are supported"
+        )));
+    }
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    if content_type.to_ascii_lowercase().starts_with("multipart/") {
+        if encoding == "gzip" {
+            return Err(ApiError::bad_request(
+                "gzip Content-Encoding is only supported for application/octet-stream uploads",
+            ));
+        }
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| ApiError::bad_request(format!("invalid multipart Content-Type: {e}")))?;
+        return receive_multipart(envd, &user, query, stream, boundary, &metadata).await;
+    }
+    let path = query.path.as_deref().ok_or_else(|| {
+        ApiError::bad_request("the path query parameter is required for non-multipart uploads")
+    })?;
+    let target = target_path(envd, &user, path)?;
+    let reader = StreamReader::new(stream);
+    if encoding == "gzip" {
+        let decoder =
+            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader));
+        write_file(&target, &user, decoder, &metadata).await?;
+    } else {
+        write_file(&target, &user, reader, &metadata).await?;
+    }
+    Ok(vec![written(&target, metadata)])
+}
+
+async fn receive_multipart<S>(
+    envd: &Envd,
+    user: &User,
+    query: &FilesQuery,
+    stream: S,
+    boundary: String,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<WrittenEntry>, ApiError>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut entries = Vec::new();
+    let mut seen = HashSet::new();
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        // The path query names the file of a single-file upload; otherwise
+        // each part's raw filename (directories included) is its target.
+        let name = match (&query.path, field.file_name()) {
+            (Some(path), _) if entries.is_empty() => path.clone(),
+            (Some(_), _) => {
+                return Err(ApiError::bad_request(
+                    "the path query parameter allows only one file per upload",
+                ));
+            }
+            (None, Some(file_name)) => file_name.to_string(),
+            (None, None) => continue,
+        };
+        let target = target_path(envd, user, &name)?;
+        if !seen.insert(target.clone()) {
+            return Err(ApiError::bad_request(format!(
+                "path '{}' appears more than once in the upload",
+                target.display()
+            )));
+        }
+        let reader = StreamReader::new(field.map_err(std::io::Error::other));
+        write_file(&target, user, reader, metadata).await?;
+        entries.push(written(&target, metadata.clone()));
+    }
+    if entries.is_empty() {
+        return Err(ApiError::bad_request(
+            "the multipart upload contains no file",
+        ));
+    }
+    Ok(entries)
+}
+
+fn multipart_error(error: multer::Error) -> ApiError {
+    ApiError::bad_request(format!("invalid multipart body: {error}"))
+}
+
+fn written(path: &Path, metadata: HashMap<String, String>) -> WrittenEntry {
+    WrittenEntry {
+        path: path.to_string_lossy().into_owned(),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        kind: "file",
+        metadata,
+    }
+}
+
+/// Streams `reader` into `target` (truncating it), owned by `user`.
+pub async fn write_file(
+    target: &Path,
+    user: &User,
+    reader: impl AsyncRead + Unpin,
+    metadata: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    if tokio::fs::metadata(target).await.is_ok_and(|m| m.is_dir()) {
+        return Err(ApiError::bad_request(format!(
+            "path '{}' is a directory",
+            target.display()
+        )));
+    }
+    let prepared = {
+        let target: PathBuf = target.to_path_buf();
+        let user = user.clone();
+        tokio::task::spawn_blocking(move || -> Result<std::fs::File, ApiError> {
+            if let Some(parent) = target.parent() {
+                create_dirs(parent, &user).map_err(|e| ApiError::from_io(parent, &e))?;
+            }
+            let file =
+                std::fs::File::create(&target).map_err(|e| ApiError::from_io(&target, &e))?;
+            chown(&target, &user).map_err(|e| ApiError::from_io(&target, &e))?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("preparing the upload: {e}")))??
+    };
+    let mut file = tokio::fs::File::from_std(prepared);
+    file.set_max_buf_size(WRITE_BUFFER);
+    let mut reader = tokio::io::BufReader::with_capacity(WRITE_BUFFER, reader);
+    tokio::io::copy_buf(&mut reader, &mut file)
+        .await
+        .map_err(|e| upload_io_error(target, &e))?;
+    file.flush()
+        .await
+        .map_err(|e| ApiError::from_io(target, &e))?;
+    replace_metadata(target, metadata)
+}
+
+fn upload_io_error(target: &Path, error: &std::io::Error) -> ApiError {
+    match error.kind() {
+        // Body stream failures (bad gzip, broken multipart, client gone).
+        std::io::ErrorKind::Other
+        | std::io::ErrorKind::InvalidData
+        | std::io::ErrorKind::UnexpectedEof => ApiError::bad_request(format!(
+            "reading the upload for '{}': {error}",
+            target.display()
+        )),
+        _ => ApiError::from_io(target, error),
+    }
+}
+
+/// Stores upload metadata as `user.e2b.<key>` xattrs, replacing old ones.
+fn replace_metadata(target: &Path, metadata: &HashMap<String, String>) -> Result<(), ApiError> {
+    if let Ok(names) = xattr::list(target) {
+        for name in names {
+            if name.to_string_lossy().starts_with(METADATA_XATTR_PREFIX) {
+                let _ = xattr::remove(target, &name);
+            }
+        }
+    }
+    for (key, value) in metadata {
+        xattr::set(
+            target,
+            format!("{METADATA_XATTR_PREFIX}{key}"),
+            value.as_bytes(),
+        )
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "storing metadata '{key}' on '{}': {e}",
+                target.display()
+            ))
+        })?;
+    }
+    Ok(())
+}

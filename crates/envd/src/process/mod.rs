@@ -1,0 +1,13 @@
+//! The `process.Process` Connect service: start, attach to, feed and signal
+//! processes inside the sandbox.
+
+mod child_setup;
+pub mod exit_status;
+pub mod handle;
+mod pty;
+pub mod registry;
+mod service;
+pub mod spawn;
+mod stream;
+
+pub use service::ProcessService;
