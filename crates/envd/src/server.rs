@@ -49,7 +49,15 @@ pub async fn serve(
     envd: SharedEnvd,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let app = router(envd);
+    // Streams are many small writes (start, data, end); without TCP_NODELAY
+    // Nagle's algorithm and delayed ACKs add ~40 ms to every command.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "setting TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

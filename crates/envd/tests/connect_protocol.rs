@@ -33,13 +33,27 @@ fn stdout_and_end(envelopes: &[(u8, Value)]) -> (String, Value) {
 
 async fn run_start_over(client: reqwest::Client) {
     let server = TestServer::start().await;
-    let response = stream_call(&client, &server.url("/process.Process/Start"), &start_request("echo out; echo err >&2; exit 7"), &[]).await;
+    let response = stream_call(
+        &client,
+        &server.url("/process.Process/Start"),
+        &start_request("echo out; echo err >&2; exit 7"),
+        &[],
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/connect+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/connect+json"
+    );
     let envelopes = json_envelopes(&response.bytes().await.expect("body"));
     let (first_flag, first) = &envelopes[0];
     assert_eq!(*first_flag, 0);
-    assert!(first["event"]["start"]["pid"].as_u64().is_some_and(|pid| pid > 0), "first event must be start: {first}");
+    assert!(
+        first["event"]["start"]["pid"]
+            .as_u64()
+            .is_some_and(|pid| pid > 0),
+        "first event must be start: {first}"
+    );
     let (stdout, end) = stdout_and_end(&envelopes);
     assert_eq!(stdout, "out\n");
     assert_eq!(end["exitCode"], 7);
@@ -47,7 +61,10 @@ async fn run_start_over(client: reqwest::Client) {
     assert_eq!(end["status"], "exit status 7");
     assert_eq!(end["error"], "exit status 7");
     let (last_flag, last) = envelopes.last().expect("end of stream");
-    assert_eq!(*last_flag, 2, "stream must close with an end-of-stream envelope");
+    assert_eq!(
+        *last_flag, 2,
+        "stream must close with an end-of-stream envelope"
+    );
     assert_eq!(*last, json!({}));
 }
 
@@ -65,7 +82,11 @@ async fn start_streams_events_over_http2() {
 async fn chunked_request_body_is_accepted() {
     let server = TestServer::start().await;
     let body = json_envelope(&start_request("echo chunked"));
-    let chunks = futures::stream::iter(body.chunks(7).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let chunks = futures::stream::iter(
+        body.chunks(7)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let response = http1()
         .post(server.url("/process.Process/Start"))
         .header("content-type", "application/connect+json")
@@ -76,7 +97,11 @@ async fn chunked_request_body_is_accepted() {
     assert_eq!(response.status(), 200);
     let (stdout, end) = stdout_and_end(&json_envelopes(&response.bytes().await.expect("body")));
     assert_eq!(stdout, "chunked\n");
-    assert_eq!(end["exitCode"], Value::Null, "exit code 0 is a default and omitted");
+    assert_eq!(
+        end["exitCode"],
+        Value::Null,
+        "exit code 0 is a default and omitted"
+    );
 }
 
 #[tokio::test]
@@ -98,11 +123,17 @@ async fn unary_binary_codec_round_trips() {
         .expect("sent");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/proto");
-    let decoded = envd_proto::filesystem::StatResponse::decode_from_slice(&response.bytes().await.expect("body")).expect("valid proto");
+    let decoded = envd_proto::filesystem::StatResponse::decode_from_slice(
+        &response.bytes().await.expect("body"),
+    )
+    .expect("valid proto");
     let entry = decoded.entry.as_option().expect("entry");
     assert_eq!(entry.name, "f.txt");
     assert_eq!(entry.size, 5);
-    assert_eq!(entry.r#type.as_known(), Some(envd_proto::filesystem::FileType::FILE_TYPE_FILE));
+    assert_eq!(
+        entry.r#type.as_known(),
+        Some(envd_proto::filesystem::FileType::FILE_TYPE_FILE)
+    );
 }
 
 #[tokio::test]
@@ -130,9 +161,15 @@ async fn streaming_binary_codec_works() {
     let mut stdout = Vec::new();
     for (flag, payload) in &envelopes[..envelopes.len() - 1] {
         assert_eq!(*flag, 0);
-        let message = envd_proto::process::StartResponse::decode_from_slice(payload).expect("valid proto");
-        if let Some(envd_proto::process::__buffa::oneof::process_event::Event::Data(data)) = &message.event.as_option().expect("event").event
-            && let Some(envd_proto::process::__buffa::oneof::process_event::data_event::Output::Stdout(bytes)) = &data.output
+        let message =
+            envd_proto::process::StartResponse::decode_from_slice(payload).expect("valid proto");
+        if let Some(envd_proto::process::__buffa::oneof::process_event::Event::Data(data)) =
+            &message.event.as_option().expect("event").event
+            && let Some(
+                envd_proto::process::__buffa::oneof::process_event::data_event::Output::Stdout(
+                    bytes,
+                ),
+            ) = &data.output
         {
             stdout.extend_from_slice(bytes);
         }
@@ -145,23 +182,54 @@ async fn streaming_binary_codec_works() {
 async fn errors_map_to_codes_and_statuses() {
     let server = TestServer::start().await;
     let client = http1();
-    let (status, body) = unary_call(&client, &server.url("/filesystem.Filesystem/Stat"), &json!({"path": "/definitely/not/here"})).await;
+    let (status, body) = unary_call(
+        &client,
+        &server.url("/filesystem.Filesystem/Stat"),
+        &json!({"path": "/definitely/not/here"}),
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
-    assert_eq!(body["message"], "path '/definitely/not/here' does not exist");
+    assert_eq!(
+        body["message"],
+        "path '/definitely/not/here' does not exist"
+    );
 
-    let (status, body) = unary_call(&client, &server.url("/process.Process/SendSignal"), &json!({"process": {"pid": 999_999}, "signal": "SIGNAL_SIGKILL"})).await;
+    let (status, body) = unary_call(
+        &client,
+        &server.url("/process.Process/SendSignal"),
+        &json!({"process": {"pid": 999_999}, "signal": "SIGNAL_SIGKILL"}),
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_string_lossy().into_owned();
-    let (status, body) = unary_call(&client, &server.url("/filesystem.Filesystem/MakeDir"), &json!({"path": path})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("already_exists")));
+    let (status, body) = unary_call(
+        &client,
+        &server.url("/filesystem.Filesystem/MakeDir"),
+        &json!({"path": path}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_exists"))
+    );
 
     // Unknown fields are ignored, so newer SDKs sending new optional fields still work.
-    let (status, body) = unary_call(&client, &server.url("/process.Process/List"), &json!({"unexpected": 1})).await;
+    let (status, body) = unary_call(
+        &client,
+        &server.url("/process.Process/List"),
+        &json!({"unexpected": 1}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
 
-    let (status, body) = unary_call(&client, &server.url("/filesystem.Filesystem/Stat"), &json!({"path": 5})).await;
+    let (status, body) = unary_call(
+        &client,
+        &server.url("/filesystem.Filesystem/Stat"),
+        &json!({"path": 5}),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
 
     let response = client
@@ -175,10 +243,22 @@ async fn errors_map_to_codes_and_statuses() {
     let body: Value = response.json().await.expect("json error");
     assert_eq!(body["code"], "invalid_argument");
 
-    let response = client.post(server.url("/process.Process/List")).header("content-type", "text/plain").body("{}").send().await.expect("sent");
+    let response = client
+        .post(server.url("/process.Process/List"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 415);
 
-    let response = client.post(server.url("/process.Process/Nope")).header("content-type", "application/json").body("{}").send().await.expect("sent");
+    let response = client
+        .post(server.url("/process.Process/Nope"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 404);
 }
 
@@ -197,14 +277,24 @@ async fn unknown_user_is_unauthenticated() {
     let (flag, end) = envelopes.last().expect("end of stream");
     assert_eq!(*flag, 2);
     assert_eq!(end["error"]["code"], "unauthenticated");
-    assert!(end["error"]["message"].as_str().is_some_and(|m| m.contains("nosuchuser")), "{end}");
+    assert!(
+        end["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nosuchuser")),
+        "{end}"
+    );
 }
 
 #[tokio::test]
 async fn oversized_messages_are_refused() {
     let server = TestServer::start().await;
     let huge = "x".repeat(envd::server::MAX_MESSAGE_SIZE + 1024);
-    let (status, body) = unary_call(&http1(), &server.url("/filesystem.Filesystem/Stat"), &json!({"path": huge})).await;
+    let (status, body) = unary_call(
+        &http1(),
+        &server.url("/filesystem.Filesystem/Stat"),
+        &json!({"path": huge}),
+    )
+    .await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "resource_exhausted");
 }
@@ -214,7 +304,13 @@ async fn timeout_header_is_the_process_lifetime() {
     let server = TestServer::start().await;
     let client = http1();
     let started = tokio::time::Instant::now();
-    let response = stream_call(&client, &server.url("/process.Process/Start"), &json!({"process": {"cmd": "/bin/sleep", "args": ["30"]}, "tag": "lifetime"}), &[("connect-timeout-ms", "700")]).await;
+    let response = stream_call(
+        &client,
+        &server.url("/process.Process/Start"),
+        &json!({"process": {"cmd": "/bin/sleep", "args": ["30"]}, "tag": "lifetime"}),
+        &[("connect-timeout-ms", "700")],
+    )
+    .await;
     let _ = response.bytes().await;
     assert!(started.elapsed() < Duration::from_secs(10));
     let gone = eventually(Duration::from_secs(5), async || {
@@ -228,9 +324,18 @@ async fn timeout_header_is_the_process_lifetime() {
 #[tokio::test]
 async fn idle_streams_get_keepalives() {
     let server = TestServer::start().await;
-    let response = stream_call(&http1(), &server.url("/process.Process/Start"), &start_request("sleep 2.5; echo late"), &[("keepalive-ping-interval", "1")]).await;
+    let response = stream_call(
+        &http1(),
+        &server.url("/process.Process/Start"),
+        &start_request("sleep 2.5; echo late"),
+        &[("keepalive-ping-interval", "1")],
+    )
+    .await;
     let envelopes = json_envelopes(&response.bytes().await.expect("body"));
-    let keepalives = envelopes.iter().filter(|(_, m)| !m["event"]["keepalive"].is_null()).count();
+    let keepalives = envelopes
+        .iter()
+        .filter(|(_, m)| !m["event"]["keepalive"].is_null())
+        .count();
     assert!(keepalives >= 1, "expected keepalive events: {envelopes:?}");
     assert_eq!(stdout_and_end(&envelopes).0, "late\n");
 }
@@ -244,8 +349,17 @@ async fn disconnect_keeps_process_and_connect_reattaches() {
     drop(response);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, listed) = unary_call(&client, &server.url("/process.Process/List"), &json!({})).await;
-    assert!(listed.to_string().contains("survivor"), "process must survive the disconnect: {listed}");
-    let response = stream_call(&client, &server.url("/process.Process/Connect"), &json!({"process": {"tag": "survivor"}}), &[]).await;
+    assert!(
+        listed.to_string().contains("survivor"),
+        "process must survive the disconnect: {listed}"
+    );
+    let response = stream_call(
+        &client,
+        &server.url("/process.Process/Connect"),
+        &json!({"process": {"tag": "survivor"}}),
+        &[],
+    )
+    .await;
     let envelopes = json_envelopes(&response.bytes().await.expect("body"));
     assert!(envelopes[0].1["event"]["start"]["pid"].as_u64().is_some());
     let (stdout, end) = stdout_and_end(&envelopes);
@@ -260,17 +374,29 @@ async fn stream_input_feeds_stdin() {
     let (start_client, start_url) = (client.clone(), server.url("/process.Process/Start"));
     let output = tokio::spawn(async move {
         let request = json!({"process": {"cmd": "/bin/cat"}, "tag": "cat", "stdin": true});
-        stream_call(&start_client, &start_url, &request, &[]).await.bytes().await.expect("body")
+        stream_call(&start_client, &start_url, &request, &[])
+            .await
+            .bytes()
+            .await
+            .expect("body")
     });
     let ready = eventually(Duration::from_secs(5), async || {
-        unary_call(&client, &server.url("/process.Process/List"), &json!({})).await.1.to_string().contains("\"cat\"")
+        unary_call(&client, &server.url("/process.Process/List"), &json!({}))
+            .await
+            .1
+            .to_string()
+            .contains("\"cat\"")
     })
     .await;
     assert!(ready);
     let mut body = json_envelope(&json!({"start": {"process": {"tag": "cat"}}}));
-    body.extend(json_envelope(&json!({"data": {"input": {"stdin": "aGVsbG8g"}}})));
+    body.extend(json_envelope(
+        &json!({"data": {"input": {"stdin": "aGVsbG8g"}}}),
+    ));
     body.extend(json_envelope(&json!({"keepalive": {}})));
-    body.extend(json_envelope(&json!({"data": {"input": {"stdin": "d29ybGQ="}}})));
+    body.extend(json_envelope(
+        &json!({"data": {"input": {"stdin": "d29ybGQ="}}}),
+    ));
     let response = client
         .post(server.url("/process.Process/StreamInput"))
         .header("content-type", "application/connect+json")
@@ -281,7 +407,12 @@ async fn stream_input_feeds_stdin() {
     assert_eq!(response.status(), 200);
     let reply = json_envelopes(&response.bytes().await.expect("body"));
     assert_eq!(reply, vec![(0, json!({})), (2, json!({}))]);
-    let (status, _) = unary_call(&client, &server.url("/process.Process/CloseStdin"), &json!({"process": {"tag": "cat"}})).await;
+    let (status, _) = unary_call(
+        &client,
+        &server.url("/process.Process/CloseStdin"),
+        &json!({"process": {"tag": "cat"}}),
+    )
+    .await;
     assert_eq!(status, 200);
     let (stdout, end) = stdout_and_end(&json_envelopes(&output.await.expect("joined")));
     assert_eq!(stdout, "hello world");
@@ -292,9 +423,15 @@ async fn stream_input_feeds_stdin() {
 async fn access_token_guards_rpc_once_set() {
     let server = TestServer::start().await;
     let client = http1();
-    let response = client.post(server.url("/init")).json(&json!({"accessToken": "s3cret"})).send().await.expect("sent");
+    let response = client
+        .post(server.url("/init"))
+        .json(&json!({"accessToken": "s3cret"}))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 204);
-    let (status, body) = unary_call(&client, &server.url("/process.Process/List"), &json!({})).await;
+    let (status, body) =
+        unary_call(&client, &server.url("/process.Process/List"), &json!({})).await;
     assert_eq!(status, 401);
     assert_eq!(body["code"], 401);
     let response = client
@@ -306,6 +443,10 @@ async fn access_token_guards_rpc_once_set() {
         .await
         .expect("sent");
     assert_eq!(response.status(), 200);
-    let health = client.get(server.url("/health")).send().await.expect("sent");
+    let health = client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(health.status(), 204);
 }

@@ -6,6 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::Method;
 
+use super::early_response::drain_or_close;
 use super::error::ApiError;
 use crate::state::SharedEnvd;
 
@@ -45,5 +46,7 @@ pub async fn require_token(
     if exempt(request.method(), request.uri().path()) || has_valid_token(&envd, request.headers()) {
         return next.run(request).await;
     }
-    ApiError::unauthorized(UNAUTHORIZED_MESSAGE).into_response()
+    let version = request.version();
+    let rejection = ApiError::unauthorized(UNAUTHORIZED_MESSAGE).into_response();
+    drain_or_close(request.into_body(), version, rejection).await
 }

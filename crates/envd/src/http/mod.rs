@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod download;
+pub mod early_response;
 pub mod envs;
 pub mod error;
 pub mod files_access;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio_util::io::StreamReader;
 
+use super::early_response::close;
 use super::error::ApiError;
 use super::files_access::{FilesQuery, authorize, target_path};
 use super::signature::Operation;
@@ -38,6 +39,7 @@ pub struct WrittenEntry {
 }
 
 pub async fn upload(
+    version: http::Version,
     State(envd): State<SharedEnvd>,
     headers: HeaderMap,
     Query(query): Query<FilesQuery>,
@@ -45,7 +47,8 @@ pub async fn upload(
 ) -> Response {
     match receive(&envd, &headers, &query, body).await {
         Ok(entries) => Json(entries).into_response(),
-        Err(error) => error.into_response(),
+        // The body may be partly unread; don't let the client reuse the connection.
+        Err(error) => close(version, error.into_response()),
     }
 }
 

@@ -126,12 +126,17 @@ impl Process for ProcessService {
         let request = request.to_owned_message();
         let handle = self.find(request.process.as_option())?;
         let events = handle.subscribe();
-        let stream = process_events(handle.pid, events, keepalive_interval(&ctx), |event| {
-            ConnectResponse {
+        let deadline = ctx.deadline().map(tokio::time::Instant::from_std);
+        let stream = process_events(
+            handle.pid,
+            events,
+            keepalive_interval(&ctx),
+            deadline,
+            |event| ConnectResponse {
                 event: event.into(),
                 ..Default::default()
-            }
-        });
+            },
+        );
         Ok(stream.into())
     }
 
@@ -178,6 +183,7 @@ impl Process for ProcessService {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         envs.sort();
+        let deadline = ctx.deadline().map(tokio::time::Instant::from_std);
         let spec = SpawnSpec {
             config: Config {
                 cmd: process.cmd.clone(),
@@ -191,7 +197,7 @@ impl Process for ProcessService {
             global_envs: self.envd.defaults().env_vars,
             pty: request.pty.as_option().map(pty_size),
             stdin: request.stdin.unwrap_or(true),
-            deadline: ctx.deadline().map(tokio::time::Instant::from_std),
+            deadline,
         };
         let started = spawn(spec, &self.envd.processes)
             .map_err(|e| ConnectError::invalid_argument(full_text(&e)))?;
@@ -200,6 +206,7 @@ impl Process for ProcessService {
             started.handle.pid,
             started.events,
             keepalive_interval(&ctx),
+            deadline,
             |event| StartResponse {
                 event: event.into(),
                 ..Default::default()

@@ -10,6 +10,7 @@ use envd_proto::process::__buffa::oneof::process_event::{
 use envd_proto::process::ProcessEvent;
 use envd_proto::process::process_event::{DataEvent, EndEvent, StartEvent};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::handle::{Event, Output};
 
@@ -53,17 +54,36 @@ fn end_event(end: super::exit_status::EndInfo) -> ProcessEvent {
     })))
 }
 
-/// The response stream of `Start` and `Connect`.
+/// The response stream of `Start` and `Connect`, ended at `deadline`.
 pub fn process_events<R: Send + 'static>(
     pid: u32,
     mut events: mpsc::Receiver<Event>,
     keepalive: Duration,
+    deadline: Option<Instant>,
     wrap: fn(ProcessEvent) -> R,
 ) -> ServiceStream<R> {
     Box::pin(async_stream::stream! {
         yield Ok::<R, ConnectError>(wrap(start_event(pid)));
         loop {
-            match tokio::time::timeout(keepalive, events.recv()).await {
+            let next = tokio::time::timeout(keepalive, events.recv());
+            // Past the request deadline the stream fails with
+            // deadline_exceeded, as upstream envd's does, even if the end
+            // event (of the process killed at that deadline) is near.
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let received = tokio::select! {
+                biased;
+                () = expired => {
+                    yield Err(ConnectError::deadline_exceeded(format!("the request deadline passed while process {pid} was running")));
+                    break;
+                }
+                received = next => received,
+            };
+            match received {
                 Ok(Some(Event::Data(output))) => yield Ok(wrap(data_event(output))),
                 Ok(Some(Event::End(end))) => {
                     yield Ok(wrap(end_event(end)));

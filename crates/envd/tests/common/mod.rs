@@ -15,7 +15,9 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let address = listener.local_addr().expect("local address");
         let envd = Envd::new(Options::default());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -24,7 +26,9 @@ impl TestServer {
             let shutdown = async {
                 let _ = rx.await;
             };
-            envd::server::serve(listener, served, shutdown).await.expect("serve");
+            envd::server::serve(listener, served, shutdown)
+                .await
+                .expect("serve");
         });
         Self {
             base: format!("http://{address}"),
@@ -47,11 +51,17 @@ impl Drop for TestServer {
 }
 
 pub fn http1() -> reqwest::Client {
-    reqwest::Client::builder().http1_only().build().expect("client")
+    reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .expect("client")
 }
 
 pub fn http2() -> reqwest::Client {
-    reqwest::Client::builder().http2_prior_knowledge().build().expect("client")
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client")
 }
 
 /// One Connect envelope: flag byte, big-endian length, payload.
@@ -82,12 +92,22 @@ pub fn split_envelopes(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
 pub fn json_envelopes(body: &[u8]) -> Vec<(u8, Value)> {
     split_envelopes(body)
         .into_iter()
-        .map(|(flag, payload)| (flag, serde_json::from_slice(&payload).expect("envelope holds JSON")))
+        .map(|(flag, payload)| {
+            (
+                flag,
+                serde_json::from_slice(&payload).expect("envelope holds JSON"),
+            )
+        })
         .collect()
 }
 
 /// Sends a server-streaming JSON request and returns the raw response.
-pub async fn stream_call(client: &reqwest::Client, url: &str, request: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+pub async fn stream_call(
+    client: &reqwest::Client,
+    url: &str,
+    request: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut builder = client
         .post(url)
         .header("content-type", "application/connect+json")
@@ -129,5 +149,7 @@ pub async fn eventually(deadline: Duration, mut check: impl AsyncFnMut() -> bool
 /// Decodes base64 data of a process data event.
 pub fn b64(text: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
 }
