@@ -67,12 +67,14 @@ fi
 # --- Python venv --------------------------------------------------------------
 VENV="$BUILD_DIR/venv"
 REQ="$HERE/python/requirements.txt"
-req_hash="$(sha256sum "$REQ" | cut -d' ' -f1)"
+# Every transitive dependency is pinned too, so a new release cannot change the run.
+CONSTRAINTS="$HERE/python/constraints.txt"
+req_hash="$(cat "$REQ" "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)"
 req_stamp="$VENV/.hearth-conformance-requirements.sha256"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_hash" ]; then
   echo "==> installing Python test dependencies into $VENV"
   python3 -m venv --clear "$VENV"
-  if ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" \
+  if ! "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQ" -c "$CONSTRAINTS" \
       >"$LOG_DIR/pip-install.log" 2>&1; then
     cat "$LOG_DIR/pip-install.log" >&2
     die "pip install failed"
