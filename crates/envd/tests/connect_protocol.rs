@@ -450,3 +450,36 @@ async fn access_token_guards_rpc_once_set() {
         .expect("sent");
     assert_eq!(health.status(), 204);
 }
+
+#[tokio::test]
+async fn children_get_default_signal_handling() {
+    // envd ignores SIGPIPE (Rust runtime); a child inheriting that would not
+    // die on a closed pipe. Both spawn paths must reset it.
+    let server = TestServer::start().await;
+    for pty in [false, true] {
+        let mut request = start_request("grep -E '^Sig(Ign|Blk)' /proc/self/status");
+        if pty {
+            request["pty"] = json!({"size": {"cols": 80, "rows": 24}});
+        }
+        let response = stream_call(&http1(), &server.url("/process.Process/Start"), &request, &[]).await;
+        let envelopes = json_envelopes(&response.bytes().await.expect("body"));
+        let mut out = Vec::new();
+        for (_, message) in &envelopes {
+            for key in ["stdout", "pty"] {
+                if let Some(data) = message["event"]["data"][key].as_str() {
+                    out.extend(b64(data));
+                }
+            }
+        }
+        let text = String::from_utf8(out).expect("utf-8");
+        let mask = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+            u64::from_str_radix(line.split_whitespace().nth(1).expect("mask"), 16).expect("hex mask")
+        };
+        // Signals 1-31 (SIGPIPE among them) must be at their defaults. glibc's
+        // posix_spawn leaves its two internal signals (32, 33) ignored, which
+        // every libc re-registers at startup; they are not for programs.
+        assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "pty={pty}: {text}");
+        assert_eq!(mask("SigBlk:"), 0, "pty={pty}: {text}");
+    }
+}

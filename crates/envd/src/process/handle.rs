@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
 use super::exit_status::EndInfo;
@@ -38,12 +37,23 @@ pub struct Config {
     pub cwd: Option<String>,
 }
 
+/// The writing end of a process's stdin pipe.
+pub type StdinPipe = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
 /// Where input for the process goes.
-#[derive(Debug)]
 pub enum Input {
     /// A pipe to its stdin; `None` once closed (or when stdin was off).
-    Pipe(tokio::sync::Mutex<Option<ChildStdin>>),
+    Pipe(tokio::sync::Mutex<Option<StdinPipe>>),
     Pty(Arc<PtyMaster>),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Pipe(_) => f.write_str("Input::Pipe"),
+            Input::Pty(_) => f.write_str("Input::Pty"),
+        }
+    }
 }
 
 /// Errors of input and control operations.

@@ -4,6 +4,7 @@
 mod child_setup;
 pub mod exit_status;
 pub mod handle;
+mod posix_spawn;
 mod pty;
 pub mod registry;
 mod service;

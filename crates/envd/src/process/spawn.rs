@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use super::child_setup::ChildSetup;
 use super::exit_status::EndInfo;
-use super::handle::{Config, Event, Input, Output, ProcessHandle};
+use super::handle::{Config, Event, Input, Output, ProcessHandle, StdinPipe};
+use super::posix_spawn;
 use super::pty::{PtyMaster, PtyPair};
 use super::registry::ProcessRegistry;
 use crate::users::User;
@@ -70,12 +71,73 @@ pub struct Started {
 }
 
 pub fn spawn(spec: SpawnSpec, registry: &ProcessRegistry) -> Result<Started, SpawnError> {
+    let envs = environment(&spec);
+    let same_identity =
+        Uid::effective().as_raw() == spec.user.uid && Gid::effective().as_raw() == spec.user.gid;
+    let (child, input, readers_input) =
+        if same_identity && spec.pty.is_none() && posix_spawn::available() {
+            spawn_direct(&spec, &envs)?
+        } else {
+            spawn_with_setup(&spec, envs)?
+        };
+    let pid = child.pid();
+
+    let handle = Arc::new(ProcessHandle::new(pid, spec.tag, spec.config, input));
+    let events = handle.subscribe();
+    registry.insert(handle.clone());
+
+    let (out_tx, out_rx) = mpsc::channel::<Output>(16);
+    let progress = Arc::new(AtomicU64::new(0));
+    let readers = readers_input.start(out_tx, progress.clone());
+    let forwarder = tokio::spawn(forward_output(handle.clone(), out_rx));
+    tokio::spawn(supervise(
+        child,
+        handle.clone(),
+        registry.clone(),
+        Pumps {
+            readers,
+            forwarder,
+            progress,
+        },
+        spec.deadline,
+    ));
+    Ok(Started { handle, events })
+}
+
+type Spawned = (Child, Input, ReaderSource);
+
+/// The cheap path: posix_spawn, nothing to change in the child but its
+/// process group and working directory.
+fn spawn_direct(spec: &SpawnSpec, envs: &[(String, String)]) -> Result<Spawned, SpawnError> {
+    let (child, pipes) = posix_spawn::spawn(&posix_spawn::Program {
+        cmd: &spec.config.cmd,
+        args: &spec.config.args,
+        envs,
+        cwd: &spec.cwd,
+        stdin: spec.stdin,
+    })
+    .map_err(|source| SpawnError::Spawn {
+        cmd: spec.config.cmd.clone(),
+        source,
+    })?;
+    let stdin = pipes.stdin.map(|s| Box::new(s) as StdinPipe);
+    let readers = ReaderSource::Pipes(Some(Box::new(pipes.stdout)), Some(Box::new(pipes.stderr)));
+    Ok((
+        Child::Direct(child),
+        Input::Pipe(tokio::sync::Mutex::new(stdin)),
+        readers,
+    ))
+}
+
+/// The general path: fork + exec with a hook that switches user and, for a
+/// PTY, makes the terminal the child's controlling one.
+fn spawn_with_setup(spec: &SpawnSpec, envs: Vec<(String, String)>) -> Result<Spawned, SpawnError> {
     let mut command = tokio::process::Command::new(&spec.config.cmd);
     command
         .args(&spec.config.args)
         .current_dir(&spec.cwd)
         .env_clear()
-        .envs(environment(&spec))
+        .envs(envs)
         .kill_on_drop(false);
 
     let pty = match spec.pty {
@@ -104,21 +166,13 @@ pub fn spawn(spec: SpawnSpec, registry: &ProcessRegistry) -> Result<Started, Spa
                 .stderr(Stdio::piped());
         }
     }
-    let same_identity =
-        Uid::effective().as_raw() == spec.user.uid && Gid::effective().as_raw() == spec.user.gid;
-    if same_identity && pty.is_none() {
-        // Nothing to change in the child but its process group, which
-        // posix_spawn can do: much cheaper than fork + a pre_exec hook.
-        command.process_group(0);
-    } else {
-        ChildSetup {
-            uid: Uid::from_raw(spec.user.uid),
-            gid: Gid::from_raw(spec.user.gid),
-            groups: spec.user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
-            controlling_tty: pty.is_some(),
-        }
-        .apply(&mut command);
+    ChildSetup {
+        uid: Uid::from_raw(spec.user.uid),
+        gid: Gid::from_raw(spec.user.gid),
+        groups: spec.user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        controlling_tty: pty.is_some(),
     }
+    .apply(&mut command);
 
     let mut child = command.spawn().map_err(|source| SpawnError::Spawn {
         cmd: spec.config.cmd.clone(),
@@ -126,7 +180,7 @@ pub fn spawn(spec: SpawnSpec, registry: &ProcessRegistry) -> Result<Started, Spa
     })?;
     let pid = child.id().ok_or(SpawnError::NoPid)?;
 
-    let (input, readers_input) = match pty {
+    let (input, readers) = match pty {
         Some(PtyPair { master, slave }) => {
             // The child holds its own copies; ours must close so that reads
             // report the end of the terminal when the child exits.
@@ -135,36 +189,38 @@ pub fn spawn(spec: SpawnSpec, registry: &ProcessRegistry) -> Result<Started, Spa
             (Input::Pty(master.clone()), ReaderSource::Pty(master))
         }
         None => {
-            let stdin = child.stdin.take();
-            let stdout = child.stdout.take();
-            let stderr = child.stderr.take();
+            let stdin = child.stdin.take().map(|s| Box::new(s) as StdinPipe);
+            let stdout = child.stdout.take().map(|s| Box::new(s) as PipeReader);
+            let stderr = child.stderr.take().map(|s| Box::new(s) as PipeReader);
             (
                 Input::Pipe(tokio::sync::Mutex::new(stdin)),
                 ReaderSource::Pipes(stdout, stderr),
             )
         }
     };
+    Ok((Child::Forked(child, pid), input, readers))
+}
 
-    let handle = Arc::new(ProcessHandle::new(pid, spec.tag, spec.config, input));
-    let events = handle.subscribe();
-    registry.insert(handle.clone());
+/// A started child, however it was started.
+enum Child {
+    Direct(posix_spawn::PosixChild),
+    Forked(tokio::process::Child, u32),
+}
 
-    let (out_tx, out_rx) = mpsc::channel::<Output>(16);
-    let progress = Arc::new(AtomicU64::new(0));
-    let readers = readers_input.start(out_tx, progress.clone());
-    let forwarder = tokio::spawn(forward_output(handle.clone(), out_rx));
-    tokio::spawn(supervise(
-        child,
-        handle.clone(),
-        registry.clone(),
-        Pumps {
-            readers,
-            forwarder,
-            progress,
-        },
-        spec.deadline,
-    ));
-    Ok(Started { handle, events })
+impl Child {
+    fn pid(&self) -> u32 {
+        match self {
+            Child::Direct(child) => child.pid,
+            Child::Forked(_, pid) => *pid,
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Child::Direct(child) => child.wait().await,
+            Child::Forked(child, _) => child.wait().await,
+        }
+    }
 }
 
 fn environment(spec: &SpawnSpec) -> Vec<(String, String)> {
@@ -183,11 +239,10 @@ fn environment(spec: &SpawnSpec) -> Vec<(String, String)> {
     envs
 }
 
+type PipeReader = Box<dyn AsyncRead + Send + Unpin>;
+
 enum ReaderSource {
-    Pipes(
-        Option<tokio::process::ChildStdout>,
-        Option<tokio::process::ChildStderr>,
-    ),
+    Pipes(Option<PipeReader>, Option<PipeReader>),
     Pty(Arc<PtyMaster>),
 }
 
@@ -276,7 +331,7 @@ struct Pumps {
 /// Waits for the process (killing it at its deadline), lets the remaining
 /// output through, then reports the end and forgets the process.
 async fn supervise(
-    mut child: tokio::process::Child,
+    mut child: Child,
     handle: Arc<ProcessHandle>,
     registry: ProcessRegistry,
     pumps: Pumps,
