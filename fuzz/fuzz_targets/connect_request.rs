@@ -5,9 +5,13 @@
 //! with a Connect-shaped response.
 #![no_main]
 
+#[path = "envd_harness.rs"]
+mod envd_harness;
+
 use std::sync::OnceLock;
 
 use http_body_util::BodyExt;
+use envd_harness::{router, runtime};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
@@ -25,19 +29,6 @@ const CONTENT_TYPES: [&str; 5] = [
     "application/proto",
     "text/plain",
 ];
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
-}
-
-fn router() -> &'static axum::Router {
-    static ROUTER: OnceLock<axum::Router> = OnceLock::new();
-    ROUTER.get_or_init(|| {
-        let _guard = runtime().enter();
-        envd::server::router(envd::state::Envd::new(Default::default()))
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };

@@ -5,24 +5,15 @@
 //! entry, or a JSON error.
 #![no_main]
 
+#[path = "envd_harness.rs"]
+mod envd_harness;
+
 use std::sync::OnceLock;
 
 use http_body_util::BodyExt;
+use envd_harness::{router, runtime};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
-}
-
-fn router() -> &'static axum::Router {
-    static ROUTER: OnceLock<axum::Router> = OnceLock::new();
-    ROUTER.get_or_init(|| {
-        let _guard = runtime().enter();
-        envd::server::router(envd::state::Envd::new(Default::default()))
-    })
-}
 
 fn scratch() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();

@@ -461,7 +461,13 @@ async fn children_get_default_signal_handling() {
         if pty {
             request["pty"] = json!({"size": {"cols": 80, "rows": 24}});
         }
-        let response = stream_call(&http1(), &server.url("/process.Process/Start"), &request, &[]).await;
+        let response = stream_call(
+            &http1(),
+            &server.url("/process.Process/Start"),
+            &request,
+            &[],
+        )
+        .await;
         let envelopes = json_envelopes(&response.bytes().await.expect("body"));
         let mut out = Vec::new();
         for (_, message) in &envelopes {
@@ -473,8 +479,12 @@ async fn children_get_default_signal_handling() {
         }
         let text = String::from_utf8(out).expect("utf-8");
         let mask = |name: &str| {
-            let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
-            u64::from_str_radix(line.split_whitespace().nth(1).expect("mask"), 16).expect("hex mask")
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in {text}"));
+            u64::from_str_radix(line.split_whitespace().nth(1).expect("mask"), 16)
+                .expect("hex mask")
         };
         // Signals 1-31 (SIGPIPE among them) must be at their defaults. glibc's
         // posix_spawn leaves its two internal signals (32, 33) ignored, which

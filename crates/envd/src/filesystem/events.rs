@@ -20,6 +20,10 @@ const NETWORK_FS_MAGICS: [i64; 5] = [
     0x0102_1997, // 9P (v9fs)
 ];
 
+/// Events queued for a watcher whose client is not reading; past this they
+/// are dropped, as the kernel's own inotify queue drops them when full.
+const MAX_QUEUED_EVENTS: usize = 65_536;
+
 /// What to watch and how to report it.
 #[derive(Debug, Clone)]
 pub struct WatchSpec {
@@ -60,7 +64,7 @@ pub struct DirWatch {
 pub fn watch(
     spec: WatchSpec,
     users: UserDb,
-) -> Result<(DirWatch, mpsc::UnboundedReceiver<FilesystemEvent>), WatchError> {
+) -> Result<(DirWatch, mpsc::Receiver<FilesystemEvent>), WatchError> {
     match std::fs::metadata(&spec.root) {
         Err(_) => return Err(WatchError::NotFound(spec.root)),
         Ok(meta) if !meta.is_dir() => return Err(WatchError::NotDirectory(spec.root)),
@@ -69,13 +73,13 @@ pub fn watch(
     if !spec.allow_network_mounts && is_network_mount(&spec.root) {
         return Err(WatchError::NetworkMount(spec.root));
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(MAX_QUEUED_EVENTS);
     let root = spec.root.clone();
     let include_entry = spec.include_entry;
     let mut watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         let Ok(event) = result else { return };
         for fs_event in describe(&root, &event, include_entry, &users) {
-            let _ = tx.send(fs_event);
+            let _ = tx.try_send(fs_event);
         }
     })
     .map_err(|source| WatchError::Watch {

@@ -9,12 +9,9 @@ use tokio::sync::mpsc;
 
 use super::events::DirWatch;
 
-/// Events kept per watcher between polls; older ones are dropped beyond it.
-const MAX_BUFFERED_EVENTS: usize = 65_536;
-
 struct PolledWatcher {
     _watch: DirWatch,
-    events: mpsc::UnboundedReceiver<FilesystemEvent>,
+    events: mpsc::Receiver<FilesystemEvent>,
 }
 
 #[derive(Clone, Default)]
@@ -36,7 +33,7 @@ impl WatcherRegistry {
         }
     }
 
-    pub fn add(&self, watch: DirWatch, events: mpsc::UnboundedReceiver<FilesystemEvent>) -> String {
+    pub fn add(&self, watch: DirWatch, events: mpsc::Receiver<FilesystemEvent>) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         self.lock().insert(
             id.clone(),
@@ -55,9 +52,6 @@ impl WatcherRegistry {
         let mut events = Vec::new();
         while let Ok(event) = watcher.events.try_recv() {
             events.push(event);
-        }
-        if events.len() > MAX_BUFFERED_EVENTS {
-            events.drain(..events.len() - MAX_BUFFERED_EVENTS);
         }
         Some(events)
     }
