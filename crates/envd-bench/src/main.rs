@@ -12,7 +12,8 @@ mod stats;
 
 use anyhow::Context;
 
-#[tokio::main]
+// One thread: the client should add as little as possible to what it measures.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let envd_bin = std::env::var("ENVD_BIN").context("ENVD_BIN must name the envd binary")?;
     let runs: usize = std::env::var("BENCH_EXEC_RUNS")
