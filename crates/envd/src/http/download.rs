@@ -101,6 +101,13 @@ async fn serve(
             path.display()
         )));
     }
+    // Devices, FIFOs and sockets have no length and may never end.
+    if !meta.is_file() {
+        return Err(ApiError::bad_request(format!(
+            "path '{}' is not a regular file",
+            path.display()
+        )));
+    }
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::from_io(&path, &e))?;
