@@ -493,3 +493,83 @@ async fn children_get_default_signal_handling() {
         assert_eq!(mask("SigBlk:"), 0, "pty={pty}: {text}");
     }
 }
+
+#[tokio::test]
+async fn processes_run_as_the_requested_user() {
+    // `nobody` exists on every Debian system; its home does not, so the
+    // process starts in `/`.
+    let server = TestServer::start().await;
+    for (pty, extra) in [
+        (false, json!(null)),
+        (true, json!({"size": {"cols": 80, "rows": 24}})),
+    ] {
+        let mut request = start_request("echo $(id -u) $(id -g) $(id -G) $USER $HOME $(pwd)");
+        if pty {
+            request["pty"] = extra;
+        }
+        let response = stream_call(
+            &http1(),
+            &server.url("/process.Process/Start"),
+            &request,
+            &[("authorization", "Basic bm9ib2R5Og==")],
+        )
+        .await;
+        let envelopes = json_envelopes(&response.bytes().await.expect("body"));
+        let mut out = Vec::new();
+        for (_, message) in &envelopes {
+            for key in ["stdout", "pty"] {
+                if let Some(data) = message["event"]["data"][key].as_str() {
+                    out.extend(b64(data));
+                }
+            }
+        }
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text.trim(),
+            "65534 65534 65534 nobody /nonexistent /",
+            "pty={pty}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failures_before_exec_are_reported() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_executable = dir.path().join("data.txt");
+    std::fs::write(&not_executable, "plain text").expect("write");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    for (request, expected) in [
+        (
+            json!({"process": {"cmd": not_executable.to_string_lossy()}}),
+            "Permission denied",
+        ),
+        (
+            json!({"process": {"cmd": "/bin/true", "cwd": "/root"}}),
+            "Permission denied",
+        ),
+        (
+            json!({"process": {"cmd": "no-such-command-anywhere"}}),
+            "not found in $PATH",
+        ),
+    ] {
+        let response = stream_call(
+            &http1(),
+            &server.url("/process.Process/Start"),
+            &request,
+            &[("authorization", "Basic bm9ib2R5Og==")],
+        )
+        .await;
+        let envelopes = json_envelopes(&response.bytes().await.expect("body"));
+        let (flag, end) = envelopes.last().expect("end of stream");
+        assert_eq!(*flag, 2);
+        assert_eq!(end["error"]["code"], "invalid_argument", "{request}: {end}");
+        let message = end["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{request}: {message}");
+    }
+    assert!(server.envd.processes.list().is_empty());
+}

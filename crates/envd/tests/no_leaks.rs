@@ -13,6 +13,18 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("fd dir").count()
 }
 
+/// What each open descriptor refers to, for the failure message.
+fn fd_targets() -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("fd dir")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    targets.sort();
+    targets
+}
+
 fn children() -> usize {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
@@ -53,6 +65,15 @@ async fn exercise(server: &TestServer, client: &reqwest::Client) {
         .await;
         let _ = response.bytes().await;
     }
+    // The privilege-dropping path, as the account every Debian system has.
+    let response = stream_call(
+        client,
+        &server.url("/process.Process/Start"),
+        &json!({"process": {"cmd": "/usr/bin/id"}, "stdin": false}),
+        &[("authorization", "Basic bm9ib2R5Og==")],
+    )
+    .await;
+    let _ = response.bytes().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (status, body) = unary_call(
         client,
@@ -82,15 +103,23 @@ async fn exercise(server: &TestServer, client: &reqwest::Client) {
         .await
         .expect("download of a directory");
     assert_eq!(response.status(), 400);
+    let _ = response.bytes().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_work_leaks_nothing() {
     let server = TestServer::start().await;
-    let client = http1();
+    // One pooled connection at most, so its sockets are the only ones the
+    // client side may legitimately keep between rounds.
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client");
     exercise(&server, &client).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_before = open_fds();
+    let targets_before = fd_targets();
     for _ in 0..25 {
         exercise(&server, &client).await;
     }
@@ -100,10 +129,12 @@ async fn repeated_work_leaks_nothing() {
     .await;
     assert!(
         settled,
-        "descriptors: {} before, {} after; child processes left: {}",
+        "descriptors: {} before, {} after; child processes left: {}\nbefore: {:?}\nafter: {:?}",
         fds_before,
         open_fds(),
-        children()
+        children(),
+        targets_before,
+        fd_targets()
     );
     assert!(
         server.envd.processes.list().is_empty(),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio_util::io::StreamReader;
 
-use super::early_response::close;
+use super::early_response::{close, drain_or_close};
 use super::error::ApiError;
 use super::files_access::{FilesQuery, authorize, target_path};
 use super::signature::Operation;
@@ -45,11 +45,93 @@ pub async fn upload(
     Query(query): Query<FilesQuery>,
     body: Body,
 ) -> Response {
-    match receive(&envd, &headers, &query, body).await {
+    // Refusals before any byte of the body was used: read the (small) rest
+    // so the client can finish sending and see the answer.
+    let plan = match plan(&envd, &headers, &query).await {
+        Ok(plan) => plan,
+        Err(error) => return drain_or_close(body, version, error.into_response()).await,
+    };
+    match receive(&envd, &query, plan, body).await {
         Ok(entries) => Json(entries).into_response(),
         // The body may be partly unread; don't let the client reuse the connection.
         Err(error) => close(version, error.into_response()),
     }
+}
+
+/// What an upload will do, decided from its headers alone.
+struct UploadPlan {
+    user: User,
+    metadata: HashMap<String, String>,
+    gzip: bool,
+    kind: UploadKind,
+}
+
+enum UploadKind {
+    Multipart {
+        boundary: String,
+    },
+    /// A raw body written to this file.
+    Raw {
+        target: PathBuf,
+    },
+}
+
+async fn plan(
+    envd: &Envd,
+    headers: &HeaderMap,
+    query: &FilesQuery,
+) -> Result<UploadPlan, ApiError> {
+    let user = authorize(envd, headers, query, Operation::Write)?;
+    let metadata = metadata_from_headers(headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    if encoding != "identity" && encoding != "gzip" {
+        return Err(ApiError::bad_request(format!(
+            "unsupported Content-Encoding '{encoding}': only identity and gzip are supported"
+        )));
+    }
+    let gzip = encoding == "gzip";
+    let kind = if content_type.to_ascii_lowercase().starts_with("multipart/") {
+        if gzip {
+            return Err(ApiError::bad_request(
+                "gzip Content-Encoding is only supported for application/octet-stream uploads",
+            ));
+        }
+        let boundary = multer::parse_boundary(content_type)
+            .map_err(|e| ApiError::bad_request(format!("invalid multipart Content-Type: {e}")))?;
+        UploadKind::Multipart { boundary }
+    } else {
+        let path = query.path.as_deref().ok_or_else(|| {
+            ApiError::bad_request("the path query parameter is required for non-multipart uploads")
+        })?;
+        let target = target_path(envd, &user, path)?;
+        refuse_directory(&target).await?;
+        UploadKind::Raw { target }
+    };
+    Ok(UploadPlan {
+        user,
+        metadata,
+        gzip,
+        kind,
+    })
+}
+
+async fn refuse_directory(target: &Path) -> Result<(), ApiError> {
+    if tokio::fs::metadata(target).await.is_ok_and(|m| m.is_dir()) {
+        return Err(ApiError::bad_request(format!(
+            "path '{}' is a directory",
+            target.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Upload metadata from `X-Metadata-<key>` headers (keys lower-cased).
@@ -73,51 +155,34 @@ pub fn metadata_from_headers(headers: &HeaderMap) -> Result<HashMap<String, Stri
 
 async fn receive(
     envd: &Envd,
-    headers: &HeaderMap,
     query: &FilesQuery,
+    plan: UploadPlan,
     body: Body,
 ) -> Result<Vec<WrittenEntry>, ApiError> {
-    let user = authorize(envd, headers, query, Operation::Write)?;
-    let metadata = metadata_from_headers(headers)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    if encoding != "identity" && encoding != "gzip" {
-        return Err(ApiError::bad_request(format!(
-            "unsupported Content-Encoding '{encoding}': only identity and gzip are supported"
-        )));
-    }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    if content_type.to_ascii_lowercase().starts_with("multipart/") {
-        if encoding == "gzip" {
-            return Err(ApiError::bad_request(
-                "gzip Content-Encoding is only supported for application/octet-stream uploads",
-            ));
+    let UploadPlan {
+        user,
+        metadata,
+        gzip,
+        kind,
+    } = plan;
+    match kind {
+        UploadKind::Multipart { boundary } => {
+            receive_multipart(envd, &user, query, stream, boundary, &metadata).await
         }
-        let boundary = multer::parse_boundary(content_type)
-            .map_err(|e| ApiError::bad_request(format!("invalid multipart Content-Type: {e}")))?;
-        return receive_multipart(envd, &user, query, stream, boundary, &metadata).await;
+        UploadKind::Raw { target } => {
+            let reader = StreamReader::new(stream);
+            if gzip {
+                let decoder = async_compression::tokio::bufread::GzipDecoder::new(
+                    tokio::io::BufReader::new(reader),
+                );
+                write_file(&target, &user, decoder, &metadata).await?;
+            } else {
+                write_file(&target, &user, reader, &metadata).await?;
+            }
+            Ok(vec![written(&target, metadata)])
+        }
     }
-    let path = query.path.as_deref().ok_or_else(|| {
-        ApiError::bad_request("the path query parameter is required for non-multipart uploads")
-    })?;
-    let target = target_path(envd, &user, path)?;
-    let reader = StreamReader::new(stream);
-    if encoding == "gzip" {
-        let decoder =
-            async_compression::tokio::bufread::GzipDecoder::new(tokio::io::BufReader::new(reader));
-        write_file(&target, &user, decoder, &metadata).await?;
-    } else {
-        write_file(&target, &user, reader, &metadata).await?;
-    }
-    Ok(vec![written(&target, metadata)])
 }
 
 async fn receive_multipart<S>(
@@ -189,12 +254,7 @@ pub async fn write_file(
     reader: impl AsyncRead + Unpin,
     metadata: &HashMap<String, String>,
 ) -> Result<(), ApiError> {
-    if tokio::fs::metadata(target).await.is_ok_and(|m| m.is_dir()) {
-        return Err(ApiError::bad_request(format!(
-            "path '{}' is a directory",
-            target.display()
-        )));
-    }
+    refuse_directory(target).await?;
     let prepared = {
         let target: PathBuf = target.to_path_buf();
         let user = user.clone();

@@ -1,7 +1,8 @@
 //! The `process.Process` Connect service: start, attach to, feed and signal
 //! processes inside the sandbox.
 
-mod child_setup;
+mod child;
+mod clone_spawn;
 pub mod exit_status;
 pub mod handle;
 mod posix_spawn;

@@ -2,9 +2,8 @@
 //! output to attached streams until it ends.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,7 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::child_setup::ChildSetup;
+use super::child::{self, Child, Program, make_pipes};
+use super::clone_spawn::{self, Identity};
 use super::exit_status::EndInfo;
 use super::handle::{Config, Event, Input, Output, ProcessHandle, StdinPipe};
 use super::posix_spawn;
@@ -60,8 +60,8 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the started process has no pid")]
-    NoPid,
+    #[error("this kernel has no pidfd_open (Linux 5.3 or newer is needed)")]
+    NoPidfd,
 }
 
 /// A started process and a stream already attached to it.
@@ -71,16 +71,61 @@ pub struct Started {
 }
 
 pub fn spawn(spec: SpawnSpec, registry: &ProcessRegistry) -> Result<Started, SpawnError> {
+    if !child::available() {
+        return Err(SpawnError::NoPidfd);
+    }
     let envs = environment(&spec);
+    let program = Program {
+        cmd: &spec.config.cmd,
+        args: &spec.config.args,
+        envs: &envs,
+        cwd: &spec.cwd,
+        stdin: spec.stdin,
+    };
+    let spawn_error = |source| SpawnError::Spawn {
+        cmd: spec.config.cmd.clone(),
+        source,
+    };
     let same_identity =
         Uid::effective().as_raw() == spec.user.uid && Gid::effective().as_raw() == spec.user.gid;
-    let (child, input, readers_input) =
-        if same_identity && spec.pty.is_none() && posix_spawn::available() {
-            spawn_direct(&spec, &envs)?
-        } else {
-            spawn_with_setup(&spec, envs)?
-        };
-    let pid = child.pid();
+    let identity = Identity {
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        groups: &spec.user.groups,
+        controlling_tty: spec.pty.is_some(),
+    };
+    let (child, input, readers_input) = match spec.pty {
+        Some((cols, rows)) => {
+            let PtyPair { master, slave } = PtyPair::open(cols, rows).map_err(SpawnError::Pty)?;
+            let fd = slave.as_raw_fd();
+            let child = clone_spawn::spawn(&program, &identity, [fd; 3]).map_err(spawn_error)?;
+            // The child has its own copies; ours must close so that reads
+            // report the end of the terminal when the child exits.
+            drop(slave);
+            let master = Arc::new(master);
+            (child, Input::Pty(master.clone()), ReaderSource::Pty(master))
+        }
+        None => {
+            let (child, pipes) = if same_identity {
+                posix_spawn::spawn(&program).map_err(spawn_error)?
+            } else {
+                let (ends, pipes) = make_pipes(spec.stdin).map_err(spawn_error)?;
+                let child = clone_spawn::spawn(
+                    &program,
+                    &identity,
+                    ends.each_ref().map(|fd| fd.as_raw_fd()),
+                )
+                .map_err(spawn_error)?;
+                drop(ends);
+                (child, pipes.into_async().map_err(spawn_error)?)
+            };
+            let stdin = pipes.stdin.map(|s| Box::new(s) as StdinPipe);
+            let readers =
+                ReaderSource::Pipes(Some(Box::new(pipes.stdout)), Some(Box::new(pipes.stderr)));
+            (child, Input::Pipe(tokio::sync::Mutex::new(stdin)), readers)
+        }
+    };
+    let pid = child.pid;
 
     let handle = Arc::new(ProcessHandle::new(pid, spec.tag, spec.config, input));
     let events = handle.subscribe();
@@ -102,125 +147,6 @@ pub fn spawn(spec: SpawnSpec, registry: &ProcessRegistry) -> Result<Started, Spa
         spec.deadline,
     ));
     Ok(Started { handle, events })
-}
-
-type Spawned = (Child, Input, ReaderSource);
-
-/// The cheap path: posix_spawn, nothing to change in the child but its
-/// process group and working directory.
-fn spawn_direct(spec: &SpawnSpec, envs: &[(String, String)]) -> Result<Spawned, SpawnError> {
-    let (child, pipes) = posix_spawn::spawn(&posix_spawn::Program {
-        cmd: &spec.config.cmd,
-        args: &spec.config.args,
-        envs,
-        cwd: &spec.cwd,
-        stdin: spec.stdin,
-    })
-    .map_err(|source| SpawnError::Spawn {
-        cmd: spec.config.cmd.clone(),
-        source,
-    })?;
-    let stdin = pipes.stdin.map(|s| Box::new(s) as StdinPipe);
-    let readers = ReaderSource::Pipes(Some(Box::new(pipes.stdout)), Some(Box::new(pipes.stderr)));
-    Ok((
-        Child::Direct(child),
-        Input::Pipe(tokio::sync::Mutex::new(stdin)),
-        readers,
-    ))
-}
-
-/// The general path: fork + exec with a hook that switches user and, for a
-/// PTY, makes the terminal the child's controlling one.
-fn spawn_with_setup(spec: &SpawnSpec, envs: Vec<(String, String)>) -> Result<Spawned, SpawnError> {
-    let mut command = tokio::process::Command::new(&spec.config.cmd);
-    command
-        .args(&spec.config.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(envs)
-        .kill_on_drop(false);
-
-    let pty = match spec.pty {
-        Some((cols, rows)) => Some(PtyPair::open(cols, rows).map_err(SpawnError::Pty)?),
-        None => None,
-    };
-    match &pty {
-        Some(pair) => {
-            let slave = |pair: &PtyPair| -> Result<Stdio, SpawnError> {
-                let fd: OwnedFd = pair.slave.try_clone().map_err(SpawnError::Pty)?;
-                Ok(Stdio::from(fd))
-            };
-            command
-                .stdin(slave(pair)?)
-                .stdout(slave(pair)?)
-                .stderr(slave(pair)?);
-        }
-        None => {
-            command
-                .stdin(if spec.stdin {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-        }
-    }
-    ChildSetup {
-        uid: Uid::from_raw(spec.user.uid),
-        gid: Gid::from_raw(spec.user.gid),
-        groups: spec.user.groups.iter().map(|g| Gid::from_raw(*g)).collect(),
-        controlling_tty: pty.is_some(),
-    }
-    .apply(&mut command);
-
-    let mut child = command.spawn().map_err(|source| SpawnError::Spawn {
-        cmd: spec.config.cmd.clone(),
-        source,
-    })?;
-    let pid = child.id().ok_or(SpawnError::NoPid)?;
-
-    let (input, readers) = match pty {
-        Some(PtyPair { master, slave }) => {
-            // The child holds its own copies; ours must close so that reads
-            // report the end of the terminal when the child exits.
-            drop(slave);
-            let master = Arc::new(master);
-            (Input::Pty(master.clone()), ReaderSource::Pty(master))
-        }
-        None => {
-            let stdin = child.stdin.take().map(|s| Box::new(s) as StdinPipe);
-            let stdout = child.stdout.take().map(|s| Box::new(s) as PipeReader);
-            let stderr = child.stderr.take().map(|s| Box::new(s) as PipeReader);
-            (
-                Input::Pipe(tokio::sync::Mutex::new(stdin)),
-                ReaderSource::Pipes(stdout, stderr),
-            )
-        }
-    };
-    Ok((Child::Forked(child, pid), input, readers))
-}
-
-/// A started child, however it was started.
-enum Child {
-    Direct(posix_spawn::PosixChild),
-    Forked(tokio::process::Child, u32),
-}
-
-impl Child {
-    fn pid(&self) -> u32 {
-        match self {
-            Child::Direct(child) => child.pid,
-            Child::Forked(_, pid) => *pid,
-        }
-    }
-
-    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        match self {
-            Child::Direct(child) => child.wait().await,
-            Child::Forked(child, _) => child.wait().await,
-        }
-    }
 }
 
 fn environment(spec: &SpawnSpec) -> Vec<(String, String)> {
