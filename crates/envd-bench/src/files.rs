@@ -58,8 +58,12 @@ async fn download(client: &reqwest::Client, url: &str, size: usize) -> anyhow::R
     Ok(started.elapsed())
 }
 
+/// Argument that turns the bench binary into the baseline server.
+pub const RAW_SERVER_MODE: &str = "--raw-server";
+
 /// The baseline: an HTTP server that only copies bodies to and from a file.
-async fn raw_server(file: PathBuf) -> anyhow::Result<String> {
+/// Prints its address on stdout, then serves until killed.
+pub async fn serve_raw(file: PathBuf) -> anyhow::Result<()> {
     async fn put(State(file): State<Arc<PathBuf>>, body: Body) -> Result<(), String> {
         let mut out = tokio::fs::File::create(file.as_path())
             .await
@@ -84,9 +88,29 @@ async fn raw_server(file: PathBuf) -> anyhow::Result<String> {
         .route("/raw", axum::routing::post(put).get(get))
         .with_state(Arc::new(file));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(format!("http://{address}/raw"))
+    println!("http://{}/raw", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Starts the baseline server as a child process; returns it and its URL.
+async fn raw_server(file: PathBuf) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg(RAW_SERVER_MODE)
+        .arg(file)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await?;
+    Ok((child, line.trim().to_string()))
 }
 
 /// Samples envd's RSS until stopped; returns the peak.
@@ -121,7 +145,7 @@ pub async fn run(envd: &EnvdProcess, size: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let envd_file = dir.join("envd.bin");
-    let raw_url = raw_server(dir.join("raw.bin")).await?;
+    let (_raw_server, raw_url) = raw_server(dir.join("raw.bin")).await?;
     let envd_url = envd.url(&format!("/files?path={}", envd_file.display()));
     let client = reqwest::Client::builder()
         .http1_only()

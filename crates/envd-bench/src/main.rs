@@ -12,9 +12,22 @@ mod stats;
 
 use anyhow::Context;
 
-// One thread: the client should add as little as possible to what it measures.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, file] = args.as_slice()
+        && mode == files::RAW_SERVER_MODE
+    {
+        // The baseline server runs in its own process, like envd.
+        return tokio::runtime::Runtime::new()?.block_on(files::serve_raw(file.into()));
+    }
+    // One thread: the client should add as little as possible to what it measures.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let envd_bin = std::env::var("ENVD_BIN").context("ENVD_BIN must name the envd binary")?;
     let runs: usize = std::env::var("BENCH_EXEC_RUNS")
         .ok()
