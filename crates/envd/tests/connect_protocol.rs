@@ -451,6 +451,27 @@ async fn access_token_guards_rpc_once_set() {
     assert_eq!(health.status(), 204);
 }
 
+/// Runs a Start request to its end; returns what it printed (pipe or PTY).
+async fn printed(server: &TestServer, request: &Value, headers: &[(&str, &str)]) -> String {
+    let response = stream_call(
+        &http1(),
+        &server.url("/process.Process/Start"),
+        request,
+        headers,
+    )
+    .await;
+    let envelopes = json_envelopes(&response.bytes().await.expect("body"));
+    let mut out = Vec::new();
+    for (_, message) in &envelopes {
+        for key in ["stdout", "pty"] {
+            if let Some(data) = message["event"]["data"][key].as_str() {
+                out.extend(b64(data));
+            }
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
 #[tokio::test]
 async fn children_get_default_signal_handling() {
     // envd ignores SIGPIPE (Rust runtime); a child inheriting that would not
@@ -461,23 +482,7 @@ async fn children_get_default_signal_handling() {
         if pty {
             request["pty"] = json!({"size": {"cols": 80, "rows": 24}});
         }
-        let response = stream_call(
-            &http1(),
-            &server.url("/process.Process/Start"),
-            &request,
-            &[],
-        )
-        .await;
-        let envelopes = json_envelopes(&response.bytes().await.expect("body"));
-        let mut out = Vec::new();
-        for (_, message) in &envelopes {
-            for key in ["stdout", "pty"] {
-                if let Some(data) = message["event"]["data"][key].as_str() {
-                    out.extend(b64(data));
-                }
-            }
-        }
-        let text = String::from_utf8(out).expect("utf-8");
+        let text = printed(&server, &request, &[]).await;
         let mask = |name: &str| {
             let line = text
                 .lines()
@@ -507,23 +512,12 @@ async fn processes_run_as_the_requested_user() {
         if pty {
             request["pty"] = extra;
         }
-        let response = stream_call(
-            &http1(),
-            &server.url("/process.Process/Start"),
+        let text = printed(
+            &server,
             &request,
             &[("authorization", "Basic bm9ib2R5Og==")],
         )
         .await;
-        let envelopes = json_envelopes(&response.bytes().await.expect("body"));
-        let mut out = Vec::new();
-        for (_, message) in &envelopes {
-            for key in ["stdout", "pty"] {
-                if let Some(data) = message["event"]["data"][key].as_str() {
-                    out.extend(b64(data));
-                }
-            }
-        }
-        let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text.trim(),
             "65534 65534 65534 nobody /nonexistent /",
