@@ -8,7 +8,6 @@
 #[path = "envd_harness.rs"]
 mod envd_harness;
 
-use std::sync::OnceLock;
 
 use http_body_util::BodyExt;
 use envd_harness::{router, runtime};
