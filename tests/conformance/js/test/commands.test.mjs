@@ -1,34 +1,16 @@
 // Process service through the JS SDK: sandbox.commands.
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 
 import { CommandExitError, TimeoutError } from 'e2b'
 
-import {
-  createSandbox,
-  ensureEnvd,
-  makeTmpDir,
-  passwd,
-  removeDir,
-  stopEnvd,
-  waitFor,
-} from './helpers.mjs'
+import { createSandbox, passwd, useSandbox, waitFor } from './helpers.mjs'
 
-let envd
 let sbx
 let tmp
 
-before(async () => {
-  envd = await ensureEnvd()
-  sbx = await createSandbox()
-  tmp = makeTmpDir()
-})
-
-after(async () => {
-  if (tmp) removeDir(tmp)
-  await stopEnvd(envd)
-})
+useSandbox((ready) => ({ sbx, tmp } = ready))
 
 async function pids() {
   return new Set((await sbx.commands.list()).map((p) => p.pid))

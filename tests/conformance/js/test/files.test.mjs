@@ -1,26 +1,16 @@
 // Filesystem through the JS SDK: sandbox.files (/files upload/download + Filesystem RPCs).
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 
 import { FileNotFoundError, FileType, NotFoundError } from 'e2b'
 
-import { createSandbox, ensureEnvd, makeTmpDir, passwd, removeDir, stopEnvd } from './helpers.mjs'
+import { passwd, removeDir, useSandbox } from './helpers.mjs'
 
-let envd
 let sbx
 let tmp
 
-before(async () => {
-  envd = await ensureEnvd()
-  sbx = await createSandbox()
-  tmp = makeTmpDir()
-})
-
-after(async () => {
-  if (tmp) removeDir(tmp)
-  await stopEnvd(envd)
-})
+useSandbox((ready) => ({ sbx, tmp } = ready))
 
 const BINARY = new Uint8Array(256 * 16).map((_, i) => i % 256)
 

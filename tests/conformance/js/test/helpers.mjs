@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { after, before } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
 import { Sandbox } from 'e2b'
@@ -89,4 +90,23 @@ export function passwd(name) {
   if (!line) throw new Error(`no account ${name}; run tests/conformance/run.sh first`)
   const f = line.split(':')
   return { uid: Number(f[2]), gid: Number(f[3]), home: f[5] }
+}
+
+/**
+ * Registers the hooks every test file needs: an envd on the debug port, a
+ * debug-mode sandbox and (unless `scratch` is false) a scratch directory, all
+ * cleaned up after the file's tests. `onReady` gets `{ sbx, tmp }` first.
+ */
+export function useSandbox(onReady, { scratch = true } = {}) {
+  let envd
+  let tmp
+  before(async () => {
+    envd = await ensureEnvd()
+    tmp = scratch ? makeTmpDir() : undefined
+    onReady({ sbx: await createSandbox(), tmp })
+  })
+  after(async () => {
+    if (tmp) removeDir(tmp)
+    await stopEnvd(envd)
+  })
 }

@@ -1,23 +1,15 @@
 // PTY sessions through the JS SDK: sandbox.pty.
 // Input is written so that its echo cannot match the expected output.
 import assert from 'node:assert/strict'
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 
 import { CommandExitError } from 'e2b'
 
-import { createSandbox, ensureEnvd, passwd, stopEnvd, waitFor } from './helpers.mjs'
+import { passwd, useSandbox, waitFor } from './helpers.mjs'
 
-let envd
 let sbx
 
-before(async () => {
-  envd = await ensureEnvd()
-  sbx = await createSandbox()
-})
-
-after(async () => {
-  await stopEnvd(envd)
-})
+useSandbox((ready) => ({ sbx } = ready), { scratch: false })
 
 async function openPty(opts = {}) {
   const chunks = []

@@ -1,26 +1,16 @@
 // Directory watching through the JS SDK: the streaming Filesystem.WatchDir RPC.
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 
 import { FilesystemEventType } from 'e2b'
 
-import { createSandbox, ensureEnvd, makeTmpDir, removeDir, stopEnvd, waitFor } from './helpers.mjs'
+import { useSandbox, waitFor } from './helpers.mjs'
 
-let envd
 let sbx
 let tmp
 
-before(async () => {
-  envd = await ensureEnvd()
-  sbx = await createSandbox()
-  tmp = makeTmpDir()
-})
-
-after(async () => {
-  if (tmp) removeDir(tmp)
-  await stopEnvd(envd)
-})
+useSandbox((ready) => ({ sbx, tmp } = ready))
 
 const seen = (events, name, type) => events.some((e) => e.name === name && e.type === type)
 const describeEvents = (events) => JSON.stringify(events.map((e) => [e.name, e.type]))
