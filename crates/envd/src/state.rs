@@ -76,11 +76,6 @@ impl Envd {
         self.options.users.by_name(&name)
     }
 
-    /// The directory relative paths are resolved against for this user.
-    pub fn base_dir(&self, user: &User) -> PathBuf {
-        user.home.clone()
-    }
-
     /// The working directory for a process of this user that names none.
     pub fn default_workdir(&self, user: &User) -> PathBuf {
         self.defaults().workdir.unwrap_or_else(|| user.home.clone())

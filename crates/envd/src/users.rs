@@ -154,8 +154,8 @@ fn parse_group(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
-/// Expands `~` and resolves a relative path against `base`.
-pub fn resolve_path(path: &str, home: &Path, base: &Path) -> PathBuf {
+/// Expands `~` and resolves a relative path against the user's `home`.
+pub fn resolve_path(path: &str, home: &Path) -> PathBuf {
     let expanded = if path == "~" {
         home.to_path_buf()
     } else if let Some(rest) = path.strip_prefix("~/") {
@@ -166,7 +166,7 @@ pub fn resolve_path(path: &str, home: &Path, base: &Path) -> PathBuf {
     let joined = if expanded.is_absolute() {
         expanded
     } else {
-        base.join(expanded)
+        home.join(expanded)
     };
     normalize(&joined)
 }
@@ -231,19 +231,10 @@ mod tests {
     #[test]
     fn resolves_home_and_relative_paths() {
         let home = Path::new("/home/user");
-        assert_eq!(resolve_path("~", home, home), PathBuf::from("/home/user"));
-        assert_eq!(
-            resolve_path("~/a", home, home),
-            PathBuf::from("/home/user/a")
-        );
-        assert_eq!(
-            resolve_path("a/../b", home, home),
-            PathBuf::from("/home/user/b")
-        );
-        assert_eq!(
-            resolve_path("/tmp/./x", home, home),
-            PathBuf::from("/tmp/x")
-        );
-        assert_eq!(resolve_path("../../../..", home, home), PathBuf::from("/"));
+        assert_eq!(resolve_path("~", home), PathBuf::from("/home/user"));
+        assert_eq!(resolve_path("~/a", home), PathBuf::from("/home/user/a"));
+        assert_eq!(resolve_path("a/../b", home), PathBuf::from("/home/user/b"));
+        assert_eq!(resolve_path("/tmp/./x", home), PathBuf::from("/tmp/x"));
+        assert_eq!(resolve_path("../../../..", home), PathBuf::from("/"));
     }
 }

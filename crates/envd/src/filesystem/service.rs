@@ -158,8 +158,7 @@ impl FilesystemService {
     /// The acting user and `path` resolved for them.
     fn resolve(&self, ctx: &RequestContext, path: &str) -> Result<(User, PathBuf), ConnectError> {
         let user = request_user(&self.envd, ctx)?;
-        let base = self.envd.base_dir(&user);
-        let resolved = resolve_path(path, &user.home, &base);
+        let resolved = resolve_path(path, &user.home);
         Ok((user, resolved))
     }
 

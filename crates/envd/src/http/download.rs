@@ -80,7 +80,7 @@ async fn serve(
     query: &FilesQuery,
 ) -> Result<Response, ApiError> {
     let user = authorize(envd, headers, query, Operation::Read)?;
-    let path = target_path(envd, &user, query.path.as_deref().unwrap_or(""))?;
+    let path = target_path(&user, query.path.as_deref().unwrap_or(""))?;
     let encoding = choose_encoding(
         headers
             .get(header::ACCEPT_ENCODING)

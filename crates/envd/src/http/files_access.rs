@@ -51,9 +51,9 @@ pub fn authorize(
 }
 
 /// Resolves a path given by the client for `user`.
-pub fn target_path(envd: &Envd, user: &User, path: &str) -> Result<PathBuf, ApiError> {
+pub fn target_path(user: &User, path: &str) -> Result<PathBuf, ApiError> {
     if path.is_empty() {
         return Err(ApiError::bad_request("path must not be empty"));
     }
-    Ok(resolve_path(path, &user.home, &envd.base_dir(user)))
+    Ok(resolve_path(path, &user.home))
 }

@@ -51,7 +51,7 @@ pub async fn upload(
         Ok(plan) => plan,
         Err(error) => return drain_or_close(body, version, error.into_response()).await,
     };
-    match receive(&envd, &query, plan, body).await {
+    match receive(&query, plan, body).await {
         Ok(entries) => Json(entries).into_response(),
         // The body may be partly unread; don't let the client reuse the connection.
         Err(error) => close(version, error.into_response()),
@@ -112,7 +112,7 @@ async fn plan(
         let path = query.path.as_deref().ok_or_else(|| {
             ApiError::bad_request("the path query parameter is required for non-multipart uploads")
         })?;
-        let target = target_path(envd, &user, path)?;
+        let target = target_path(&user, path)?;
         refuse_directory(&target).await?;
         UploadKind::Raw { target }
     };
@@ -154,7 +154,6 @@ pub fn metadata_from_headers(headers: &HeaderMap) -> Result<HashMap<String, Stri
 }
 
 async fn receive(
-    envd: &Envd,
     query: &FilesQuery,
     plan: UploadPlan,
     body: Body,
@@ -168,7 +167,7 @@ async fn receive(
     } = plan;
     match kind {
         UploadKind::Multipart { boundary } => {
-            receive_multipart(envd, &user, query, stream, boundary, &metadata).await
+            receive_multipart(&user, query, stream, boundary, &metadata).await
         }
         UploadKind::Raw { target } => {
             let reader = StreamReader::new(stream);
@@ -186,7 +185,6 @@ async fn receive(
 }
 
 async fn receive_multipart<S>(
-    envd: &Envd,
     user: &User,
     query: &FilesQuery,
     stream: S,
@@ -212,7 +210,7 @@ where
             (None, Some(file_name)) => file_name.to_string(),
             (None, None) => continue,
         };
-        let target = target_path(envd, user, &name)?;
+        let target = target_path(user, &name)?;
         if !seen.insert(target.clone()) {
             return Err(ApiError::bad_request(format!(
                 "path '{}' appears more than once in the upload",

@@ -158,8 +158,7 @@ impl Process for ProcessService {
         }
         let cwd = match &process.cwd {
             Some(cwd) if !cwd.is_empty() => {
-                let base = self.envd.base_dir(&user);
-                let resolved = resolve_path(cwd, &user.home, &base);
+                let resolved = resolve_path(cwd, &user.home);
                 if !Path::new(&resolved).is_dir() {
                     return Err(ConnectError::invalid_argument(format!(
                         "cwd '{}' does not exist",
