@@ -3,6 +3,7 @@
 # Idempotent and quiet when everything is present.
 set -euo pipefail
 
+export DEBIAN_FRONTEND=noninteractive
 missing=()
 command -v cargo >/dev/null || { echo "error: cargo (Rust toolchain) is required" >&2; exit 1; }
 command -v readelf >/dev/null || missing+=(binutils)
@@ -11,10 +12,31 @@ command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v useradd >/dev/null || missing+=(passwd)
+# The microVM runtime: guest image tools and the host side of sandbox networking.
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v cpio >/dev/null || missing+=(cpio)
+command -v xz >/dev/null || missing+=(xz-utils)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v qemu-img >/dev/null || missing+=(qemu-utils)
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
 
+updated=0
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    updated=1
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# QEMU 10 (microvm with x-ignore-shared templating) comes from bookworm-backports.
+if ! qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10\.'; then
+    backports=/etc/apt/sources.list.d/hearth-bookworm-backports.list
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "deb http://deb.debian.org/debian bookworm-backports main" >"$backports"
+        updated=0
+    fi
+    echo "installing: qemu-system-x86 (bookworm-backports)"
+    ((updated)) || apt-get update -qq
+    apt-get install -y -qq -t bookworm-backports qemu-system-x86 >/dev/null
 fi

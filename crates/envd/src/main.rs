@@ -18,6 +18,9 @@ struct Args {
     /// Let `/init` set the system clock (pass this inside a VM only).
     #[arg(long)]
     clock_sync: bool,
+    /// Let `/init` set the hostname (hearth's `hostname` field; VM only).
+    #[arg(long)]
+    set_hostname: bool,
 }
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%address, version = envd::VERSION, "envd listening");
     let envd = Envd::new(Options {
         clock_sync: args.clock_sync,
+        set_hostname: args.set_hostname,
         ..Options::default()
     });
     envd::server::serve(listener, envd, shutdown_signal())

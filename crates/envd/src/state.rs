@@ -26,6 +26,8 @@ pub struct Defaults {
 pub struct Options {
     /// Whether `/init` may set the system clock (only inside a VM).
     pub clock_sync: bool,
+    /// Whether `/init` may set the hostname (only inside a VM).
+    pub set_hostname: bool,
     /// Where account databases live.
     pub users: UserDb,
 }

@@ -30,6 +30,9 @@ pub struct InitRequest {
     #[serde(rename = "lifecycleID")]
     pub lifecycle_id: Option<String>,
     pub ca_bundle: Option<String>,
+    /// hearth's extension: the sandbox's hostname, which a restored clone
+    /// cannot take from its (shared) boot configuration.
+    pub hostname: Option<String>,
 }
 
 /// Whether the clock should be set to `target_ms`, given it reads `now_ms`.
@@ -50,6 +53,38 @@ fn sync_clock(timestamp: &str) -> Result<(), ApiError> {
     );
     nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, spec)
         .map_err(|e| ApiError::internal(format!("setting the clock: {e}")))
+}
+
+fn set_hostname(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(ApiError::bad_request(format!("invalid hostname '{name}'")));
+    }
+    nix::unistd::sethostname(name)
+        .map_err(|e| ApiError::internal(format!("setting the hostname: {e}")))?;
+    // Programs such as sudo resolve their own hostname; without an entry
+    // they wait for DNS, which a sandbox may not have.
+    let hosts = std::fs::read_to_string(HOSTS_FILE).unwrap_or_default();
+    std::fs::write(HOSTS_FILE, hosts_with_hostname(&hosts, name))
+        .map_err(|e| ApiError::internal(format!("writing {HOSTS_FILE}: {e}")))
+}
+
+const HOSTS_FILE: &str = "/etc/hosts";
+
+/// `hosts` with its `127.0.1.1` line (Debian's place for the machine's own
+/// name) naming `name`.
+pub fn hosts_with_hostname(hosts: &str, name: &str) -> String {
+    let mut out: String = hosts
+        .lines()
+        .filter(|line| line.split_whitespace().next() != Some("127.0.1.1"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    out.push_str(&format!("127.0.1.1\t{name}\n"));
+    out
 }
 
 pub async fn init(
@@ -90,6 +125,13 @@ fn apply(envd: &crate::state::Envd, headers: &HeaderMap, body: &[u8]) -> Result<
     {
         sync_clock(timestamp)?;
     }
+    if let Some(name) = request
+        .hostname
+        .as_deref()
+        .filter(|_| envd.options.set_hostname)
+    {
+        set_hostname(name)?;
+    }
     envd.update_defaults(|d| {
         if let Some(vars) = request.env_vars {
             d.env_vars.extend(vars);
@@ -111,6 +153,16 @@ fn apply(envd: &crate::state::Envd, headers: &HeaderMap, body: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostname_replaces_the_own_name_line() {
+        let hosts = "127.0.0.1 localhost\n127.0.1.1 hearth\n::1 localhost\n";
+        assert_eq!(
+            hosts_with_hostname(hosts, "sbx-1"),
+            "127.0.0.1 localhost\n::1 localhost\n127.0.1.1\tsbx-1\n"
+        );
+        assert_eq!(hosts_with_hostname("", "a"), "127.0.1.1\ta\n");
+    }
 
     #[test]
     fn clock_is_left_alone_within_tolerance() {

@@ -1,0 +1,32 @@
+//! Network slots: each sandbox VM runs in its own network namespace, so every
+//! clone of a template keeps the guest address the template booted with.
+//!
+//! A slot is a namespace `<prefix>-<index>` holding
+//! * `eth0`, one end of a veth pair whose other end (`<prefix>v<index>`) is
+//!   on the host, with a /30 from 10.11.0.0/16 per slot;
+//! * `tap0`, the VM's NIC, at [`GATEWAY`] facing the guest's [`GUEST_ADDRESS`];
+//! * an nftables table that forwards every TCP connection arriving on `eth0`
+//!   to the guest, so the host reaches envd at `<sandbox address>:49983`.
+//!
+//! Deleting the namespace removes all of it: both veth ends, the tap and the
+//! table.
+
+mod command;
+pub mod error;
+pub mod slot;
+
+pub use error::NetError;
+pub use slot::{NetSlot, SlotNaming};
+
+use std::net::Ipv4Addr;
+
+/// The guest's address inside every slot (the same in every clone).
+pub const GUEST_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 21);
+/// The tap's address: the guest's default gateway.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 22);
+/// Prefix length of the guest ↔ tap link.
+pub const GUEST_PREFIX: u8 = 30;
+/// The VM's NIC inside each slot.
+pub const TAP_NAME: &str = "tap0";
+/// The guest NIC's MAC address (locally administered; one per namespace).
+pub const GUEST_MAC: &str = "02:68:65:61:72:01";

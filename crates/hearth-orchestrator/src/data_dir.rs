@@ -1,0 +1,59 @@
+//! The node's data directory: everything heavy and long-lived lives here,
+//! outside any source checkout, in a versioned layout.
+//!
+//! ```text
+//! <root>/v1/host/accel.json        the accelerator probed for this host
+//! <root>/v1/artifacts/<kind>/<key>/ guest artifacts by input hash
+//! <root>/v1/templates/<name>/<build id>/  template snapshots
+//! <root>/v1/sandboxes/<id>/         running clones' disks, sockets, logs
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Where the data directory is unless `HEARTH_DATA_DIR` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/hearth";
+/// Version of the layout below the root.
+const LAYOUT: &str = "v1";
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `HEARTH_DATA_DIR`, else [`DEFAULT_DATA_DIR`].
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var_os("HEARTH_DATA_DIR")
+                .map_or_else(|| PathBuf::from(DEFAULT_DATA_DIR), PathBuf::from),
+        )
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn versioned(&self) -> PathBuf {
+        self.root.join(LAYOUT)
+    }
+
+    pub fn host(&self) -> PathBuf {
+        self.versioned().join("host")
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.versioned().join("artifacts")
+    }
+
+    pub fn templates(&self) -> PathBuf {
+        self.versioned().join("templates")
+    }
+
+    pub fn sandboxes(&self) -> PathBuf {
+        self.versioned().join("sandboxes")
+    }
+}

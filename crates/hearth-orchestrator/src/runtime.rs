@@ -1,0 +1,227 @@
+//! One node's microVM runtime: its accelerator, guest artifacts, templates
+//! and the clones it runs, each in its own network slot.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hearth_guest::{Cache, GuestArtifacts, Progress};
+use hearth_net::{NetSlot, SlotNaming};
+use hearth_vmm::accel::ProbeImage;
+use hearth_vmm::envd_client::ENVD_PORT;
+use hearth_vmm::{
+    AccelChoice, BuildHost, CloneRequest, GuestNetwork, InitParams, NetAttachment, QemuVmm,
+    Sandbox, Template, TemplateConfig, TemplateImage, TemplateStore,
+};
+
+use crate::data_dir::DataDir;
+use crate::error::{NodeError, Result};
+
+/// The template every node has: Debian with envd, like E2B's `base`.
+pub const BASE_TEMPLATE: &str = "base";
+const BASE_VCPUS: u8 = 2;
+const BASE_MEMORY_MIB: u32 = 512;
+/// Under TCG a cold boot takes seconds; on a busy machine, tens.
+const TEMPLATE_BOOT_DEADLINE: Duration = Duration::from_secs(180);
+/// How long a clone's envd may take to accept `/init` and answer.
+pub const CLONE_READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The shape of the base template.
+pub fn base_template_config() -> TemplateConfig {
+    TemplateConfig {
+        name: BASE_TEMPLATE.into(),
+        vcpus: BASE_VCPUS,
+        memory_mib: BASE_MEMORY_MIB,
+        network: guest_network(),
+        boot_deadline: TEMPLATE_BOOT_DEADLINE,
+    }
+}
+
+fn guest_network() -> GuestNetwork {
+    GuestNetwork {
+        address: format!("{}/{}", hearth_net::GUEST_ADDRESS, hearth_net::GUEST_PREFIX),
+        gateway: hearth_net::GATEWAY.to_string(),
+        mac: hearth_net::GUEST_MAC.into(),
+    }
+}
+
+/// A clone and the network slot it runs in.
+#[derive(Debug)]
+pub struct RunningSandbox {
+    pub sandbox: Sandbox<QemuVmm>,
+    pub slot: NetSlot,
+}
+
+/// The node's runtime state.
+#[derive(Debug)]
+pub struct NodeRuntime {
+    pub data: DataDir,
+    pub accel: AccelChoice,
+    pub vmm: QemuVmm,
+    pub naming: SlotNaming,
+    pub artifacts: Cache,
+    pub templates: TemplateStore,
+}
+
+impl NodeRuntime {
+    /// Opens the data directory and picks the accelerator (probing it the
+    /// first time, with the guest kernel, which is fetched if missing).
+    pub async fn open(data: DataDir, slot_prefix: &str, progress: &Progress) -> Result<Self> {
+        let artifacts = Cache::new(data.artifacts());
+        let cache = artifacts.clone();
+        let progress = progress.clone();
+        let probe = blocking(move || -> Result<ProbeImage> {
+            let (kernel, initramfs) = hearth_guest::ensure_boot(&cache, &progress)?;
+            Ok(ProbeImage {
+                kernel: kernel.image,
+                initramfs: initramfs.image,
+            })
+        })
+        .await?;
+        let accel = hearth_vmm::accel::detect(&data.host(), Some(&probe)).await?;
+        tracing::info!(accel = %accel.accel, reason = %accel.reason, "accelerator chosen");
+        Ok(Self {
+            vmm: QemuVmm::new(accel.accel),
+            accel,
+            naming: SlotNaming::new(slot_prefix)?,
+            templates: TemplateStore::new(data.templates()),
+            artifacts,
+            data,
+        })
+    }
+
+    /// The guest artifacts with `envd` installed, built when missing.
+    pub async fn guest_artifacts(
+        &self,
+        envd: &Path,
+        progress: &Progress,
+    ) -> Result<GuestArtifacts> {
+        let cache = self.artifacts.clone();
+        let envd = envd.to_owned();
+        let progress = progress.clone();
+        blocking(move || Ok(hearth_guest::ensure(&cache, &envd, &progress)?)).await
+    }
+
+    /// The base template for `envd`: reused when built already, else built
+    /// (guest artifacts first). Returns whether anything was built.
+    pub async fn ensure_base_template(
+        &self,
+        envd: &Path,
+        progress: &Progress,
+    ) -> Result<(Template, bool)> {
+        let artifacts = self.guest_artifacts(envd, progress).await?;
+        let image = TemplateImage {
+            kernel: artifacts.kernel.image.clone(),
+            kernel_key: artifacts.kernel.key.clone(),
+            initramfs: artifacts.initramfs.image.clone(),
+            initramfs_key: artifacts.initramfs.key.clone(),
+            rootfs: artifacts.rootfs.image.clone(),
+            rootfs_key: artifacts.rootfs.key.clone(),
+            envd_version: envd_version(envd).await?,
+        };
+        let config = base_template_config();
+        let qemu_version = self.accel.qemu_version.clone();
+        let id = TemplateStore::build_id(&image, &config, self.accel.accel, &qemu_version);
+        if let Ok(template) = Template::open(&config.name, &self.templates.dir(&config.name, &id)) {
+            return Ok((template, false));
+        }
+        progress.say(&format!(
+            "booting the '{}' template VM under {} to snapshot it",
+            config.name, self.accel.accel
+        ));
+        let slot = NetSlot::create_free(&self.naming, 0).await?;
+        let host = BuildHost {
+            net: self.attachment(&slot),
+            envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
+        };
+        let built = progress
+            .step_async("snapshotting the template", async {
+                self.templates
+                    .ensure(&self.vmm, &image, &config, &host, &qemu_version)
+                    .await
+                    .map_err(NodeError::from)
+            })
+            .await;
+        let destroyed = slot.destroy().await;
+        let built = built?;
+        destroyed?;
+        Ok(built)
+    }
+
+    fn attachment(&self, slot: &NetSlot) -> NetAttachment {
+        NetAttachment {
+            netns: Some(slot.netns_path()),
+            tap: hearth_net::TAP_NAME.into(),
+            mac: hearth_net::GUEST_MAC.into(),
+        }
+    }
+
+    /// Clones `template` into a new network slot and initialises envd.
+    pub async fn clone_sandbox(
+        &self,
+        template: &Template,
+        sandbox_id: &str,
+        init: InitParams,
+    ) -> Result<RunningSandbox> {
+        let slot = NetSlot::create_free(&self.naming, 0).await?;
+        let request = CloneRequest {
+            sandbox_id: sandbox_id.to_owned(),
+            run_dir: self.data.sandboxes().join(sandbox_id),
+            net: self.attachment(&slot),
+            envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
+            init,
+            ready_deadline: CLONE_READY_DEADLINE,
+        };
+        match hearth_vmm::clone_sandbox(&self.vmm, template, request).await {
+            Ok(sandbox) => Ok(RunningSandbox { sandbox, slot }),
+            Err(error) => {
+                let _ = slot.destroy().await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Kills a clone and removes its disk, run directory and network slot.
+    pub async fn destroy_sandbox(&self, running: RunningSandbox) -> Result<()> {
+        let RunningSandbox { sandbox, slot } = running;
+        let vm = hearth_vmm::destroy(&self.vmm, sandbox).await;
+        let net = slot.destroy().await;
+        vm?;
+        net?;
+        Ok(())
+    }
+}
+
+/// `envd --version` → its version number.
+pub async fn envd_version(envd: &Path) -> Result<String> {
+    let output = tokio::process::Command::new(envd)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|source| NodeError::Io {
+            context: "running",
+            path: envd.to_owned(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .filter(|_| output.status.success())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            NodeError::Invalid(format!(
+                "{} --version printed '{}'",
+                envd.display(),
+                text.trim()
+            ))
+        })
+}
+
+/// Runs blocking build work (subprocesses, file copies) off the runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::Invalid(format!("a build task failed: {e}")))?
+}

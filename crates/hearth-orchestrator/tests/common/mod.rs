@@ -1,0 +1,93 @@
+//! Shared set-up of the VM tests: the node runtime over the real data
+//! directory (so the base template is built once and cached), and a guard
+//! that removes what a failed test leaves.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hearth_guest::Progress;
+use hearth_orchestrator::{DataDir, NodeRuntime};
+use hearth_vmm::Template;
+
+/// Test slots are `htt-<n>`, apart from a running node's `hth-<n>`.
+pub const TEST_SLOT_PREFIX: &str = "htt";
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The static envd the guest runs (`make vm-test` sets it).
+pub fn envd_binary() -> Result<PathBuf, String> {
+    std::env::var_os("HEARTH_ENVD")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .ok_or_else(|| "HEARTH_ENVD must name the static envd binary (run `make vm-test`)".into())
+}
+
+/// The runtime and its base template, built or reused.
+pub async fn runtime_and_template() -> Result<(NodeRuntime, Template), Box<dyn std::error::Error>> {
+    remove_stale_slots();
+    let progress = Progress::new(false);
+    let runtime = NodeRuntime::open(DataDir::from_env(), TEST_SLOT_PREFIX, &progress).await?;
+    let (template, _) = runtime
+        .ensure_base_template(&envd_binary()?, &progress)
+        .await?;
+    Ok((runtime, template))
+}
+
+/// Test namespaces left by an earlier, killed run.
+pub fn test_slots() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{TEST_SLOT_PREFIX}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remove_stale_slots() {
+    for netns in test_slots() {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &netns])
+            .status();
+    }
+}
+
+/// Removes, on drop, whatever of a test's sandboxes is left: QEMU processes
+/// die with their handles (kill-on-drop); this takes run directories and
+/// namespaces.
+#[derive(Default)]
+pub struct Leftovers {
+    pub run_dirs: Vec<PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for dir in &self.run_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        remove_stale_slots();
+    }
+}
+
+/// Whether any process runs with `needle` in its command line.
+pub fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(needle)
+                    })
+                    .unwrap_or(false)
+            })
+        })
+        .unwrap_or(false)
+}
+
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);

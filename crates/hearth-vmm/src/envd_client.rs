@@ -1,0 +1,287 @@
+//! The orchestrator's side of envd: health, `/init`, and running a command
+//! through the Connect `process.Process/Start` stream (JSON codec).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::error::{Result, VmmError};
+
+/// envd's port inside every guest.
+pub const ENVD_PORT: u16 = 49983;
+/// How long one HTTP request to envd may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The body of envd's `POST /init`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_vars: Option<HashMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Filled in at send time: the guest clock is stale after a restore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_workdir: Option<String>,
+    /// hearth's extension to `/init`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// An HTTP client for one VM's envd.
+#[derive(Debug, Clone)]
+pub struct EnvdClient {
+    vm: String,
+    base: String,
+    http: reqwest::Client,
+    access_token: Option<String>,
+}
+
+impl EnvdClient {
+    pub fn new(vm: &str, address: SocketAddr) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| VmmError::Invalid(format!("building an HTTP client: {e}")))?;
+        Ok(Self {
+            vm: vm.to_owned(),
+            base: format!("http://{address}"),
+            http,
+            access_token: None,
+        })
+    }
+
+    /// Sends this token on later requests (after `/init` set it).
+    pub fn with_access_token(mut self, token: Option<String>) -> Self {
+        self.access_token = token;
+        self
+    }
+
+    fn error(&self, message: impl Into<String>) -> VmmError {
+        VmmError::Envd {
+            vm: self.vm.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether envd answers `GET /health` with 204.
+    pub async fn healthy(&self) -> bool {
+        self.http
+            .get(format!("{}/health", self.base))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == reqwest::StatusCode::NO_CONTENT)
+    }
+
+    /// Polls `/health` until it answers, `deadline` passes or `gone`
+    /// reports that the VM has died.
+    pub async fn wait_healthy(
+        &self,
+        deadline: Instant,
+        gone: impl Fn() -> Option<VmmError>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if self.healthy().await {
+                return Ok(());
+            }
+            if let Some(error) = gone() {
+                return Err(error);
+            }
+            if Instant::now() > deadline {
+                return Err(VmmError::Timeout {
+                    vm: self.vm.clone(),
+                    what: "envd to answer /health",
+                    after: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `POST /init` with the current time.
+    pub async fn init(&self, params: &InitParams) -> Result<()> {
+        let mut params = params.clone();
+        params.timestamp =
+            Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        let response = self
+            .authorised(self.http.post(format!("{}/init", self.base)))
+            .json(&params)
+            .send()
+            .await
+            .map_err(|e| self.error(format!("POST /init: {e}")))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::NO_CONTENT {
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.error(format!("POST /init answered {status}: {body}")));
+        }
+        Ok(())
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.access_token {
+            Some(token) => request.header("X-Access-Token", token),
+            None => request,
+        }
+    }
+
+    /// Runs `cmd args…` (as `user`, or envd's default user) and collects its
+    /// output; gives up after `timeout`.
+    pub async fn run(
+        &self,
+        cmd: &str,
+        args: &[&str],
+        user: Option<&str>,
+        timeout: Duration,
+    ) -> Result<CommandOutput> {
+        let message = serde_json::json!({
+            "process": { "cmd": cmd, "args": args },
+            "stdin": false,
+        });
+        let json = serde_json::to_vec(&message).map_err(|e| self.error(e.to_string()))?;
+        let mut body = Vec::with_capacity(json.len() + 5);
+        body.push(0);
+        body.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        body.extend_from_slice(&json);
+        let mut request = self
+            .authorised(
+                self.http
+                    .post(format!("{}/process.Process/Start", self.base)),
+            )
+            .timeout(timeout)
+            .header("content-type", "application/connect+json")
+            .header("connect-protocol-version", "1")
+            .header("connect-timeout-ms", timeout.as_millis().to_string())
+            .body(body);
+        if let Some(user) = user {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+            request = request.header("authorization", format!("Basic {basic}"));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.error(format!("process.Process/Start: {e}")))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.error(format!("reading the process stream: {e}")))?;
+        parse_start_stream(&bytes).map_err(|m| self.error(format!("process.Process/Start: {m}")))
+    }
+}
+
+/// Reads the envelopes of a `Start` response into the command's output.
+pub fn parse_start_stream(mut bytes: &[u8]) -> Result<CommandOutput, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut output = CommandOutput {
+        exit_code: -1,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let mut ended = false;
+    while bytes.len() >= 5 {
+        let flags = bytes[0];
+        let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        let message = bytes
+            .get(5..5 + length)
+            .ok_or_else(|| "truncated envelope".to_owned())?;
+        bytes = &bytes[5 + length..];
+        let value: serde_json::Value =
+            serde_json::from_slice(message).map_err(|e| format!("invalid JSON message: {e}"))?;
+        if flags & 0x02 != 0 {
+            if let Some(error) = value.get("error") {
+                return Err(format!("stream ended with an error: {error}"));
+            }
+            continue;
+        }
+        let event = value.get("event").cloned().unwrap_or_default();
+        if let Some(data) = event.get("data") {
+            for (key, sink) in [
+                ("stdout", &mut output.stdout),
+                ("stderr", &mut output.stderr),
+            ] {
+                if let Some(encoded) = data.get(key).and_then(|v| v.as_str()) {
+                    let decoded = b64.decode(encoded).map_err(|e| format!("bad {key}: {e}"))?;
+                    sink.push_str(&String::from_utf8_lossy(&decoded));
+                }
+            }
+        }
+        if let Some(end) = event.get("end") {
+            // proto3 JSON leaves a zero exit code out.
+            output.exit_code = end
+                .get("exitCode")
+                .and_then(|v| v.as_i64())
+                .and_then(|v| i32::try_from(v).ok())
+                .unwrap_or(0);
+            ended = true;
+        }
+    }
+    if !ended {
+        return Err("the stream closed before the process ended".into());
+    }
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(flags: u8, json: &str) -> Vec<u8> {
+        let mut out = vec![flags];
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out
+    }
+
+    #[test]
+    fn start_stream_is_collected() -> Result<(), String> {
+        let mut stream = envelope(0, r#"{"event":{"start":{"pid":7}}}"#);
+        stream.extend(envelope(0, r#"{"event":{"data":{"stdout":"aGk="}}}"#));
+        stream.extend(envelope(0, r#"{"event":{"data":{"stderr":"b29wcw=="}}}"#));
+        stream.extend(envelope(
+            0,
+            r#"{"event":{"end":{"exited":true,"status":"exit status 0"}}}"#,
+        ));
+        stream.extend(envelope(2, "{}"));
+        let output = parse_start_stream(&stream)?;
+        assert_eq!(
+            output,
+            CommandOutput {
+                exit_code: 0,
+                stdout: "hi".into(),
+                stderr: "oops".into()
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn errors_and_truncation_are_reported() {
+        let failed = envelope(
+            2,
+            r#"{"error":{"code":"not_found","message":"no such cmd"}}"#,
+        );
+        assert!(parse_start_stream(&failed).is_err());
+        let mut cut = envelope(0, r#"{"event":{"start":{"pid":7}}}"#);
+        cut.truncate(cut.len() - 3);
+        assert!(parse_start_stream(&cut).is_err());
+        assert!(parse_start_stream(&envelope(0, r#"{"event":{"start":{"pid":7}}}"#)).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! hearth's microVM runtime: the [`Vmm`] interface and its QEMU `microvm`
+//! implementation, template snapshots and copy-on-write clones.
+
+pub mod accel;
+pub mod error;
+mod netns_exec;
+pub mod qemu;
+mod qmp;
+pub mod vmm;
+
+pub use accel::{Accel, AccelChoice};
+pub use error::{Result, VmmError};
+pub use qemu::{QemuVm, QemuVmm};
+pub use vmm::{BootSource, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm};
+pub mod envd_client;
+pub mod sandbox;
+pub mod template;
+
+pub use envd_client::{CommandOutput, EnvdClient, InitParams};
+pub use sandbox::{CloneRequest, CloneTimings, Sandbox, clone_sandbox, destroy};
+pub use template::{
+    BuildHost, GuestNetwork, Template, TemplateConfig, TemplateImage, TemplateMeta, TemplateStore,
+};
+pub use vmm::StartupTimings;

@@ -1,0 +1,452 @@
+//! The QEMU `microvm` implementation of [`Vmm`], driven over QMP.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use qapi::qmp;
+use tokio::process::{Child, Command};
+
+use crate::accel::{Accel, QEMU};
+use crate::error::{Result, VmmError};
+use crate::netns_exec::enter_netns_on_exec;
+use crate::qmp::Qmp;
+use crate::vmm::{GuestMemory, StartupTimings, VmSpec, VmStatus, Vmm};
+
+/// How long QEMU may take to open its monitor.
+const MONITOR_DEADLINE: Duration = Duration::from_secs(10);
+/// How long loading or saving device state may take.
+const MIGRATION_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a VM may take to quit before it is killed.
+const QUIT_DEADLINE: Duration = Duration::from_secs(10);
+/// How much of a log an error quotes.
+const LOG_TAIL: u64 = 1500;
+
+/// Runs VMs as `qemu-system-x86_64 -M microvm` processes.
+#[derive(Debug, Clone)]
+pub struct QemuVmm {
+    accel: Accel,
+    binary: PathBuf,
+}
+
+impl QemuVmm {
+    pub fn new(accel: Accel) -> Self {
+        Self {
+            accel,
+            binary: PathBuf::from(QEMU),
+        }
+    }
+}
+
+/// A running QEMU process and its monitor.
+#[derive(Debug)]
+pub struct QemuVm {
+    name: String,
+    run_dir: PathBuf,
+    pid: u32,
+    child: Mutex<Child>,
+    qmp: Qmp,
+    timings: StartupTimings,
+}
+
+impl QemuVm {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The QEMU process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.run_dir.join("serial.log")
+    }
+
+    /// Whether QEMU has exited, and how.
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.try_wait().ok().flatten()
+    }
+
+    /// An error for a QEMU that has exited, quoting its logs.
+    fn exited_error(&self, status: std::process::ExitStatus) -> VmmError {
+        exited_error(&self.name, &self.run_dir, status)
+    }
+
+    /// Fails if QEMU has exited.
+    fn ensure_alive(&self) -> Result<()> {
+        match self.exit_status() {
+            Some(status) => Err(self.exited_error(status)),
+            None => Ok(()),
+        }
+    }
+
+    /// Polls the run state until `done` accepts it, QEMU exits or `deadline`.
+    async fn wait_for_state(
+        &self,
+        what: &'static str,
+        deadline: Instant,
+        done: impl Fn(&qmp::RunState) -> bool,
+    ) -> Result<qmp::RunState> {
+        loop {
+            self.ensure_alive()?;
+            match self.qmp.status().await {
+                Ok(state) if done(&state) => return Ok(state),
+                Ok(_) => {}
+                // The monitor closes as QEMU exits: report the exit instead.
+                Err(error) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    self.ensure_alive()?;
+                    return Err(error);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(VmmError::Timeout {
+                    vm: self.name.clone(),
+                    what,
+                    after: MIGRATION_DEADLINE,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn exited_error(name: &str, run_dir: &Path, status: std::process::ExitStatus) -> VmmError {
+    let mut tail = log_tail(&run_dir.join("qemu.log"));
+    if tail.is_empty() {
+        tail = log_tail(&run_dir.join("serial.log"));
+    }
+    VmmError::QemuExited {
+        vm: name.to_owned(),
+        status: status.to_string(),
+        log_tail: tail,
+    }
+}
+
+/// The last bytes of a log, as one line.
+pub fn log_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// QEMU's command line for `spec`; `incoming` waits for device state.
+pub fn command_line(spec: &VmSpec, incoming: bool) -> Vec<String> {
+    let mib = spec.memory_mib;
+    let mut args: Vec<String> = vec![
+        "-name".into(),
+        format!("{},debug-threads=on", spec.name.replace(',', "_")),
+        "-M".into(),
+        "microvm,memory-backend=ram0".into(),
+        "-accel".into(),
+        spec.accel.qemu_arg().into(),
+        "-cpu".into(),
+        spec.accel.cpu_model().into(),
+        "-smp".into(),
+        spec.vcpus.to_string(),
+        "-m".into(),
+        format!("{mib}M"),
+        "-object".into(),
+        match &spec.memory {
+            GuestMemory::Anonymous => format!("memory-backend-ram,id=ram0,size={mib}M"),
+            GuestMemory::TemplateFile(path) => format!(
+                "memory-backend-file,id=ram0,size={mib}M,mem-path={},share=on",
+                path.display()
+            ),
+            GuestMemory::CloneOf(path) => format!(
+                "memory-backend-file,id=ram0,size={mib}M,mem-path={},share=off,readonly=on,rom=off",
+                path.display()
+            ),
+        },
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        // Start paused: booting and restoring both end with `cont`.
+        "-S".into(),
+        "-kernel".into(),
+        spec.boot.kernel.display().to_string(),
+        "-initrd".into(),
+        spec.boot.initramfs.display().to_string(),
+        "-append".into(),
+        spec.boot.cmdline.clone(),
+        "-serial".into(),
+        format!("file:{}", spec.serial_log().display()),
+        "-qmp".into(),
+        format!(
+            "unix:{},server=on,wait=off",
+            spec.run_dir.join("qmp.sock").display()
+        ),
+    ];
+    if let Some(disk) = &spec.disk {
+        args.extend([
+            "-drive".into(),
+            format!("id=root,file={},format=qcow2,if=none", disk.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=root".into(),
+        ]);
+    }
+    if let Some(net) = &spec.net {
+        args.extend([
+            "-netdev".into(),
+            format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+            "-device".into(),
+            format!("virtio-net-device,netdev=net0,mac={}", net.mac),
+        ]);
+    }
+    if incoming {
+        args.extend(["-incoming".into(), "defer".into()]);
+    }
+    args
+}
+
+impl QemuVmm {
+    /// Spawns QEMU (paused) and connects to its monitor.
+    async fn spawn(&self, spec: &VmSpec, incoming: bool) -> Result<QemuVm> {
+        std::fs::create_dir_all(&spec.run_dir).map_err(VmmError::io("creating", &spec.run_dir))?;
+        let socket = spec.run_dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&socket);
+        let log_path = spec.run_dir.join("qemu.log");
+        let log = std::fs::File::create(&log_path).map_err(VmmError::io("creating", &log_path))?;
+        let mut command = Command::new(&self.binary);
+        command
+            .args(command_line(spec, incoming))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(netns) = spec.net.as_ref().and_then(|n| n.netns.as_deref()) {
+            enter_netns_on_exec(&mut command, netns)?;
+        }
+        let spawned = Instant::now();
+        let mut child = command.spawn().map_err(|source| VmmError::Spawn {
+            vm: spec.name.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        let deadline = Instant::now() + MONITOR_DEADLINE;
+        let qmp = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(exited_error(&spec.name, &spec.run_dir, status));
+            }
+            if socket.exists() {
+                match Qmp::connect(&spec.name, &socket, deadline).await {
+                    Ok(qmp) => break qmp,
+                    Err(error) => {
+                        let _ = child.kill().await;
+                        return Err(error);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill().await;
+                return Err(VmmError::Timeout {
+                    vm: spec.name.clone(),
+                    what: "QEMU's monitor socket",
+                    after: MONITOR_DEADLINE,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        tracing::debug!(vm = %spec.name, pid, accel = %spec.accel, "QEMU started");
+        Ok(QemuVm {
+            name: spec.name.clone(),
+            run_dir: spec.run_dir.clone(),
+            pid,
+            child: Mutex::new(child),
+            qmp,
+            timings: StartupTimings {
+                vmm_start: spawned.elapsed(),
+                restore: Duration::ZERO,
+            },
+        })
+    }
+
+    fn check_accel(&self, spec: &VmSpec) -> Result<()> {
+        if spec.accel != self.accel {
+            return Err(VmmError::Invalid(format!(
+                "{}: asked for {} but this host runs VMs under {}",
+                spec.name, spec.accel, self.accel
+            )));
+        }
+        Ok(())
+    }
+
+    async fn restore(&self, vm: &QemuVm, device_state: &Path) -> Result<()> {
+        let deadline = Instant::now() + MIGRATION_DEADLINE;
+        vm.qmp.ignore_shared_memory().await?;
+        vm.qmp
+            .execute(qmp::migrate_incoming {
+                uri: Some(format!("file:{}", device_state.display())),
+                channels: None,
+                exit_on_error: Some(true),
+            })
+            .await?;
+        vm.wait_for_state("the device state to load", deadline, |s| {
+            !matches!(s, qmp::RunState::inmigrate)
+        })
+        .await?;
+        vm.qmp.execute(qmp::cont {}).await?;
+        Ok(())
+    }
+}
+
+impl Vmm for QemuVmm {
+    type Vm = QemuVm;
+
+    fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<QemuVm> {
+        self.check_accel(spec)?;
+        let vm = self.spawn(spec, false).await?;
+        if let Err(error) = vm.qmp.execute(qmp::cont {}).await {
+            let _ = self.kill(vm).await;
+            return Err(error);
+        }
+        Ok(vm)
+    }
+
+    async fn clone_from_template(&self, spec: &VmSpec, device_state: &Path) -> Result<QemuVm> {
+        self.check_accel(spec)?;
+        if !matches!(spec.memory, GuestMemory::CloneOf(_)) {
+            return Err(VmmError::Invalid(format!(
+                "{}: a clone maps its template's RAM file",
+                spec.name
+            )));
+        }
+        let mut vm = self.spawn(spec, true).await?;
+        let restoring = Instant::now();
+        if let Err(error) = self.restore(&vm, device_state).await {
+            let _ = self.kill(vm).await;
+            return Err(error);
+        }
+        vm.timings.restore = restoring.elapsed();
+        Ok(vm)
+    }
+
+    async fn snapshot_template(&self, vm: &QemuVm, device_state: &Path) -> Result<()> {
+        let deadline = Instant::now() + MIGRATION_DEADLINE;
+        vm.qmp.execute(qmp::stop {}).await?;
+        vm.qmp.ignore_shared_memory().await?;
+        vm.qmp
+            .execute(qmp::migrate {
+                uri: Some(format!("file:{}", device_state.display())),
+                channels: None,
+                detach: None,
+                resume: None,
+            })
+            .await?;
+        loop {
+            vm.ensure_alive()?;
+            let info = vm.qmp.execute(qmp::query_migrate {}).await?;
+            match info.status {
+                Some(qmp::MigrationStatus::completed) => return Ok(()),
+                Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
+                    return Err(VmmError::Qmp {
+                        vm: vm.name.clone(),
+                        command: "migrate",
+                        message: info.error_desc.unwrap_or_else(|| "migration failed".into()),
+                    });
+                }
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                return Err(VmmError::Timeout {
+                    vm: vm.name.clone(),
+                    what: "the device state to be written",
+                    after: MIGRATION_DEADLINE,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn startup_timings(&self, vm: &QemuVm) -> StartupTimings {
+        vm.timings
+    }
+
+    async fn pause(&self, vm: &QemuVm) -> Result<()> {
+        vm.qmp.execute(qmp::stop {}).await.map(drop)
+    }
+
+    async fn resume(&self, vm: &QemuVm) -> Result<()> {
+        vm.qmp.execute(qmp::cont {}).await.map(drop)
+    }
+
+    async fn status(&self, vm: &QemuVm) -> Result<VmStatus> {
+        if vm.exit_status().is_some() {
+            return Ok(VmStatus::Exited);
+        }
+        Ok(match vm.qmp.status().await {
+            Ok(qmp::RunState::running) => VmStatus::Running,
+            Ok(qmp::RunState::paused | qmp::RunState::prelaunch | qmp::RunState::postmigrate) => {
+                VmStatus::Paused
+            }
+            Ok(qmp::RunState::inmigrate) => VmStatus::Restoring,
+            Ok(_) => VmStatus::Other,
+            Err(_) if vm.exit_status().is_some() => VmStatus::Exited,
+            Err(error) => return Err(error),
+        })
+    }
+
+    async fn stop(&self, vm: QemuVm) -> Result<()> {
+        // `quit` may see the monitor close before it answers.
+        let _ = vm.qmp.execute(qmp::quit {}).await;
+        let QemuVm { child, name, .. } = vm;
+        let mut child = child.into_inner().unwrap_or_else(|e| e.into_inner());
+        match tokio::time::timeout(QUIT_DEADLINE, child.wait()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(VmmError::Io {
+                context: "waiting for QEMU of",
+                path: name.into(),
+                source: error,
+            }),
+            Err(_) => {
+                tracing::warn!(vm = %name, "QEMU did not quit in time; killing it");
+                kill_child(&name, &mut child).await
+            }
+        }
+    }
+
+    async fn kill(&self, vm: QemuVm) -> Result<()> {
+        let QemuVm { child, name, .. } = vm;
+        let mut child = child.into_inner().unwrap_or_else(|e| e.into_inner());
+        kill_child(&name, &mut child).await
+    }
+}
+
+async fn kill_child(name: &str, child: &mut Child) -> Result<()> {
+    if let Err(error) = child.start_kill() {
+        // Already reaped is fine; anything else is reported.
+        if error.kind() != std::io::ErrorKind::InvalidInput {
+            return Err(VmmError::Io {
+                context: "killing QEMU of",
+                path: name.into(),
+                source: error,
+            });
+        }
+    }
+    match tokio::time::timeout(QUIT_DEADLINE, child.wait()).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(VmmError::Timeout {
+            vm: name.to_owned(),
+            what: "QEMU to die after SIGKILL",
+            after: QUIT_DEADLINE,
+        }),
+    }
+}

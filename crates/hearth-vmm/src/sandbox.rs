@@ -1,0 +1,167 @@
+//! Clones: a sandbox VM started from a template snapshot with its own
+//! copy-on-write disk, tap and serial log, then initialised through envd.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::envd_client::{EnvdClient, InitParams};
+use crate::error::{Result, VmmError};
+use crate::template::{Template, create_overlay};
+use crate::vmm::{GuestMemory, NetAttachment, VmSpec, Vmm};
+
+/// What one clone needs beyond its template.
+#[derive(Debug, Clone)]
+pub struct CloneRequest {
+    pub sandbox_id: String,
+    /// Gets the clone's disk overlay, monitor socket and logs; removed when
+    /// the sandbox is destroyed or the clone fails.
+    pub run_dir: PathBuf,
+    pub net: NetAttachment,
+    /// Where the host reaches this clone's envd.
+    pub envd_address: SocketAddr,
+    pub init: InitParams,
+    /// How long envd may take to accept `/init` and answer `/health`.
+    pub ready_deadline: Duration,
+}
+
+/// Where the time of one clone went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneTimings {
+    /// Creating the disk overlay.
+    pub disk: Duration,
+    /// Spawning QEMU until its monitor answers.
+    pub vmm_start: Duration,
+    /// Loading the device state until the VM runs.
+    pub restore: Duration,
+    /// envd's `/init`, including waiting for the guest network.
+    pub init: Duration,
+    /// `/health` after `/init`.
+    pub ready: Duration,
+    pub total: Duration,
+}
+
+/// A running clone.
+#[derive(Debug)]
+pub struct Sandbox<V: Vmm> {
+    pub id: String,
+    pub template: String,
+    pub run_dir: PathBuf,
+    pub vm: V::Vm,
+    pub envd: EnvdClient,
+    pub timings: CloneTimings,
+}
+
+/// Starts a clone of `template`. On failure nothing is left behind: no
+/// QEMU, no run directory.
+pub async fn clone_sandbox<V: Vmm>(
+    vmm: &V,
+    template: &Template,
+    request: CloneRequest,
+) -> Result<Sandbox<V>> {
+    let wrap = |cause: VmmError| VmmError::Clone {
+        sandbox: request.sandbox_id.clone(),
+        template: template.name().to_owned(),
+        cause: Box::new(cause),
+    };
+    template.check_restorable(vmm.accel()).map_err(wrap)?;
+    if request.run_dir.exists() {
+        return Err(wrap(VmmError::Invalid(format!(
+            "run directory {} exists already",
+            request.run_dir.display()
+        ))));
+    }
+    let started = Instant::now();
+    let result = start(vmm, template, &request, started).await;
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&request.run_dir);
+    }
+    result.map_err(wrap)
+}
+
+async fn start<V: Vmm>(
+    vmm: &V,
+    template: &Template,
+    request: &CloneRequest,
+    started: Instant,
+) -> Result<Sandbox<V>> {
+    std::fs::create_dir_all(&request.run_dir)
+        .map_err(VmmError::io("creating", &request.run_dir))?;
+    let disk = request.run_dir.join("disk.qcow2");
+    create_overlay(&disk, &template.disk(), "qcow2").await?;
+    let disk_done = started.elapsed();
+    let spec = VmSpec {
+        name: format!("sandbox {}", request.sandbox_id),
+        run_dir: request.run_dir.clone(),
+        accel: vmm.accel(),
+        boot: template.boot(),
+        vcpus: template.meta.vcpus,
+        memory_mib: template.meta.memory_mib,
+        memory: GuestMemory::CloneOf(template.memory_file()),
+        disk: Some(disk),
+        net: Some(request.net.clone()),
+    };
+    let vm = vmm
+        .clone_from_template(&spec, &template.device_state())
+        .await?;
+    let restored = Instant::now();
+    let envd = EnvdClient::new(&spec.name, request.envd_address)?;
+    let ready = async {
+        let deadline = restored + request.ready_deadline;
+        init_until(&envd, &request.init, deadline).await?;
+        let initialised = Instant::now();
+        let envd = envd.with_access_token(request.init.access_token.clone());
+        envd.wait_healthy(deadline, || None).await?;
+        Ok::<_, VmmError>((envd, initialised))
+    }
+    .await;
+    let (envd, initialised) = match ready {
+        Ok(ready) => ready,
+        Err(error) => {
+            let _ = vmm.kill(vm).await;
+            return Err(error);
+        }
+    };
+    let startup = vmm.startup_timings(&vm);
+    Ok(Sandbox {
+        id: request.sandbox_id.clone(),
+        template: template.name().to_owned(),
+        run_dir: request.run_dir.clone(),
+        envd,
+        timings: CloneTimings {
+            disk: disk_done,
+            vmm_start: startup.vmm_start,
+            restore: startup.restore,
+            init: initialised - restored,
+            ready: initialised.elapsed(),
+            total: started.elapsed(),
+        },
+        vm,
+    })
+}
+
+/// `/init`, retried while the guest's network path comes up.
+async fn init_until(envd: &EnvdClient, params: &InitParams, deadline: Instant) -> Result<()> {
+    loop {
+        match envd.init(params).await {
+            Ok(()) => return Ok(()),
+            Err(VmmError::Envd { vm, message }) if Instant::now() > deadline => {
+                return Err(VmmError::Envd {
+                    vm,
+                    message: format!("never accepted /init before the deadline; last: {message}"),
+                });
+            }
+            Err(error) if Instant::now() > deadline => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Stops a clone: kills its VM and removes its run directory (disk overlay,
+/// socket, logs).
+pub async fn destroy<V: Vmm>(vmm: &V, sandbox: Sandbox<V>) -> Result<()> {
+    let Sandbox { vm, run_dir, .. } = sandbox;
+    let killed = vmm.kill(vm).await;
+    let removed = std::fs::remove_dir_all(&run_dir).map_err(VmmError::io("removing", &run_dir));
+    killed.and(removed)
+}

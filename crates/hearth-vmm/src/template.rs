@@ -1,0 +1,466 @@
+//! Template snapshots: a VM booted once until envd answers, then saved as
+//! its RAM file plus device state, in a versioned directory layout:
+//!
+//! ```text
+//! <store>/<name>/<build id>/
+//!     template.json   metadata (TemplateMeta); written last, so its presence
+//!                     marks a finished template
+//!     vmlinuz, initramfs.img, rootfs.ext4
+//!                     what it booted (hard links into the artifact cache)
+//!     disk.qcow2      the root disk's writes during boot; clones' overlays
+//!                     use it as their backing file
+//!     memory.ram      guest RAM (memory-backend-file); clones map it
+//!                     privately, copy-on-write
+//!     device.state    QEMU device state (migration stream without RAM)
+//!     serial.log      the boot's console output
+//! ```
+//!
+//! The build id hashes everything the snapshot depends on, so a change of
+//! kernel, rootfs, envd, QEMU, accelerator or VM shape builds a new one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::accel::Accel;
+use crate::envd_client::EnvdClient;
+use crate::error::{Result, VmmError};
+use crate::vmm::{BootSource, GuestMemory, NetAttachment, VmSpec, Vmm};
+
+/// Version of the directory layout and of `template.json`.
+pub const LAYOUT_VERSION: u32 = 1;
+const META: &str = "template.json";
+const KERNEL: &str = "vmlinuz";
+const INITRAMFS: &str = "initramfs.img";
+const ROOTFS: &str = "rootfs.ext4";
+const DISK: &str = "disk.qcow2";
+const MEMORY: &str = "memory.ram";
+const DEVICE_STATE: &str = "device.state";
+/// QEMU's migration stream starts with "QEVM".
+const DEVICE_STATE_MAGIC: &[u8; 4] = b"QEVM";
+const MIB: u64 = 1 << 20;
+
+/// The boot artifacts a template is made from, with their cache keys.
+#[derive(Debug, Clone)]
+pub struct TemplateImage {
+    pub kernel: PathBuf,
+    pub kernel_key: String,
+    pub initramfs: PathBuf,
+    pub initramfs_key: String,
+    pub rootfs: PathBuf,
+    pub rootfs_key: String,
+    pub envd_version: String,
+}
+
+/// The guest side of the network, fixed at boot and so shared by every clone.
+#[derive(Debug, Clone)]
+pub struct GuestNetwork {
+    /// `address/prefix`
+    pub address: String,
+    pub gateway: String,
+    pub mac: String,
+}
+
+/// The shape of a template VM.
+#[derive(Debug, Clone)]
+pub struct TemplateConfig {
+    pub name: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub network: GuestNetwork,
+    /// How long the boot may take until envd answers.
+    pub boot_deadline: Duration,
+}
+
+impl TemplateConfig {
+    fn cmdline(&self) -> String {
+        format!(
+            "console=ttyS0 panic=-1 reboot=t random.trust_cpu=on hearth.ip={} hearth.gw={}",
+            self.network.address, self.network.gateway
+        )
+    }
+}
+
+/// What a finished template records about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemplateMeta {
+    pub layout: u32,
+    pub name: String,
+    pub build_id: String,
+    pub created_at: String,
+    pub accel: Accel,
+    pub cpu_model: String,
+    pub qemu_version: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub cmdline: String,
+    pub guest_mac: String,
+    pub kernel_key: String,
+    pub initramfs_key: String,
+    pub rootfs_key: String,
+    pub envd_version: String,
+    /// From QEMU start to envd answering, during the build.
+    pub boot_seconds: f64,
+}
+
+/// A finished template on disk.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub dir: PathBuf,
+    pub meta: TemplateMeta,
+}
+
+impl Template {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+    pub fn memory_file(&self) -> PathBuf {
+        self.dir.join(MEMORY)
+    }
+    pub fn device_state(&self) -> PathBuf {
+        self.dir.join(DEVICE_STATE)
+    }
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(DISK)
+    }
+
+    /// The boot source clones are started with (QEMU checks it matches).
+    pub fn boot(&self) -> BootSource {
+        BootSource {
+            kernel: self.dir.join(KERNEL),
+            initramfs: self.dir.join(INITRAMFS),
+            cmdline: self.meta.cmdline.clone(),
+        }
+    }
+
+    /// Opens and checks the template in `dir`: metadata, files, sizes and
+    /// the device state's header. Errors name the template and what is wrong.
+    pub fn open(name: &str, dir: &Path) -> Result<Self> {
+        let invalid = |reason: String| VmmError::Template {
+            template: name.to_owned(),
+            reason,
+        };
+        let meta_path = dir.join(META);
+        let bytes = match std::fs::read(&meta_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(invalid(format!("no snapshot at {}", dir.display())));
+            }
+            Err(e) => return Err(invalid(format!("reading {}: {e}", meta_path.display()))),
+        };
+        let meta: TemplateMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("corrupt {}: {e}", meta_path.display())))?;
+        if meta.layout != LAYOUT_VERSION {
+            return Err(invalid(format!(
+                "snapshot layout {} is not the supported {LAYOUT_VERSION}; rebuild the template",
+                meta.layout
+            )));
+        }
+        for file in [KERNEL, INITRAMFS, ROOTFS, DISK, MEMORY, DEVICE_STATE] {
+            if !dir.join(file).is_file() {
+                return Err(invalid(format!(
+                    "snapshot file {file} is missing from {}",
+                    dir.display()
+                )));
+            }
+        }
+        let memory_len = std::fs::metadata(dir.join(MEMORY))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if memory_len != u64::from(meta.memory_mib) * MIB {
+            return Err(invalid(format!(
+                "corrupt snapshot: {MEMORY} holds {memory_len} bytes, not {} MiB",
+                meta.memory_mib
+            )));
+        }
+        let mut magic = [0u8; 4];
+        let state_ok = std::fs::File::open(dir.join(DEVICE_STATE))
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && &magic == DEVICE_STATE_MAGIC;
+        if !state_ok {
+            return Err(invalid(format!(
+                "corrupt snapshot: {DEVICE_STATE} is not a QEMU device state"
+            )));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            meta,
+        })
+    }
+
+    /// Fails unless this template can be restored by `vmm`.
+    pub fn check_restorable(&self, accel: Accel) -> Result<()> {
+        if self.meta.accel != accel {
+            return Err(VmmError::Template {
+                template: self.meta.name.clone(),
+                reason: format!(
+                    "the snapshot was taken under {}, but this host runs VMs under {accel}; \
+                     a snapshot restores only under the accelerator it was taken with — rebuild it",
+                    self.meta.accel
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where the template VM's envd is reached during the build.
+#[derive(Debug, Clone)]
+pub struct BuildHost {
+    pub net: NetAttachment,
+    pub envd_address: SocketAddr,
+}
+
+/// The templates of one node.
+#[derive(Debug, Clone)]
+pub struct TemplateStore {
+    root: PathBuf,
+}
+
+impl TemplateStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The build id of `config` over `image` under `accel` and QEMU.
+    pub fn build_id(
+        image: &TemplateImage,
+        config: &TemplateConfig,
+        accel: Accel,
+        qemu_version: &str,
+    ) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            &LAYOUT_VERSION.to_string(),
+            &image.kernel_key,
+            &image.initramfs_key,
+            &image.rootfs_key,
+            &image.envd_version,
+            &accel.to_string(),
+            accel.cpu_model(),
+            qemu_version,
+            &config.vcpus.to_string(),
+            &config.memory_mib.to_string(),
+            &config.cmdline(),
+            &config.network.mac,
+        ] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    pub fn dir(&self, name: &str, build_id: &str) -> PathBuf {
+        self.root.join(name).join(build_id)
+    }
+
+    /// Opens the template if it was built, else builds it. Returns whether it
+    /// was built now.
+    pub async fn ensure<V: Vmm>(
+        &self,
+        vmm: &V,
+        image: &TemplateImage,
+        config: &TemplateConfig,
+        host: &BuildHost,
+        qemu_version: &str,
+    ) -> Result<(Template, bool)> {
+        let id = Self::build_id(image, config, vmm.accel(), qemu_version);
+        let dir = self.dir(&config.name, &id);
+        if dir.join(META).is_file() {
+            if let Ok(template) = Template::open(&config.name, &dir) {
+                return Ok((template, false));
+            }
+            tracing::warn!(template = %config.name, dir = %dir.display(), "rebuilding an unusable template");
+        }
+        let template = self.build(vmm, image, config, host, qemu_version).await?;
+        Ok((template, true))
+    }
+
+    /// Boots the template VM, waits for envd, quiesces and saves it.
+    pub async fn build<V: Vmm>(
+        &self,
+        vmm: &V,
+        image: &TemplateImage,
+        config: &TemplateConfig,
+        host: &BuildHost,
+        qemu_version: &str,
+    ) -> Result<Template> {
+        let wrap = |cause: VmmError| VmmError::TemplateBuild {
+            template: config.name.clone(),
+            cause: Box::new(cause),
+        };
+        let id = Self::build_id(image, config, vmm.accel(), qemu_version);
+        let final_dir = self.dir(&config.name, &id);
+        let staging = self
+            .root
+            .join(&config.name)
+            .join(format!(".building-{id}-{}", std::process::id()));
+        let result = self
+            .build_into(vmm, image, config, host, qemu_version, &id, &staging)
+            .await
+            .and_then(|meta| {
+                let _ = std::fs::remove_dir_all(&final_dir);
+                std::fs::rename(&staging, &final_dir)
+                    .map_err(VmmError::io("publishing", &final_dir))?;
+                write_meta(&final_dir, &meta)?;
+                Ok(Template {
+                    dir: final_dir.clone(),
+                    meta,
+                })
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result.map_err(wrap)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn build_into<V: Vmm>(
+        &self,
+        vmm: &V,
+        image: &TemplateImage,
+        config: &TemplateConfig,
+        host: &BuildHost,
+        qemu_version: &str,
+        id: &str,
+        dir: &Path,
+    ) -> Result<TemplateMeta> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(VmmError::io("creating", dir))?;
+        link_or_copy(&image.kernel, &dir.join(KERNEL))?;
+        link_or_copy(&image.initramfs, &dir.join(INITRAMFS))?;
+        link_or_copy(&image.rootfs, &dir.join(ROOTFS))?;
+        // A relative backing file keeps the directory movable.
+        create_overlay(&dir.join(DISK), Path::new(ROOTFS), "raw").await?;
+        let spec = VmSpec {
+            name: format!("template {}", config.name),
+            run_dir: dir.to_owned(),
+            accel: vmm.accel(),
+            boot: BootSource {
+                kernel: dir.join(KERNEL),
+                initramfs: dir.join(INITRAMFS),
+                cmdline: config.cmdline(),
+            },
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            memory: GuestMemory::TemplateFile(dir.join(MEMORY)),
+            disk: Some(dir.join(DISK)),
+            net: Some(host.net.clone()),
+        };
+        let started = Instant::now();
+        let vm = vmm.start(&spec).await?;
+        let saved = async {
+            let envd = EnvdClient::new(&spec.name, host.envd_address)?;
+            envd.wait_healthy(started + config.boot_deadline, || None)
+                .await?;
+            let boot_seconds = started.elapsed().as_secs_f64();
+            // Quiesce: flush the guest's dirty pages to the disk overlay, so
+            // clones do not each write them back.
+            envd.run("sync", &[], None, Duration::from_secs(30)).await?;
+            vmm.snapshot_template(&vm, &dir.join(DEVICE_STATE)).await?;
+            Ok::<_, VmmError>(boot_seconds)
+        }
+        .await;
+        let boot_seconds = match saved {
+            Ok(seconds) => seconds,
+            Err(error) => {
+                let _ = vmm.kill(vm).await;
+                return Err(annotate_with_console(error, &spec.serial_log()));
+            }
+        };
+        vmm.stop(vm).await?;
+        for file in [DISK, MEMORY, DEVICE_STATE, ROOTFS] {
+            make_read_only(&dir.join(file))?;
+        }
+        let _ = std::fs::remove_file(dir.join("qmp.sock"));
+        Ok(TemplateMeta {
+            layout: LAYOUT_VERSION,
+            name: config.name.clone(),
+            build_id: id.to_owned(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            accel: vmm.accel(),
+            cpu_model: vmm.accel().cpu_model().to_owned(),
+            qemu_version: qemu_version.to_owned(),
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+            cmdline: config.cmdline(),
+            guest_mac: config.network.mac.clone(),
+            kernel_key: image.kernel_key.clone(),
+            initramfs_key: image.initramfs_key.clone(),
+            rootfs_key: image.rootfs_key.clone(),
+            envd_version: image.envd_version.clone(),
+            boot_seconds,
+        })
+    }
+}
+
+/// Adds the end of the guest console to a timeout, which is where the
+/// reason a guest never answered usually shows.
+fn annotate_with_console(error: VmmError, serial: &Path) -> VmmError {
+    match error {
+        VmmError::Timeout { vm, what, after } => {
+            let tail = crate::qemu::log_tail(serial);
+            VmmError::Envd {
+                vm,
+                message: format!("timed out after {after:?} waiting for {what}; console: {tail}"),
+            }
+        }
+        other => other,
+    }
+}
+
+fn write_meta(dir: &Path, meta: &TemplateMeta) -> Result<()> {
+    let json = serde_json::to_vec_pretty(meta)
+        .map_err(|e| VmmError::Invalid(format!("encoding template metadata: {e}")))?;
+    let temporary = dir.join(".template.json.tmp");
+    std::fs::write(&temporary, json).map_err(VmmError::io("writing", &temporary))?;
+    std::fs::rename(&temporary, dir.join(META)).map_err(VmmError::io("writing", dir.join(META)))
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(VmmError::io("copying", from))
+}
+
+fn make_read_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
+        .map_err(VmmError::io("making read-only", path))
+}
+
+/// `qemu-img create` of a qcow2 overlay over `backing`.
+pub async fn create_overlay(path: &Path, backing: &Path, backing_format: &str) -> Result<()> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+            .arg(backing)
+            .arg(path)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| VmmError::Invalid(format!("qemu-img create {} took too long", path.display())))?
+    .map_err(VmmError::io("running qemu-img for", path))?;
+    if !output.status.success() {
+        return Err(VmmError::Invalid(format!(
+            "qemu-img create {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The VMM interface the orchestrator drives, independent of the VMM behind it.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use crate::accel::Accel;
+use crate::error::Result;
+
+/// Where a VM's RAM lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestMemory {
+    /// Anonymous memory (a VM that is never snapshotted).
+    Anonymous,
+    /// A template VM: RAM is this file, shared, so that saving the template
+    /// is writing device state only.
+    TemplateFile(PathBuf),
+    /// A clone: a private copy-on-write mapping of a template's RAM file.
+    /// Pages stay shared with the template until the guest writes them.
+    CloneOf(PathBuf),
+}
+
+/// The VM's NIC: a tap device, optionally inside a network namespace.
+#[derive(Debug, Clone)]
+pub struct NetAttachment {
+    /// `/run/netns/<name>` to start the VMM in, if any.
+    pub netns: Option<PathBuf>,
+    pub tap: String,
+    pub mac: String,
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct BootSource {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub cmdline: String,
+}
+
+/// Everything needed to start (or restore) one VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// Names the VM in logs and errors.
+    pub name: String,
+    /// Holds the VM's monitor socket, serial log and VMM log.
+    pub run_dir: PathBuf,
+    pub accel: Accel,
+    pub boot: BootSource,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub memory: GuestMemory,
+    /// A qcow2 image: the root disk.
+    pub disk: Option<PathBuf>,
+    pub net: Option<NetAttachment>,
+}
+
+impl VmSpec {
+    pub fn serial_log(&self) -> PathBuf {
+        self.run_dir.join("serial.log")
+    }
+}
+
+/// A VM's run state, as the orchestrator cares about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmStatus {
+    Running,
+    Paused,
+    /// Waiting for its device state to be loaded.
+    Restoring,
+    /// The VMM process has exited.
+    Exited,
+    /// Anything else the VMM reports (shut down, crashed, …).
+    Other,
+}
+
+/// Where the time of starting a VM went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartupTimings {
+    /// From spawning the VMM to its monitor answering.
+    pub vmm_start: std::time::Duration,
+    /// Loading device state (clones) or nothing (boots), until running.
+    pub restore: std::time::Duration,
+}
+
+/// A microVM monitor: boots, pauses, snapshots and clones VMs.
+pub trait Vmm: Send + Sync {
+    type Vm: Send + Sync;
+
+    /// The accelerator every VM of this VMM runs under.
+    fn accel(&self) -> Accel;
+
+    /// Boots a VM from its kernel.
+    fn start(&self, spec: &VmSpec) -> impl Future<Output = Result<Self::Vm>> + Send;
+
+    /// Starts a VM from a template's device state; `spec.memory` must be
+    /// [`GuestMemory::CloneOf`] the template's RAM file.
+    fn clone_from_template(
+        &self,
+        spec: &VmSpec,
+        device_state: &Path,
+    ) -> impl Future<Output = Result<Self::Vm>> + Send;
+
+    /// Pauses the VM and writes its device state to `device_state`; the VM
+    /// stays paused. Its RAM is already in its template file.
+    fn snapshot_template(
+        &self,
+        vm: &Self::Vm,
+        device_state: &Path,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// How long starting `vm` took.
+    fn startup_timings(&self, vm: &Self::Vm) -> StartupTimings;
+
+    fn pause(&self, vm: &Self::Vm) -> impl Future<Output = Result<()>> + Send;
+    fn resume(&self, vm: &Self::Vm) -> impl Future<Output = Result<()>> + Send;
+    fn status(&self, vm: &Self::Vm) -> impl Future<Output = Result<VmStatus>> + Send;
+
+    /// Asks the VMM to quit (flushing disks), killing it after a deadline.
+    fn stop(&self, vm: Self::Vm) -> impl Future<Output = Result<()>> + Send;
+    /// Kills the VMM process at once.
+    fn kill(&self, vm: Self::Vm) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,122 @@
+//! The `hearth` host binary.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hearth_guest::Progress;
+use hearth_orchestrator::{DataDir, NodeRuntime};
+
+/// Namespaces of a node's own network slots are `hth-<n>`.
+const NODE_SLOT_PREFIX: &str = "hth";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "Self-hosted sandboxes for AI agents"
+)]
+struct Cli {
+    /// The node's data directory (default: $HEARTH_DATA_DIR or /var/lib/hearth).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what this host can run VMs with, and why.
+    Doctor,
+    /// Manage templates.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Run a whole node on 127.0.0.1:3000.
+    Up,
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplateCommand {
+    /// Build the base template (guest kernel, initramfs, Debian rootfs with
+    /// envd, snapshot), reusing whatever is cached.
+    Build {
+        /// The static envd binary to install in the guest
+        /// (default: $HEARTH_ENVD, else `envd` next to this binary).
+        #[arg(long)]
+        envd: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,qapi=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let data = cli.data_dir.map_or_else(DataDir::from_env, DataDir::new);
+    match cli.command {
+        Command::Doctor => doctor(data).await,
+        Command::Template {
+            command: TemplateCommand::Build { envd },
+        } => build_template(data, envd).await,
+        Command::Up => {
+            bail!("`hearth up` is not yet available: the control plane is still to come")
+        }
+    }
+}
+
+async fn doctor(data: DataDir) -> anyhow::Result<()> {
+    let progress = Progress::new(false);
+    let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    println!("data directory: {}", runtime.data.root().display());
+    println!("qemu:           {}", runtime.accel.qemu_version);
+    println!("host kernel:    {}", runtime.accel.host_kernel);
+    println!(
+        "accelerator:    {} ({})",
+        runtime.accel.accel, runtime.accel.reason
+    );
+    Ok(())
+}
+
+async fn build_template(data: DataDir, envd: Option<PathBuf>) -> anyhow::Result<()> {
+    let envd = match envd.or_else(|| std::env::var_os("HEARTH_ENVD").map(PathBuf::from)) {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join("envd"))
+            .context("locating envd")?,
+    };
+    if !envd.is_file() {
+        bail!("envd binary {} not found (pass --envd)", envd.display());
+    }
+    let started = Instant::now();
+    let progress = Progress::new(false);
+    let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    progress.say(&format!(
+        "accelerator: {} ({})",
+        runtime.accel.accel, runtime.accel.reason
+    ));
+    let (template, built) = runtime.ensure_base_template(&envd, &progress).await?;
+    let meta = &template.meta;
+    println!(
+        "template '{}' {} in {:.1} s: {} ({}), {} vCPUs, {} MiB, envd {}, boot {:.1} s, at {}",
+        meta.name,
+        if built { "built" } else { "reused" },
+        started.elapsed().as_secs_f64(),
+        meta.build_id,
+        meta.accel,
+        meta.vcpus,
+        meta.memory_mib,
+        meta.envd_version,
+        meta.boot_seconds,
+        template.dir.display()
+    );
+    Ok(())
+}
