@@ -63,9 +63,10 @@ vm-test: template
 conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
 
-bench: deps envd
-	cargo build --locked --release -p envd-bench
+bench: deps envd template
+	cargo build --locked --release -p envd-bench -p hearth-bench
 	ENVD_BIN=$(ENVD_BIN) $(REPO)/target/release/envd-bench
+	HEARTH_ENVD=$(ENVD_BIN) $(REPO)/target/release/hearth-bench --build-from-nothing
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -28,5 +28,8 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 22);
 pub const GUEST_PREFIX: u8 = 30;
 /// The VM's NIC inside each slot.
 pub const TAP_NAME: &str = "tap0";
+/// The tap's MAC address: the same in every slot, so the gateway entry in a
+/// restored guest's ARP cache stays right.
+pub const TAP_MAC: &str = "02:68:65:61:72:02";
 /// The guest NIC's MAC address (locally administered; one per namespace).
 pub const GUEST_MAC: &str = "02:68:65:61:72:01";

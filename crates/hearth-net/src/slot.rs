@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::command::run;
 use crate::error::NetError;
-use crate::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX, TAP_NAME};
+use crate::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX, TAP_MAC, TAP_NAME};
 
 /// Slots are /30s carved from 10.11.0.0/16.
 const SUBNET_BASE: u32 = u32::from_be_bytes([10, 11, 0, 0]);
@@ -118,7 +118,7 @@ impl NetSlot {
         let host = format!("{}/30", self.host_address);
         let sandbox = format!("{}/30", self.sandbox_address);
         let tap = format!("{GATEWAY}/{GUEST_PREFIX}");
-        let steps: [&[&str]; 10] = [
+        let steps: [&[&str]; 11] = [
             &[
                 "link",
                 "add",
@@ -137,6 +137,7 @@ impl NetSlot {
             &["-n", ns, "link", "set", "eth0", "up"],
             &["-n", ns, "link", "set", "lo", "up"],
             &["-n", ns, "tuntap", "add", "dev", TAP_NAME, "mode", "tap"],
+            &["-n", ns, "link", "set", TAP_NAME, "address", TAP_MAC],
             &["-n", ns, "addr", "add", &tap, "dev", TAP_NAME],
             &["-n", ns, "link", "set", TAP_NAME, "up"],
             &[

@@ -3,7 +3,7 @@
 
 pub mod accel;
 pub mod error;
-mod netns_exec;
+pub mod netns_exec;
 pub mod qemu;
 mod qmp;
 pub mod vmm;

@@ -42,6 +42,10 @@ const DEVICE_STATE: &str = "device.state";
 /// QEMU's migration stream starts with "QEVM".
 const DEVICE_STATE_MAGIC: &[u8; 4] = b"QEVM";
 const MIB: u64 = 1 << 20;
+/// Builds of one template kept on disk (the newest and its predecessor).
+const KEEP_BUILDS: usize = 2;
+/// Bumped when the way a template is booted and saved changes.
+const RECIPE: &str = "template-3";
 
 /// The boot artifacts a template is made from, with their cache keys.
 #[derive(Debug, Clone)]
@@ -235,6 +239,7 @@ impl TemplateStore {
     ) -> String {
         let mut hasher = Sha256::new();
         for part in [
+            RECIPE,
             &LAYOUT_VERSION.to_string(),
             &image.kernel_key,
             &image.initramfs_key,
@@ -261,6 +266,29 @@ impl TemplateStore {
 
     pub fn dir(&self, name: &str, build_id: &str) -> PathBuf {
         self.root.join(name).join(build_id)
+    }
+
+    /// Removes older builds of template `name`, keeping the newest few.
+    /// Running clones keep working: their QEMU holds the files open.
+    fn prune(&self, name: &str, keep: &str) {
+        let Ok(entries) = std::fs::read_dir(self.root.join(name)) else {
+            return;
+        };
+        let mut builds: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let file = e.file_name();
+                let file = file.to_string_lossy();
+                !file.starts_with('.') && file != keep
+            })
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        builds.sort();
+        let excess = (builds.len() + 1).saturating_sub(KEEP_BUILDS);
+        for (_, dir) in builds.into_iter().take(excess) {
+            tracing::info!(template = name, dir = %dir.display(), "removing an old template build");
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// Opens the template if it was built, else builds it. Returns whether it
