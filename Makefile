@@ -58,6 +58,7 @@ template: envd hearth
 
 # Real VMs (TCG here): template, clones, isolation, faults. Needs root.
 vm-test: template
+	cargo test --locked -p hearth-net --test slot -- --ignored
 	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test faults -- --ignored --test-threads=1
 
 conformance: envd

@@ -7,7 +7,11 @@ use hearth_vmm::{InitParams, Template};
 
 use crate::stats::p50_p95;
 
-pub async fn run(runtime: &NodeRuntime, template: &Template, clones: usize) -> anyhow::Result<Vec<Duration>> {
+pub async fn run(
+    runtime: &NodeRuntime,
+    template: &Template,
+    clones: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let mut phases: [Vec<Duration>; 6] = Default::default();
     for i in 0..clones {
         let id = format!("bench-{i}");
@@ -18,13 +22,24 @@ pub async fn run(runtime: &NodeRuntime, template: &Template, clones: usize) -> a
         };
         let running = runtime.clone_sandbox(template, &id, init).await?;
         let t = running.sandbox.timings;
-        for (samples, value) in phases.iter_mut().zip([t.disk, t.vmm_start, t.restore, t.init, t.ready, t.total]) {
+        for (samples, value) in
+            phases
+                .iter_mut()
+                .zip([t.disk, t.vmm_start, t.restore, t.init, t.ready, t.total])
+        {
             samples.push(value);
         }
         runtime.destroy_sandbox(running).await?;
     }
     println!("clone latency through hearth over {clones} clones, p50 / p95 in ms:");
-    let names = ["disk overlay", "QEMU start", "restore", "/init", "envd ready", "total"];
+    let names = [
+        "disk overlay",
+        "QEMU start",
+        "restore",
+        "/init",
+        "envd ready",
+        "total",
+    ];
     for (name, samples) in names.iter().zip(&phases) {
         println!("  {name:<14} {}", p50_p95(samples));
     }

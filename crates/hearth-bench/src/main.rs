@@ -38,8 +38,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let quiet = Progress::new(true);
     let runtime = NodeRuntime::open(DataDir::from_env(), BENCH_SLOT_PREFIX, &quiet).await?;
-    println!("accelerator: {} ({})", runtime.accel.accel, runtime.accel.reason);
-    let (template, _) = runtime.ensure_base_template(&args.envd, &Progress::new(false)).await?;
+    println!(
+        "accelerator: {} ({})",
+        runtime.accel.accel, runtime.accel.reason
+    );
+    let (template, _) = runtime
+        .ensure_base_template(&args.envd, &Progress::new(false))
+        .await?;
     let started = Instant::now();
     runtime.ensure_base_template(&args.envd, &quiet).await?;
     println!(
@@ -49,16 +54,22 @@ async fn main() -> anyhow::Result<()> {
 
     let hearth = clone_latency::run(&runtime, &template, args.clones).await?;
     let raw = raw_restore::run(&runtime, &template, args.clones).await?;
-    let ratio = stats::percentile(&hearth, 0.5).as_secs_f64() / stats::percentile(&raw, 0.5).as_secs_f64();
+    let ratio =
+        stats::percentile(&hearth, 0.5).as_secs_f64() / stats::percentile(&raw, 0.5).as_secs_f64();
     println!("clone total p50 through hearth / QEMU alone: {ratio:.2}");
     memory::run(&runtime, &template, args.memory_clones).await?;
 
     if args.build_from_nothing {
-        let scratch = runtime.data.root().join(format!("bench-empty-{}", std::process::id()));
+        let scratch = runtime
+            .data
+            .root()
+            .join(format!("bench-empty-{}", std::process::id()));
         let result = build_from_nothing(&scratch, &args.envd).await;
         let _ = std::fs::remove_dir_all(&scratch);
         let seconds = result?;
-        println!("template build from nothing (download, debootstrap, boot, snapshot): {seconds:.1} s");
+        println!(
+            "template build from nothing (download, debootstrap, boot, snapshot): {seconds:.1} s"
+        );
     }
     Ok(())
 }

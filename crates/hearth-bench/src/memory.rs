@@ -28,7 +28,11 @@ async fn measure(
     for count in [1, many] {
         while clones.len() < count {
             let id = format!("bench-mem-{}", clones.len());
-            clones.push(runtime.clone_sandbox(template, &id, InitParams::default()).await?);
+            clones.push(
+                runtime
+                    .clone_sandbox(template, &id, InitParams::default())
+                    .await?,
+            );
         }
         tokio::time::sleep(SETTLE).await;
         let mut total_kib = 0;

@@ -9,17 +9,21 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 use hearth_net::NetSlot;
 use hearth_orchestrator::NodeRuntime;
 use hearth_vmm::envd_client::{ENVD_PORT, EnvdClient};
 use hearth_vmm::template::create_overlay;
 use hearth_vmm::{GuestMemory, NetAttachment, Template, VmSpec};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 
 use crate::stats::p50_p95;
 
-pub async fn run(runtime: &NodeRuntime, template: &Template, runs: usize) -> anyhow::Result<Vec<Duration>> {
+pub async fn run(
+    runtime: &NodeRuntime,
+    template: &Template,
+    runs: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let slot = NetSlot::create_free(&runtime.naming, 0).await?;
     let result = restore_loop(runtime, template, &slot, runs).await;
     slot.destroy().await?;
@@ -36,7 +40,10 @@ async fn restore_loop(
     runs: usize,
 ) -> anyhow::Result<Vec<Duration>> {
     let run_dir = runtime.data.sandboxes().join("bench-raw");
-    let envd = EnvdClient::new("raw", SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT))?;
+    let envd = EnvdClient::new(
+        "raw",
+        SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
+    )?;
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let _ = std::fs::remove_dir_all(&run_dir);
@@ -71,7 +78,10 @@ async fn restore_loop(
         let mut child = command.spawn().context("spawning QEMU")?;
         let socket = run_dir.join("qmp.sock");
         let ready = match load_state(&socket, &template.device_state()).await {
-            Ok(()) => envd.wait_healthy(started + Duration::from_secs(30), || None).await.map_err(anyhow::Error::from),
+            Ok(()) => envd
+                .wait_healthy(started + Duration::from_secs(30), || None)
+                .await
+                .map_err(anyhow::Error::from),
             Err(error) => Err(error),
         };
         let elapsed = started.elapsed();
@@ -89,7 +99,9 @@ async fn load_state(socket: &Path, state: &Path) -> anyhow::Result<()> {
     let stream = loop {
         match UnixStream::connect(socket).await {
             Ok(stream) => break stream,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(1)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
             Err(error) => return Err(error).context("connecting to QMP"),
         }
     };

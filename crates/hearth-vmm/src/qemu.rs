@@ -450,3 +450,69 @@ async fn kill_child(name: &str, child: &mut Child) -> Result<()> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::{BootSource, NetAttachment};
+
+    fn spec(memory: GuestMemory) -> VmSpec {
+        VmSpec {
+            name: "t".into(),
+            run_dir: "/run/t".into(),
+            accel: Accel::Tcg,
+            boot: BootSource {
+                kernel: "/k".into(),
+                initramfs: "/i".into(),
+                cmdline: "console=ttyS0".into(),
+            },
+            vcpus: 2,
+            memory_mib: 512,
+            memory,
+            disk: Some("/run/t/disk.qcow2".into()),
+            net: Some(NetAttachment {
+                netns: None,
+                tap: "tap0".into(),
+                mac: "02:00:00:00:00:01".into(),
+            }),
+        }
+    }
+
+    fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+        args.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn a_clone_maps_template_ram_privately_and_waits_for_state() {
+        let args = command_line(&spec(GuestMemory::CloneOf("/t/memory.ram".into())), true);
+        assert!(has_pair(
+            &args,
+            "-object",
+            "memory-backend-file,id=ram0,size=512M,mem-path=/t/memory.ram,share=off,readonly=on,rom=off"
+        ));
+        assert!(has_pair(&args, "-incoming", "defer"));
+        assert!(args.iter().any(|a| a == "-S"));
+        assert!(has_pair(&args, "-accel", "tcg,thread=multi,tb-size=128"));
+        assert!(has_pair(
+            &args,
+            "-netdev",
+            "tap,id=net0,ifname=tap0,script=no,downscript=no"
+        ));
+        assert!(has_pair(&args, "-serial", "file:/run/t/serial.log"));
+    }
+
+    #[test]
+    fn a_template_shares_its_ram_file_and_boots() {
+        let args = command_line(
+            &spec(GuestMemory::TemplateFile("/t/memory.ram".into())),
+            false,
+        );
+        assert!(has_pair(
+            &args,
+            "-object",
+            "memory-backend-file,id=ram0,size=512M,mem-path=/t/memory.ram,share=on"
+        ));
+        assert!(!args.iter().any(|a| a == "-incoming"));
+        assert!(has_pair(&args, "-append", "console=ttyS0"));
+    }
+}

@@ -340,6 +340,7 @@ impl TemplateStore {
                 std::fs::rename(&staging, &final_dir)
                     .map_err(VmmError::io("publishing", &final_dir))?;
                 write_meta(&final_dir, &meta)?;
+                self.prune(&config.name, &id);
                 Ok(Template {
                     dir: final_dir.clone(),
                     meta,
@@ -491,4 +492,72 @@ pub async fn create_overlay(path: &Path, backing: &Path, backing_format: &str) -
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> TemplateImage {
+        TemplateImage {
+            kernel: "/k".into(),
+            kernel_key: "k1".into(),
+            initramfs: "/i".into(),
+            initramfs_key: "i1".into(),
+            rootfs: "/r".into(),
+            rootfs_key: "r1".into(),
+            envd_version: "0.6.4".into(),
+        }
+    }
+
+    fn config() -> TemplateConfig {
+        TemplateConfig {
+            name: "base".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            network: GuestNetwork {
+                address: "169.254.0.21/30".into(),
+                gateway: "169.254.0.22".into(),
+                mac: "02:00:00:00:00:01".into(),
+            },
+            boot_deadline: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_build_id_follows_every_input() {
+        let base = TemplateStore::build_id(&image(), &config(), Accel::Tcg, "QEMU 10");
+        assert_eq!(
+            base,
+            TemplateStore::build_id(&image(), &config(), Accel::Tcg, "QEMU 10")
+        );
+        assert_ne!(
+            base,
+            TemplateStore::build_id(&image(), &config(), Accel::Kvm, "QEMU 10")
+        );
+        assert_ne!(
+            base,
+            TemplateStore::build_id(&image(), &config(), Accel::Tcg, "QEMU 11")
+        );
+        let mut other = image();
+        other.rootfs_key = "r2".into();
+        assert_ne!(
+            base,
+            TemplateStore::build_id(&other, &config(), Accel::Tcg, "QEMU 10")
+        );
+        let mut bigger = config();
+        bigger.memory_mib = 1024;
+        assert_ne!(
+            base,
+            TemplateStore::build_id(&image(), &bigger, Accel::Tcg, "QEMU 10")
+        );
+    }
+
+    #[test]
+    fn the_command_line_carries_the_guest_network() {
+        let line = config().cmdline();
+        assert!(line.contains("hearth.ip=169.254.0.21/30"));
+        assert!(line.contains("hearth.gw=169.254.0.22"));
+        assert!(line.contains("console=ttyS0"));
+    }
 }

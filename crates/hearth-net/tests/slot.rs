@@ -1,0 +1,73 @@
+//! Real network slots (root): what a slot holds, and that deleting it leaves
+//! nothing. Run by `make vm-test`.
+
+use std::path::Path;
+use std::process::Command;
+
+use hearth_net::{NetSlot, SlotNaming, TAP_MAC, TAP_NAME};
+
+fn ip(args: &[&str]) -> String {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Deletes the test's namespaces even when an assertion fails first.
+struct RemoveOnDrop(Vec<String>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for netns in &self.0 {
+            if Path::new("/run/netns").join(netns).exists() {
+                let _ = Command::new("ip").args(["netns", "del", netns]).status();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "creates network namespaces: run with `make vm-test`"]
+async fn a_slot_is_created_and_removed_whole() -> Result<(), Box<dyn std::error::Error>> {
+    let naming = SlotNaming::new("htn")?;
+    let first = NetSlot::create_free(&naming, 0).await?;
+    let second = NetSlot::create_free(&naming, 0).await?;
+    let _cleanup = RemoveOnDrop(vec![first.netns.clone(), second.netns.clone()]);
+    assert_ne!(first.index, second.index, "two slots never share an index");
+    assert_ne!(first.sandbox_address, second.sandbox_address);
+
+    let ns = first.netns.as_str();
+    assert!(first.netns_path().exists());
+    let tap = ip(&["-n", ns, "-o", "link", "show", TAP_NAME]);
+    assert!(tap.contains(TAP_MAC), "tap0 has the fixed MAC: {tap}");
+    let addresses = ip(&["-n", ns, "-4", "-o", "addr"]);
+    assert!(addresses.contains("169.254.0.22/30"), "{addresses}");
+    assert!(
+        addresses.contains(&format!("{}/30", first.sandbox_address)),
+        "{addresses}"
+    );
+    let host = ip(&["-4", "-o", "addr", "show", &first.host_veth]);
+    assert!(
+        host.contains(&format!("{}/30", first.host_address)),
+        "{host}"
+    );
+    let rules = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "list", "table", "ip", "hearth"])
+        .output()?;
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(rules.contains("dnat to 169.254.0.21"), "{rules}");
+
+    let (netns, veth) = (first.netns.clone(), first.host_veth.clone());
+    first.destroy().await?;
+    second.destroy().await?;
+    assert!(
+        !Path::new("/run/netns").join(&netns).exists(),
+        "{netns} is left"
+    );
+    assert!(
+        !Path::new("/sys/class/net").join(&veth).exists(),
+        "{veth} is left"
+    );
+    Ok(())
+}
