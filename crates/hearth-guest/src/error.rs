@@ -18,6 +18,12 @@ pub enum GuestError {
         status: std::process::ExitStatus,
         stderr: String,
     },
+    #[error("{step}: `{command}` did not finish within {after:?}")]
+    TimedOut {
+        step: &'static str,
+        command: String,
+        after: std::time::Duration,
+    },
     #[error("{context} ({path}): {source}")]
     Io {
         context: &'static str,

@@ -4,6 +4,10 @@ use tokio::process::Command;
 
 use crate::error::NetError;
 
+/// `ip` and `nft` answer in milliseconds; one that hangs is killed (the
+/// child is dropped, and so killed, when the wait times out).
+const COMMAND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetError> {
     use tokio::io::AsyncWriteExt;
     let mut command = Command::new(program);
@@ -29,9 +33,12 @@ pub async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<()
                 source,
             })?;
     }
-    let output = child
-        .wait_with_output()
+    let output = tokio::time::timeout(COMMAND_DEADLINE, child.wait_with_output())
         .await
+        .map_err(|_| NetError::TimedOut {
+            command: format!("{program} {}", args.join(" ")),
+            after: COMMAND_DEADLINE,
+        })?
         .map_err(|source| NetError::Spawn {
             program: program.to_owned(),
             source,

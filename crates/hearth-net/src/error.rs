@@ -9,6 +9,11 @@ pub enum NetError {
     },
     #[error("`{command}` failed: {stderr}")]
     CommandFailed { command: String, stderr: String },
+    #[error("`{command}` did not finish within {after:?}")]
+    TimedOut {
+        command: String,
+        after: std::time::Duration,
+    },
     #[error("slot index {index} is out of range (at most {max})")]
     IndexOutOfRange { index: u32, max: u32 },
     #[error("no free network slot among {tried} tried")]

@@ -10,8 +10,8 @@ use hearth_net::{NetSlot, SlotNaming};
 use hearth_vmm::accel::ProbeImage;
 use hearth_vmm::envd_client::ENVD_PORT;
 use hearth_vmm::{
-    AccelChoice, BuildHost, CloneRequest, GuestNetwork, InitParams, NetAttachment, QemuVmm,
-    Sandbox, Template, TemplateConfig, TemplateImage, TemplateStore,
+    AccelChoice, BuildHost, BuildRequest, CloneRequest, GuestNetwork, InitParams, NetAttachment,
+    QemuVmm, Sandbox, Template, TemplateConfig, TemplateImage, TemplateStore,
 };
 
 use crate::data_dir::DataDir;
@@ -137,7 +137,15 @@ impl NodeRuntime {
         let built = progress
             .step_async("snapshotting the template", async {
                 self.templates
-                    .ensure(&self.vmm, &image, &config, &host, &qemu_version)
+                    .ensure(
+                        &self.vmm,
+                        &BuildRequest {
+                            image: &image,
+                            config: &config,
+                            host: &host,
+                            qemu_version: &qemu_version,
+                        },
+                    )
                     .await
                     .map_err(NodeError::from)
             })

@@ -8,6 +8,12 @@ use std::time::Duration;
 pub enum VmmError {
     #[error("{vm}: cannot start QEMU: {source}")]
     Spawn { vm: String, source: std::io::Error },
+    #[error("{vm}: {action}: {source}")]
+    Process {
+        vm: String,
+        action: &'static str,
+        source: std::io::Error,
+    },
     #[error("{vm}: QEMU exited ({status}){}", log_suffix(.log_tail))]
     QemuExited {
         vm: String,

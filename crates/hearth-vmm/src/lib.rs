@@ -19,6 +19,7 @@ pub mod template;
 pub use envd_client::{CommandOutput, EnvdClient, InitParams};
 pub use sandbox::{CloneRequest, CloneTimings, Sandbox, clone_sandbox, destroy};
 pub use template::{
-    BuildHost, GuestNetwork, Template, TemplateConfig, TemplateImage, TemplateMeta, TemplateStore,
+    BuildHost, BuildRequest, GuestNetwork, Template, TemplateConfig, TemplateImage, TemplateMeta,
+    TemplateStore,
 };
 pub use vmm::StartupTimings;

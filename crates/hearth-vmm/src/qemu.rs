@@ -411,10 +411,10 @@ impl Vmm for QemuVmm {
         let mut child = child.into_inner().unwrap_or_else(|e| e.into_inner());
         match tokio::time::timeout(QUIT_DEADLINE, child.wait()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(VmmError::Io {
-                context: "waiting for QEMU of",
-                path: name.into(),
-                source: error,
+            Ok(Err(source)) => Err(VmmError::Process {
+                vm: name,
+                action: "waiting for QEMU to quit",
+                source,
             }),
             Err(_) => {
                 tracing::warn!(vm = %name, "QEMU did not quit in time; killing it");
@@ -434,9 +434,9 @@ async fn kill_child(name: &str, child: &mut Child) -> Result<()> {
     if let Err(error) = child.start_kill() {
         // Already reaped is fine; anything else is reported.
         if error.kind() != std::io::ErrorKind::InvalidInput {
-            return Err(VmmError::Io {
-                context: "killing QEMU of",
-                path: name.into(),
+            return Err(VmmError::Process {
+                vm: name.to_owned(),
+                action: "killing QEMU",
                 source: error,
             });
         }

@@ -219,6 +219,23 @@ pub struct BuildHost {
     pub envd_address: SocketAddr,
 }
 
+/// What a template is built from and how, in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildRequest<'a> {
+    pub image: &'a TemplateImage,
+    pub config: &'a TemplateConfig,
+    pub host: &'a BuildHost,
+    /// `qemu-system-x86_64 --version`: a snapshot restores only into the
+    /// QEMU that wrote it.
+    pub qemu_version: &'a str,
+}
+
+impl BuildRequest<'_> {
+    pub fn build_id(&self, accel: Accel) -> String {
+        TemplateStore::build_id(self.image, self.config, accel, self.qemu_version)
+    }
+}
+
 /// The templates of one node.
 #[derive(Debug, Clone)]
 pub struct TemplateStore {
@@ -296,12 +313,10 @@ impl TemplateStore {
     pub async fn ensure<V: Vmm>(
         &self,
         vmm: &V,
-        image: &TemplateImage,
-        config: &TemplateConfig,
-        host: &BuildHost,
-        qemu_version: &str,
+        request: &BuildRequest<'_>,
     ) -> Result<(Template, bool)> {
-        let id = Self::build_id(image, config, vmm.accel(), qemu_version);
+        let config = request.config;
+        let id = request.build_id(vmm.accel());
         let dir = self.dir(&config.name, &id);
         if dir.join(META).is_file() {
             if let Ok(template) = Template::open(&config.name, &dir) {
@@ -309,31 +324,25 @@ impl TemplateStore {
             }
             tracing::warn!(template = %config.name, dir = %dir.display(), "rebuilding an unusable template");
         }
-        let template = self.build(vmm, image, config, host, qemu_version).await?;
+        let template = self.build(vmm, request).await?;
         Ok((template, true))
     }
 
     /// Boots the template VM, waits for envd, quiesces and saves it.
-    pub async fn build<V: Vmm>(
-        &self,
-        vmm: &V,
-        image: &TemplateImage,
-        config: &TemplateConfig,
-        host: &BuildHost,
-        qemu_version: &str,
-    ) -> Result<Template> {
+    pub async fn build<V: Vmm>(&self, vmm: &V, request: &BuildRequest<'_>) -> Result<Template> {
+        let config = request.config;
         let wrap = |cause: VmmError| VmmError::TemplateBuild {
             template: config.name.clone(),
             cause: Box::new(cause),
         };
-        let id = Self::build_id(image, config, vmm.accel(), qemu_version);
+        let id = request.build_id(vmm.accel());
         let final_dir = self.dir(&config.name, &id);
         let staging = self
             .root
             .join(&config.name)
             .join(format!(".building-{id}-{}", std::process::id()));
         let result = self
-            .build_into(vmm, image, config, host, qemu_version, &id, &staging)
+            .build_into(vmm, request, &id, &staging)
             .await
             .and_then(|meta| {
                 let _ = std::fs::remove_dir_all(&final_dir);
@@ -352,17 +361,19 @@ impl TemplateStore {
         result.map_err(wrap)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn build_into<V: Vmm>(
         &self,
         vmm: &V,
-        image: &TemplateImage,
-        config: &TemplateConfig,
-        host: &BuildHost,
-        qemu_version: &str,
+        request: &BuildRequest<'_>,
         id: &str,
         dir: &Path,
     ) -> Result<TemplateMeta> {
+        let BuildRequest {
+            image,
+            config,
+            host,
+            qemu_version,
+        } = *request;
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(VmmError::io("creating", dir))?;
         link_or_copy(&image.kernel, &dir.join(KERNEL))?;
