@@ -6,7 +6,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_guest::Progress;
-use hearth_orchestrator::{DataDir, NodeRuntime};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_orchestrator::grpc::NodeService;
+use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime, SandboxManager};
 
 /// Namespaces of a node's own network slots are `hth-<n>`.
 const NODE_SLOT_PREFIX: &str = "hth";
@@ -33,6 +37,22 @@ enum Command {
     Template {
         #[command(subcommand)]
         command: TemplateCommand,
+    },
+    /// Run this node's orchestrator: the base template and the gRPC API the
+    /// control plane calls.
+    Node {
+        /// Address of the gRPC API.
+        #[arg(long, default_value = "127.0.0.1:5008")]
+        listen: std::net::SocketAddr,
+        /// The static envd binary (default: $HEARTH_ENVD, else next to this binary).
+        #[arg(long)]
+        envd: Option<PathBuf>,
+        /// Creates in flight at once.
+        #[arg(long, default_value_t = 3)]
+        max_starting: usize,
+        /// Sandboxes at once.
+        #[arg(long, default_value_t = 200)]
+        max_sandboxes: usize,
     },
     /// Run a whole node on 127.0.0.1:3000.
     Up,
@@ -66,6 +86,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Template {
             command: TemplateCommand::Build { envd },
         } => build_template(data, envd).await,
+        Command::Node {
+            listen,
+            envd,
+            max_starting,
+            max_sandboxes,
+        } => {
+            let limits = NodeLimits {
+                max_starting,
+                max_sandboxes,
+                ..NodeLimits::default()
+            };
+            run_node(data, listen, envd_path(envd)?, limits).await
+        }
         Command::Up => {
             bail!("`hearth up` is not yet available: the control plane is still to come")
         }
@@ -85,7 +118,8 @@ async fn doctor(data: DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_template(data: DataDir, envd: Option<PathBuf>) -> anyhow::Result<()> {
+/// `--envd`, else `$HEARTH_ENVD`, else `envd` next to this binary.
+fn envd_path(envd: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let envd = match envd.or_else(|| std::env::var_os("HEARTH_ENVD").map(PathBuf::from)) {
         Some(path) => path,
         None => std::env::current_exe()?
@@ -96,6 +130,42 @@ async fn build_template(data: DataDir, envd: Option<PathBuf>) -> anyhow::Result<
     if !envd.is_file() {
         bail!("envd binary {} not found (pass --envd)", envd.display());
     }
+    Ok(envd)
+}
+
+async fn run_node(
+    data: DataDir,
+    listen: std::net::SocketAddr,
+    envd: PathBuf,
+    limits: NodeLimits,
+) -> anyhow::Result<()> {
+    let progress = Progress::new(false);
+    let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    eprintln!(
+        "accelerator: {} ({})",
+        runtime.accel.accel, runtime.accel.reason
+    );
+    let (template, _) = runtime.ensure_base_template(&envd, &progress).await?;
+    let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
+    manager.register_template(template);
+    let reaper = tokio::spawn(manager.clone().reap(Duration::from_secs(1)));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    eprintln!("node gRPC API on {listen}");
+    let node_id = format!("node-{}", std::process::id());
+    let served = NodeService::new(manager.clone(), node_id)
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    reaper.abort();
+    manager.delete_all().await;
+    served.context("serving gRPC")
+}
+
+async fn build_template(data: DataDir, envd: Option<PathBuf>) -> anyhow::Result<()> {
+    let envd = envd_path(envd)?;
     let started = Instant::now();
     let progress = Progress::new(false);
     let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;

@@ -1,0 +1,259 @@
+//! The gRPC face of the node: `SandboxService` and `InfoService` over the
+//! [`SandboxManager`], plus the standard gRPC health service.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hearth_proto::orchestrator as pb;
+use pb::info_service_server::{InfoService, InfoServiceServer};
+use pb::sandbox_service_server::{SandboxService, SandboxServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::sandboxes::{SandboxError, SandboxInfo, SandboxManager, SandboxSpec};
+
+/// The gRPC services of one node.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    manager: Arc<SandboxManager>,
+    node_id: String,
+}
+
+impl NodeService {
+    pub fn new(manager: Arc<SandboxManager>, node_id: String) -> Self {
+        Self { manager, node_id }
+    }
+
+    /// Serves the node's gRPC API on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<SandboxServiceServer<NodeService>>()
+            .await;
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(SandboxServiceServer::new(self.clone()))
+            .add_service(InfoServiceServer::new(self))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            )
+            .await
+    }
+}
+
+fn status(error: SandboxError) -> Status {
+    let message = error.to_string();
+    match error {
+        SandboxError::NotFound(_) | SandboxError::UnknownTemplate(_) => Status::not_found(message),
+        SandboxError::AlreadyExists(_) => Status::already_exists(message),
+        SandboxError::Starting(_) => Status::failed_precondition(message),
+        SandboxError::InvalidArgument(_) => Status::invalid_argument(message),
+        SandboxError::Unsupported(_) => Status::unimplemented(message),
+        SandboxError::ResourceExhausted(_) => Status::resource_exhausted(message),
+        SandboxError::Node(_) => Status::internal(message),
+    }
+}
+
+fn to_time(timestamp: &prost_types::Timestamp) -> Result<SystemTime, Status> {
+    let seconds = u64::try_from(timestamp.seconds)
+        .map_err(|_| Status::invalid_argument("timestamps before 1970 are not accepted"))?;
+    let nanos = u32::try_from(timestamp.nanos)
+        .map_err(|_| Status::invalid_argument("negative nanoseconds in a timestamp"))?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos))
+}
+
+fn from_time(time: SystemTime) -> prost_types::Timestamp {
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn non_negative(value: i64, what: &str) -> Result<u32, Status> {
+    u32::try_from(value).map_err(|_| Status::invalid_argument(format!("invalid {what} {value}")))
+}
+
+fn spec_from(request: pb::SandboxCreateRequest) -> Result<SandboxSpec, Status> {
+    let config = request
+        .sandbox
+        .ok_or_else(|| Status::invalid_argument("a create needs `sandbox`"))?;
+    let egress = config.network.and_then(|n| n.egress).unwrap_or_default();
+    Ok(SandboxSpec {
+        vcpus: non_negative(config.vcpu, "vcpu")?,
+        memory_mib: non_negative(config.ram_mb, "ram_mb")?,
+        end_time: request.end_time.as_ref().map(to_time).transpose()?,
+        sandbox_id: config.sandbox_id,
+        template_id: config.template_id,
+        build_id: Some(config.build_id).filter(|b| !b.is_empty()),
+        env_vars: config.env_vars,
+        metadata: config.metadata,
+        access_token: config.envd_access_token.filter(|t| !t.is_empty()),
+        default_user: Some(config.default_user).filter(|u| !u.is_empty()),
+        alias: config.alias,
+        team_id: config.team_id,
+        execution_id: config.execution_id,
+        allow_internet: config.allow_internet_access.unwrap_or(true),
+        allowed_cidrs: egress.allowed_cidrs,
+        denied_cidrs: egress.denied_cidrs,
+    })
+}
+
+impl NodeService {
+    fn running(&self, info: SandboxInfo) -> pb::RunningSandbox {
+        let spec = info.spec;
+        pb::RunningSandbox {
+            config: Some(pb::SandboxConfig {
+                template_id: spec.template_id,
+                build_id: info.build_id.clone(),
+                sandbox_id: spec.sandbox_id.clone(),
+                env_vars: HashMap::new(),
+                metadata: spec.metadata,
+                alias: spec.alias,
+                envd_version: String::new(),
+                vcpu: i64::from(info.vcpus),
+                ram_mb: i64::from(info.memory_mib),
+                team_id: spec.team_id.clone(),
+                envd_access_token: None,
+                execution_id: spec.execution_id.clone(),
+                allow_internet_access: Some(spec.allow_internet),
+                network: None,
+                default_user: spec.default_user.unwrap_or_default(),
+            }),
+            client_id: self.node_id.clone(),
+            start_time: Some(from_time(info.start_time)),
+            end_time: info.end_time.map(from_time),
+            sandbox_id: spec.sandbox_id,
+            team_id: spec.team_id,
+            execution_id: spec.execution_id,
+            vcpu: i64::from(info.vcpus),
+            ram_mb: i64::from(info.memory_mib),
+            host_address: info.host_address.to_string(),
+            build_id: info.build_id,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl SandboxService for NodeService {
+    async fn create(
+        &self,
+        request: Request<pb::SandboxCreateRequest>,
+    ) -> Result<Response<pb::SandboxCreateResponse>, Status> {
+        let spec = spec_from(request.into_inner())?;
+        let info = self.manager.create(spec).await.map_err(status)?;
+        Ok(Response::new(pb::SandboxCreateResponse {
+            client_id: self.node_id.clone(),
+            host_address: info.host_address.to_string(),
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<pb::SandboxUpdateRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        if request.egress.is_some() {
+            return Err(Status::unimplemented(
+                "egress rules are not supported by this node yet",
+            ));
+        }
+        if let Some(end) = request.end_time.as_ref() {
+            self.manager
+                .update_end_time(&request.sandbox_id, to_time(end)?)
+                .map_err(status)?;
+        } else {
+            self.manager.get(&request.sandbox_id).map_err(status)?;
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<pb::SandboxListResponse>, Status> {
+        let sandboxes = self
+            .manager
+            .list()
+            .into_iter()
+            .map(|info| self.running(info))
+            .collect();
+        Ok(Response::new(pb::SandboxListResponse { sandboxes }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::SandboxGetRequest>,
+    ) -> Result<Response<pb::RunningSandbox>, Status> {
+        let info = self
+            .manager
+            .get(&request.into_inner().sandbox_id)
+            .map_err(status)?;
+        Ok(Response::new(self.running(info)))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::SandboxDeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.manager
+            .delete(&request.into_inner().sandbox_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(()))
+    }
+}
+
+#[tonic::async_trait]
+impl InfoService for NodeService {
+    async fn service_info(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<pb::ServiceInfoResponse>, Status> {
+        let runtime = self.manager.runtime();
+        let (cpu_allocated, mib_allocated) = self.manager.allocated();
+        let (memory_total, memory_available) = memory_info();
+        let limits = self.manager.limits();
+        Ok(Response::new(pb::ServiceInfoResponse {
+            node_id: self.node_id.clone(),
+            service_version: env!("CARGO_PKG_VERSION").into(),
+            accelerator: runtime.accel.accel.to_string(),
+            accelerator_reason: runtime.accel.reason.clone(),
+            metric_sandboxes_running: self.manager.list().len() as i64,
+            metric_cpu_count: std::thread::available_parallelism().map_or(1, |n| n.get()) as i64,
+            metric_memory_total_bytes: memory_total as i64,
+            metric_memory_used_bytes: memory_total.saturating_sub(memory_available) as i64,
+            metric_cpu_allocated: cpu_allocated as i64,
+            metric_memory_allocated_bytes: (mib_allocated << 20) as i64,
+            max_sandboxes: limits.max_sandboxes as i64,
+            max_starting_sandboxes: limits.max_starting as i64,
+        }))
+    }
+}
+
+/// `MemTotal` and `MemAvailable` from `/proc/meminfo`, in bytes.
+fn memory_info() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// Binds the node's gRPC address.
+pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await
+}

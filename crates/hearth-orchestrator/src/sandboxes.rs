@@ -1,0 +1,400 @@
+//! The node's sandboxes: create, get, list, update, delete, and a reaper
+//! that ends sandboxes past their end time and notices VMs that died.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hearth_vmm::{InitParams, Template, VmStatus, Vmm};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::error::NodeError;
+use crate::runtime::{NodeRuntime, RunningSandbox};
+
+/// Limits of one node.
+#[derive(Debug, Clone)]
+pub struct NodeLimits {
+    /// Sandboxes running at once.
+    pub max_sandboxes: usize,
+    /// Creates in flight at once; more wait for a turn.
+    pub max_starting: usize,
+    /// How long a create waits for its turn before it is refused.
+    pub start_wait: Duration,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            max_sandboxes: 200,
+            max_starting: 3,
+            start_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a create asks for.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxSpec {
+    pub sandbox_id: String,
+    pub template_id: String,
+    /// `None`: the node's current build of the template.
+    pub build_id: Option<String>,
+    pub env_vars: HashMap<String, String>,
+    pub metadata: HashMap<String, String>,
+    pub access_token: Option<String>,
+    pub default_user: Option<String>,
+    pub alias: String,
+    pub team_id: String,
+    pub execution_id: String,
+    /// 0: the template's.
+    pub vcpus: u32,
+    /// 0: the template's.
+    pub memory_mib: u32,
+    pub allow_internet: bool,
+    pub allowed_cidrs: Vec<String>,
+    pub denied_cidrs: Vec<String>,
+    pub end_time: Option<SystemTime>,
+}
+
+/// A running sandbox as the node reports it.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub spec: SandboxSpec,
+    pub build_id: String,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub start_time: SystemTime,
+    pub end_time: Option<SystemTime>,
+    /// Where the host reaches envd and the guest's ports.
+    pub host_address: Ipv4Addr,
+}
+
+/// Why a sandbox operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox '{0}' does not exist on this node")]
+    NotFound(String),
+    #[error("sandbox '{0}' exists already")]
+    AlreadyExists(String),
+    #[error("sandbox '{0}' is still starting")]
+    Starting(String),
+    #[error("template '{0}' is not on this node")]
+    UnknownTemplate(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+enum Entry {
+    Starting,
+    Running(Arc<Live>),
+}
+
+struct Live {
+    info: Mutex<SandboxInfo>,
+    running: tokio::sync::Mutex<Option<RunningSandbox>>,
+}
+
+/// The sandboxes of one node.
+pub struct SandboxManager {
+    runtime: Arc<NodeRuntime>,
+    limits: NodeLimits,
+    templates: Mutex<HashMap<String, Template>>,
+    sandboxes: Mutex<HashMap<String, Entry>>,
+    starts: Semaphore,
+}
+
+impl std::fmt::Debug for SandboxManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxManager")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SandboxManager {
+    pub fn new(runtime: Arc<NodeRuntime>, limits: NodeLimits) -> Self {
+        Self {
+            starts: Semaphore::new(limits.max_starting.max(1)),
+            runtime,
+            limits,
+            templates: Mutex::new(HashMap::new()),
+            sandboxes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> &NodeRuntime {
+        &self.runtime
+    }
+
+    pub fn limits(&self) -> &NodeLimits {
+        &self.limits
+    }
+
+    /// Makes `template` the current build of its name.
+    pub fn register_template(&self, template: Template) {
+        lock(&self.templates).insert(template.name().to_owned(), template);
+    }
+
+    fn template_for(&self, spec: &SandboxSpec) -> Result<Template, SandboxError> {
+        let template = lock(&self.templates)
+            .get(&spec.template_id)
+            .cloned()
+            .ok_or_else(|| SandboxError::UnknownTemplate(spec.template_id.clone()))?;
+        if let Some(build) = spec
+            .build_id
+            .as_deref()
+            .filter(|b| *b != template.meta.build_id)
+        {
+            return Err(SandboxError::UnknownTemplate(format!(
+                "{} (build {build})",
+                spec.template_id
+            )));
+        }
+        let meta = &template.meta;
+        if spec.vcpus != 0 && spec.vcpus != u32::from(meta.vcpus) {
+            return Err(SandboxError::InvalidArgument(format!(
+                "template '{}' runs with {} vCPUs, not {}",
+                meta.name, meta.vcpus, spec.vcpus
+            )));
+        }
+        if spec.memory_mib != 0 && spec.memory_mib != meta.memory_mib {
+            return Err(SandboxError::InvalidArgument(format!(
+                "template '{}' runs with {} MiB, not {}",
+                meta.name, meta.memory_mib, spec.memory_mib
+            )));
+        }
+        Ok(template)
+    }
+
+    fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
+        let id = &spec.sandbox_id;
+        let valid_id = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_id {
+            return Err(SandboxError::InvalidArgument(format!(
+                "invalid sandbox id '{id}': 1–64 letters, digits, '-' or '_'"
+            )));
+        }
+        if !spec.allow_internet || !spec.allowed_cidrs.is_empty() || !spec.denied_cidrs.is_empty() {
+            return Err(SandboxError::Unsupported(
+                "egress rules are not supported by this node yet".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a sandbox. Concurrent creates are safe: ids are reserved
+    /// before any work, and at most `max_starting` run at once.
+    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, SandboxError> {
+        let span = tracing::info_span!("create", sandbox_id = %spec.sandbox_id, template = %spec.template_id);
+        async {
+            Self::validate(&spec)?;
+            let template = self.template_for(&spec)?;
+            self.reserve(&spec.sandbox_id)?;
+            let created = self.start(spec.clone(), &template).await;
+            let mut sandboxes = lock(&self.sandboxes);
+            match created {
+                Ok(live) => {
+                    let info = lock(&live.info).clone();
+                    sandboxes.insert(spec.sandbox_id.clone(), Entry::Running(live));
+                    tracing::info!(host = %info.host_address, "sandbox running");
+                    Ok(info)
+                }
+                Err(error) => {
+                    sandboxes.remove(&spec.sandbox_id);
+                    tracing::warn!(%error, "create failed");
+                    Err(error)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn reserve(&self, id: &str) -> Result<(), SandboxError> {
+        let mut sandboxes = lock(&self.sandboxes);
+        if sandboxes.contains_key(id) {
+            return Err(SandboxError::AlreadyExists(id.to_owned()));
+        }
+        if sandboxes.len() >= self.limits.max_sandboxes {
+            return Err(SandboxError::ResourceExhausted(format!(
+                "this node runs its maximum of {} sandboxes",
+                self.limits.max_sandboxes
+            )));
+        }
+        sandboxes.insert(id.to_owned(), Entry::Starting);
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        spec: SandboxSpec,
+        template: &Template,
+    ) -> Result<Arc<Live>, SandboxError> {
+        let _turn = tokio::time::timeout(self.limits.start_wait, self.starts.acquire())
+            .await
+            .map_err(|_| {
+                SandboxError::ResourceExhausted(format!(
+                    "{} sandboxes are starting on this node; no turn within {:?}",
+                    self.limits.max_starting, self.limits.start_wait
+                ))
+            })?
+            .map_err(|_| SandboxError::ResourceExhausted("the node is shutting down".into()))?;
+        let init = InitParams {
+            env_vars: Some(spec.env_vars.clone()),
+            access_token: spec.access_token.clone(),
+            default_user: spec.default_user.clone(),
+            hostname: Some(spec.sandbox_id.clone()),
+            ..InitParams::default()
+        };
+        let running = self
+            .runtime
+            .clone_sandbox(template, &spec.sandbox_id, init)
+            .await?;
+        let info = SandboxInfo {
+            build_id: template.meta.build_id.clone(),
+            vcpus: u32::from(template.meta.vcpus),
+            memory_mib: template.meta.memory_mib,
+            start_time: SystemTime::now(),
+            end_time: spec.end_time,
+            host_address: running.slot.sandbox_address,
+            spec,
+        };
+        Ok(Arc::new(Live {
+            info: Mutex::new(info),
+            running: tokio::sync::Mutex::new(Some(running)),
+        }))
+    }
+
+    fn live(&self, id: &str) -> Result<Arc<Live>, SandboxError> {
+        match lock(&self.sandboxes).get(id) {
+            Some(Entry::Running(live)) => Ok(live.clone()),
+            Some(Entry::Starting) => Err(SandboxError::Starting(id.to_owned())),
+            None => Err(SandboxError::NotFound(id.to_owned())),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        Ok(lock(&self.live(id)?.info).clone())
+    }
+
+    /// Running sandboxes (not those still starting).
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        lock(&self.sandboxes)
+            .values()
+            .filter_map(|entry| match entry {
+                Entry::Running(live) => Some(lock(&live.info).clone()),
+                Entry::Starting => None,
+            })
+            .collect()
+    }
+
+    /// Changes a sandbox's end time.
+    pub fn update_end_time(&self, id: &str, end_time: SystemTime) -> Result<(), SandboxError> {
+        lock(&self.live(id)?.info).end_time = Some(end_time);
+        Ok(())
+    }
+
+    /// Kills a sandbox and releases everything it held.
+    pub async fn delete(&self, id: &str) -> Result<(), SandboxError> {
+        let span = tracing::info_span!("delete", sandbox_id = %id);
+        async {
+            let live = {
+                let mut sandboxes = lock(&self.sandboxes);
+                match sandboxes.get(id) {
+                    Some(Entry::Running(_)) => match sandboxes.remove(id) {
+                        Some(Entry::Running(live)) => live,
+                        _ => return Err(SandboxError::NotFound(id.to_owned())),
+                    },
+                    Some(Entry::Starting) => return Err(SandboxError::Starting(id.to_owned())),
+                    None => return Err(SandboxError::NotFound(id.to_owned())),
+                }
+            };
+            let running = live.running.lock().await.take();
+            if let Some(running) = running {
+                self.runtime.destroy_sandbox(running).await?;
+            }
+            tracing::info!("sandbox deleted");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sandboxes past their end time, and those whose VM has exited.
+    pub async fn due_for_removal(&self) -> Vec<(String, &'static str)> {
+        let now = SystemTime::now();
+        let lives: Vec<(String, Arc<Live>)> = lock(&self.sandboxes)
+            .iter()
+            .filter_map(|(id, entry)| match entry {
+                Entry::Running(live) => Some((id.clone(), live.clone())),
+                Entry::Starting => None,
+            })
+            .collect();
+        let mut due = Vec::new();
+        for (id, live) in lives {
+            if lock(&live.info).end_time.is_some_and(|end| end <= now) {
+                due.push((id, "its end time passed"));
+                continue;
+            }
+            let guard = live.running.lock().await;
+            let exited = match guard.as_ref() {
+                Some(running) => matches!(
+                    self.runtime.vmm.status(&running.sandbox.vm).await,
+                    Ok(VmStatus::Exited)
+                ),
+                None => false,
+            };
+            if exited {
+                due.push((id, "its VM exited"));
+            }
+        }
+        due
+    }
+
+    /// Removes what [`Self::due_for_removal`] finds, every `period`, forever.
+    pub async fn reap(self: Arc<Self>, period: Duration) {
+        loop {
+            tokio::time::sleep(period).await;
+            for (id, reason) in self.due_for_removal().await {
+                tracing::info!(sandbox_id = %id, reason, "removing sandbox");
+                if let Err(error) = self.delete(&id).await {
+                    tracing::warn!(sandbox_id = %id, %error, "removing sandbox failed");
+                }
+            }
+        }
+    }
+
+    /// Deletes every sandbox (shutdown).
+    pub async fn delete_all(&self) {
+        let ids: Vec<String> = lock(&self.sandboxes).keys().cloned().collect();
+        for id in ids {
+            let _ = self.delete(&id).await;
+        }
+    }
+
+    /// CPUs and memory given to running sandboxes.
+    pub fn allocated(&self) -> (u64, u64) {
+        self.list().iter().fold((0, 0), |(cpu, mib), info| {
+            (
+                cpu + u64::from(info.vcpus),
+                mib + u64::from(info.memory_mib),
+            )
+        })
+    }
+}

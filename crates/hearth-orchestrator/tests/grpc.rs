@@ -1,0 +1,355 @@
+//! The node's gRPC API with real VMs: lifecycle, errors, 8 concurrent
+//! creates, end times, a VM that dies, health. Run by `make vm-test`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{
+    COMMAND_TIMEOUT, Leftovers, TestResult, process_running, runtime_and_template, test_slots,
+};
+use hearth_orchestrator::grpc::NodeService;
+use hearth_orchestrator::{NodeLimits, SandboxManager};
+use hearth_proto::orchestrator as pb;
+use hearth_vmm::EnvdClient;
+use hearth_vmm::envd_client::ENVD_PORT;
+use pb::info_service_client::InfoServiceClient;
+use pb::sandbox_service_client::SandboxServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Node {
+    client: SandboxServiceClient<Channel>,
+    info: InfoServiceClient<Channel>,
+    channel: Channel,
+    manager: Arc<SandboxManager>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _leftovers: Leftovers,
+}
+
+impl Node {
+    /// A node whose sandboxes' run directories (`ids`) are removed however
+    /// the test ends.
+    async fn start(limits: NodeLimits, ids: &[&str]) -> Result<Self, Box<dyn std::error::Error>> {
+        let (runtime, template) = runtime_and_template().await?;
+        let sandboxes_dir = runtime.data.sandboxes();
+        let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
+        manager.register_template(template);
+        tokio::spawn(manager.clone().reap(Duration::from_millis(300)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let service = NodeService::new(manager.clone(), "test-node".into());
+        tokio::spawn(service.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{address}"))?
+            .connect()
+            .await?;
+        Ok(Self {
+            client: SandboxServiceClient::new(channel.clone()),
+            info: InfoServiceClient::new(channel.clone()),
+            channel,
+            manager,
+            stop: Some(stop),
+            _leftovers: Leftovers {
+                run_dirs: ids.iter().map(|id| sandboxes_dir.join(id)).collect(),
+            },
+        })
+    }
+
+    async fn shutdown(mut self) {
+        self.manager.delete_all().await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn create_request(id: &str) -> pb::SandboxCreateRequest {
+    pb::SandboxCreateRequest {
+        sandbox: Some(pb::SandboxConfig {
+            template_id: "base".into(),
+            sandbox_id: id.into(),
+            env_vars: [("GREETING".to_owned(), format!("hello from {id}"))].into(),
+            metadata: [("purpose".to_owned(), "test".to_owned())].into(),
+            default_user: "user".into(),
+            ..Default::default()
+        }),
+        start_time: None,
+        end_time: None,
+    }
+}
+
+fn envd_at(host_address: &str) -> Result<EnvdClient, Box<dyn std::error::Error>> {
+    Ok(EnvdClient::new(
+        "test",
+        std::net::SocketAddr::new(host_address.parse()?, ENVD_PORT),
+    )?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn sandbox_lifecycle_over_grpc() -> TestResult {
+    let mut node = Node::start(NodeLimits::default(), &["life-1", "life-2", "life-3"]).await?;
+    let health = tonic_health::pb::health_client::HealthClient::new(node.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "hearth.orchestrator.v1.SandboxService".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let created = node
+        .client
+        .create(create_request("life-1"))
+        .await?
+        .into_inner();
+    assert_eq!(created.client_id, "test-node");
+    let envd = envd_at(&created.host_address)?;
+    let greeting = envd
+        .run(
+            "sh",
+            &["-c", "echo $GREETING; id -un"],
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(greeting.stdout, "hello from life-1\nuser\n");
+
+    let got = node
+        .client
+        .get(pb::SandboxGetRequest {
+            sandbox_id: "life-1".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(got.sandbox_id, "life-1");
+    assert_eq!(got.host_address, created.host_address);
+    assert_eq!((got.vcpu, got.ram_mb), (2, 512));
+    assert_eq!(
+        got.config.map(|c| c.metadata.get("purpose").cloned()),
+        Some(Some("test".into()))
+    );
+    let listed = node.client.list(()).await?.into_inner().sandboxes;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.sandbox_id.as_str())
+            .collect::<Vec<_>>(),
+        ["life-1"]
+    );
+
+    let info = node.info.service_info(()).await?.into_inner();
+    assert_eq!(info.metric_sandboxes_running, 1);
+    assert_eq!(info.metric_cpu_allocated, 2);
+    assert_eq!(info.metric_memory_allocated_bytes, 512 << 20);
+    assert!(["kvm", "tcg"].contains(&info.accelerator.as_str()));
+
+    // Bad input: clear codes, nothing created.
+    let duplicate = node
+        .client
+        .create(create_request("life-1"))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(duplicate, Some(Code::AlreadyExists));
+    let mut unknown = create_request("life-2");
+    if let Some(config) = unknown.sandbox.as_mut() {
+        config.template_id = "no-such-template".into();
+    }
+    let unknown = node.client.create(unknown).await.err();
+    assert_eq!(unknown.as_ref().map(|s| s.code()), Some(Code::NotFound));
+    assert!(
+        unknown
+            .map(|s| s.message().contains("no-such-template"))
+            .unwrap_or(false)
+    );
+    let mut bad_shape = create_request("life-3");
+    if let Some(config) = bad_shape.sandbox.as_mut() {
+        config.vcpu = 7;
+    }
+    assert_eq!(
+        node.client.create(bad_shape).await.err().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
+    let bad_id = create_request("../etc");
+    assert_eq!(
+        node.client.create(bad_id).await.err().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
+    let missing = node
+        .client
+        .get(pb::SandboxGetRequest {
+            sandbox_id: "nope".into(),
+        })
+        .await
+        .err();
+    assert_eq!(missing.map(|s| s.code()), Some(Code::NotFound));
+    assert_eq!(node.client.list(()).await?.into_inner().sandboxes.len(), 1);
+
+    // An end time in the past makes the node remove the sandbox.
+    let past = prost_types::Timestamp::from(SystemTime::now() - Duration::from_secs(1));
+    node.client
+        .update(pb::SandboxUpdateRequest {
+            sandbox_id: "life-1".into(),
+            end_time: Some(past),
+            egress: None,
+        })
+        .await?;
+    wait_until_gone(&mut node, "life-1").await?;
+    assert!(!envd.healthy().await, "the removed sandbox's envd is gone");
+    let deleted_again = node
+        .client
+        .delete(pb::SandboxDeleteRequest {
+            sandbox_id: "life-1".into(),
+        })
+        .await
+        .err();
+    assert_eq!(deleted_again.map(|s| s.code()), Some(Code::NotFound));
+    assert!(
+        test_slots().is_empty(),
+        "slots are left: {:?}",
+        test_slots()
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_until_gone(node: &mut Node, id: &str) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = node
+            .client
+            .get(pb::SandboxGetRequest {
+                sandbox_id: id.into(),
+            })
+            .await;
+        if got.as_ref().err().map(|s| s.code()) == Some(Code::NotFound) {
+            return Ok(());
+        }
+        assert!(Instant::now() < deadline, "{id} was not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn eight_concurrent_creates_then_deletes() -> TestResult {
+    let limits = NodeLimits {
+        max_starting: 3,
+        start_wait: Duration::from_secs(120),
+        ..NodeLimits::default()
+    };
+    let ids: Vec<String> = (0..8).map(|i| format!("many-{i}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let node = Node::start(limits, &id_refs).await?;
+    let creates = ids.iter().map(|id| {
+        let mut client = node.client.clone();
+        let request = create_request(id);
+        async move { client.create(request).await.map(|r| r.into_inner()) }
+    });
+    let created: Vec<pb::SandboxCreateResponse> = futures_join_all(creates).await?;
+    let mut addresses: Vec<&str> = created.iter().map(|c| c.host_address.as_str()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 8, "each sandbox has its own address");
+    for (id, response) in ids.iter().zip(&created) {
+        let out = envd_at(&response.host_address)?
+            .run("hostname", &[], None, COMMAND_TIMEOUT)
+            .await?;
+        assert_eq!(out.stdout.trim(), id);
+    }
+    let mut client = node.client.clone();
+    for id in &ids {
+        client
+            .delete(pb::SandboxDeleteRequest {
+                sandbox_id: id.clone(),
+            })
+            .await?;
+    }
+    assert!(client.list(()).await?.into_inner().sandboxes.is_empty());
+    assert!(
+        test_slots().is_empty(),
+        "slots are left: {:?}",
+        test_slots()
+    );
+    for id in &ids {
+        assert!(
+            !process_running(&format!("sandboxes/{id}/")),
+            "a QEMU of {id} is left"
+        );
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn a_vm_that_dies_is_noticed_and_cleaned_up() -> TestResult {
+    let mut node = Node::start(NodeLimits::default(), &["dies"]).await?;
+    node.client.create(create_request("dies")).await?;
+    let pid = node
+        .manager
+        .runtime()
+        .data
+        .sandboxes()
+        .join("dies")
+        .exists()
+        .then(|| qemu_pid_of("dies"))
+        .flatten()
+        .ok_or("no QEMU for the sandbox")?;
+    nix_kill(pid);
+    wait_until_gone(&mut node, "dies").await?;
+    assert!(
+        !node
+            .manager
+            .runtime()
+            .data
+            .sandboxes()
+            .join("dies")
+            .exists()
+    );
+    assert!(
+        test_slots().is_empty(),
+        "slots are left: {:?}",
+        test_slots()
+    );
+    node.shutdown().await;
+    Ok(())
+}
+
+fn qemu_pid_of(id: &str) -> Option<i32> {
+    let needle = format!("sandboxes/{id}/");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.starts_with("qemu-system") && cmdline.contains(&needle))
+                .then(|| e.file_name().to_string_lossy().parse().ok())
+                .flatten()
+        })
+}
+
+fn nix_kill(pid: i32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+async fn futures_join_all<T, E: Into<Box<dyn std::error::Error>>>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = Result<T, E>>>,
+) -> Result<Vec<T>, Box<dyn std::error::Error>> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::new();
+    for result in futures::future::join_all(handles).await {
+        out.push(result.map_err(Into::into)?);
+    }
+    Ok(out)
+}
