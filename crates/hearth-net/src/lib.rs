@@ -13,9 +13,11 @@
 
 mod command;
 pub mod error;
+pub mod pool;
 pub mod slot;
 
 pub use error::NetError;
+pub use pool::SlotPool;
 pub use slot::{NetSlot, SlotNaming};
 
 use std::net::Ipv4Addr;

@@ -71,3 +71,49 @@ async fn a_slot_is_created_and_removed_whole() -> Result<(), Box<dyn std::error:
     );
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "creates network namespaces: run with `make vm-test`"]
+async fn the_pool_keeps_slots_ready_and_recycles_them() -> Result<(), Box<dyn std::error::Error>> {
+    let naming = SlotNaming::new("htp")?;
+    let pool = hearth_net::SlotPool::new(naming, 2);
+    let _cleanup = RemoveOnDrop((0..8).map(|i| format!("htp-{i}")).collect());
+    let refill = tokio::spawn(pool.clone().refill());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pool.ready() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not fill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    let slot = pool.take().await?;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(50),
+        "a ready slot is handed out at once"
+    );
+    let taken = slot.netns.clone();
+    // Kept to rest for reuse, or deleted if the pool refilled meanwhile.
+    pool.give_back(slot).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pool.ready() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not refill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    refill.abort();
+    pool.drain().await?;
+    let left: Vec<_> = std::fs::read_dir("/run/netns")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("htp-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "after drain {left:?} are left (took {taken})"
+    );
+    Ok(())
+}

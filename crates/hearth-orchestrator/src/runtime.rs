@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use hearth_guest::{Cache, GuestArtifacts, Progress};
-use hearth_net::{NetSlot, SlotNaming};
+use std::sync::Arc;
+
+use hearth_net::{NetSlot, SlotNaming, SlotPool};
 use hearth_vmm::accel::ProbeImage;
 use hearth_vmm::envd_client::ENVD_PORT;
 use hearth_vmm::{
@@ -59,6 +61,8 @@ pub struct NodeRuntime {
     pub accel: AccelChoice,
     pub vmm: QemuVmm,
     pub naming: SlotNaming,
+    /// Where sandboxes get their network slots.
+    pub slots: Arc<SlotPool>,
     pub artifacts: Cache,
     pub templates: TemplateStore,
 }
@@ -80,14 +84,24 @@ impl NodeRuntime {
         .await?;
         let accel = hearth_vmm::accel::detect(&data.host(), Some(&probe)).await?;
         tracing::info!(accel = %accel.accel, reason = %accel.reason, "accelerator chosen");
+        let naming = SlotNaming::new(slot_prefix)?;
         Ok(Self {
             vmm: QemuVmm::new(accel.accel),
             accel,
-            naming: SlotNaming::new(slot_prefix)?,
+            slots: SlotPool::new(naming.clone(), 0),
+            naming,
             templates: TemplateStore::new(data.templates()),
             artifacts,
             data,
         })
+    }
+
+    /// Keeps `size` network slots ready from now on (refilled by a
+    /// background task), so creates do not wait for slot set-up.
+    pub fn keep_slots_ready(&mut self, size: usize) {
+        let pool = SlotPool::new(self.naming.clone(), size);
+        tokio::spawn(pool.clone().refill());
+        self.slots = pool;
     }
 
     /// The guest artifacts with `envd` installed, built when missing.
@@ -171,7 +185,7 @@ impl NodeRuntime {
         sandbox_id: &str,
         init: InitParams,
     ) -> Result<RunningSandbox> {
-        let slot = NetSlot::create_free(&self.naming, 0).await?;
+        let slot = self.slots.take().await?;
         let request = CloneRequest {
             sandbox_id: sandbox_id.to_owned(),
             run_dir: self.data.sandboxes().join(sandbox_id),
@@ -183,6 +197,7 @@ impl NodeRuntime {
         match hearth_vmm::clone_sandbox(&self.vmm, template, request).await {
             Ok(sandbox) => Ok(RunningSandbox { sandbox, slot }),
             Err(error) => {
+                // A clone that failed may have left the slot in any state.
                 let _ = slot.destroy().await;
                 Err(error.into())
             }
@@ -193,7 +208,7 @@ impl NodeRuntime {
     pub async fn destroy_sandbox(&self, running: RunningSandbox) -> Result<()> {
         let RunningSandbox { sandbox, slot } = running;
         let vm = hearth_vmm::destroy(&self.vmm, sandbox).await;
-        let net = slot.destroy().await;
+        let net = self.slots.give_back(slot).await;
         vm?;
         net?;
         Ok(())

@@ -32,7 +32,8 @@ impl Node {
     /// A node whose sandboxes' run directories (`ids`) are removed however
     /// the test ends.
     async fn start(limits: NodeLimits, ids: &[&str]) -> Result<Self, Box<dyn std::error::Error>> {
-        let (runtime, template) = runtime_and_template().await?;
+        let (mut runtime, template) = runtime_and_template().await?;
+        runtime.keep_slots_ready(2);
         let sandboxes_dir = runtime.data.sandboxes();
         let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
         manager.register_template(template);
@@ -59,11 +60,20 @@ impl Node {
         })
     }
 
-    async fn shutdown(mut self) {
+    /// Deletes every sandbox and the pool's slots; then no test slot may
+    /// be left.
+    async fn shutdown(mut self) -> TestResult {
         self.manager.delete_all().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.manager.runtime().slots.drain().await?;
+        assert!(
+            test_slots().is_empty(),
+            "slots are left: {:?}",
+            test_slots()
+        );
+        Ok(())
     }
 }
 
@@ -211,13 +221,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
         .await
         .err();
     assert_eq!(deleted_again.map(|s| s.code()), Some(Code::NotFound));
-    assert!(
-        test_slots().is_empty(),
-        "slots are left: {:?}",
-        test_slots()
-    );
-    node.shutdown().await;
-    Ok(())
+    node.shutdown().await
 }
 
 async fn wait_until_gone(node: &mut Node, id: &str) -> TestResult {
@@ -273,19 +277,13 @@ async fn eight_concurrent_creates_then_deletes() -> TestResult {
             .await?;
     }
     assert!(client.list(()).await?.into_inner().sandboxes.is_empty());
-    assert!(
-        test_slots().is_empty(),
-        "slots are left: {:?}",
-        test_slots()
-    );
     for id in &ids {
         assert!(
             !process_running(&format!("sandboxes/{id}/")),
             "a QEMU of {id} is left"
         );
     }
-    node.shutdown().await;
-    Ok(())
+    node.shutdown().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,13 +312,7 @@ async fn a_vm_that_dies_is_noticed_and_cleaned_up() -> TestResult {
             .join("dies")
             .exists()
     );
-    assert!(
-        test_slots().is_empty(),
-        "slots are left: {:?}",
-        test_slots()
-    );
-    node.shutdown().await;
-    Ok(())
+    node.shutdown().await
 }
 
 fn qemu_pid_of(id: &str) -> Option<i32> {

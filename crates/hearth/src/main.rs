@@ -53,6 +53,9 @@ enum Command {
         /// Sandboxes at once.
         #[arg(long, default_value_t = 200)]
         max_sandboxes: usize,
+        /// Network slots kept ready for new sandboxes.
+        #[arg(long, default_value_t = 8)]
+        slot_pool: usize,
     },
     /// Run a whole node on 127.0.0.1:3000.
     Up,
@@ -91,13 +94,14 @@ async fn main() -> anyhow::Result<()> {
             envd,
             max_starting,
             max_sandboxes,
+            slot_pool,
         } => {
             let limits = NodeLimits {
                 max_starting,
                 max_sandboxes,
                 ..NodeLimits::default()
             };
-            run_node(data, listen, envd_path(envd)?, limits).await
+            run_node(data, listen, envd_path(envd)?, limits, slot_pool).await
         }
         Command::Up => {
             bail!("`hearth up` is not yet available: the control plane is still to come")
@@ -138,14 +142,16 @@ async fn run_node(
     listen: std::net::SocketAddr,
     envd: PathBuf,
     limits: NodeLimits,
+    slot_pool: usize,
 ) -> anyhow::Result<()> {
     let progress = Progress::new(false);
-    let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    let mut runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
     eprintln!(
         "accelerator: {} ({})",
         runtime.accel.accel, runtime.accel.reason
     );
     let (template, _) = runtime.ensure_base_template(&envd, &progress).await?;
+    runtime.keep_slots_ready(slot_pool);
     let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
     manager.register_template(template);
     let reaper = tokio::spawn(manager.clone().reap(Duration::from_secs(1)));
@@ -161,6 +167,7 @@ async fn run_node(
         .await;
     reaper.abort();
     manager.delete_all().await;
+    manager.runtime().slots.drain().await?;
     served.context("serving gRPC")
 }
 

@@ -1,0 +1,124 @@
+//! A pool of ready network slots, so that creating a sandbox does not wait
+//! for namespace set-up: a background task keeps `size` slots ready, and
+//! slots of deleted sandboxes are recycled.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::error::NetError;
+use crate::slot::{NetSlot, SlotNaming};
+
+/// How long a returned slot rests before reuse, so that connections of
+/// the sandbox that had it drain and do not reach its successor.
+const REUSE_DELAY: Duration = Duration::from_secs(3);
+
+/// Ready slots of one user of the host.
+#[derive(Debug)]
+pub struct SlotPool {
+    naming: SlotNaming,
+    size: usize,
+    ready: Mutex<VecDeque<NetSlot>>,
+    resting: Mutex<VecDeque<(Instant, NetSlot)>>,
+    wake: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SlotPool {
+    /// A pool that keeps `size` slots ready once [`SlotPool::refill`] runs.
+    pub fn new(naming: SlotNaming, size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            naming,
+            size,
+            ready: Mutex::new(VecDeque::new()),
+            resting: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn naming(&self) -> &SlotNaming {
+        &self.naming
+    }
+
+    /// Slots ready to hand out now.
+    pub fn ready(&self) -> usize {
+        lock(&self.ready).len()
+    }
+
+    /// A ready slot, or a new one when none is ready.
+    pub async fn take(&self) -> Result<NetSlot, NetError> {
+        self.promote_rested();
+        let slot = lock(&self.ready).pop_front();
+        self.wake.notify_one();
+        match slot {
+            Some(slot) => Ok(slot),
+            None => NetSlot::create_free(&self.naming, 0).await,
+        }
+    }
+
+    /// Takes back a slot whose sandbox is gone: it is reused after a rest,
+    /// or deleted when the pool is full.
+    pub async fn give_back(&self, slot: NetSlot) -> Result<(), NetError> {
+        let held = lock(&self.ready).len() + lock(&self.resting).len();
+        if held >= self.size {
+            return slot.destroy().await;
+        }
+        lock(&self.resting).push_back((Instant::now() + REUSE_DELAY, slot));
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn promote_rested(&self) {
+        let now = Instant::now();
+        let mut resting = lock(&self.resting);
+        while resting.front().is_some_and(|(until, _)| *until <= now) {
+            if let Some((_, slot)) = resting.pop_front() {
+                lock(&self.ready).push_back(slot);
+            }
+        }
+    }
+
+    /// Keeps the pool full, forever: run it as a background task.
+    pub async fn refill(self: Arc<Self>) {
+        loop {
+            self.promote_rested();
+            let held = lock(&self.ready).len() + lock(&self.resting).len();
+            if held < self.size {
+                match NetSlot::create_free(&self.naming, 0).await {
+                    Ok(slot) => lock(&self.ready).push_back(slot),
+                    Err(error) => {
+                        tracing::warn!(%error, "refilling the slot pool failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            }
+            // Wake for a take, a return, or a resting slot's turn.
+            let _ = tokio::time::timeout(REUSE_DELAY, self.wake.notified()).await;
+        }
+    }
+
+    /// Deletes every slot the pool holds (shutdown).
+    pub async fn drain(&self) -> Result<(), NetError> {
+        let slots: Vec<NetSlot> = {
+            let mut ready = lock(&self.ready);
+            let mut resting = lock(&self.resting);
+            ready
+                .drain(..)
+                .chain(resting.drain(..).map(|(_, s)| s))
+                .collect()
+        };
+        let mut result = Ok(());
+        for slot in slots {
+            if let Err(error) = slot.destroy().await {
+                result = Err(error);
+            }
+        }
+        result
+    }
+}
