@@ -1,5 +1,6 @@
 //! Clone latency through hearth, phase by phase.
 
+use hearth_net::EgressPolicy;
 use std::time::Duration;
 
 use hearth_orchestrator::NodeRuntime;
@@ -20,7 +21,9 @@ pub async fn run(
             default_user: Some("user".into()),
             ..InitParams::default()
         };
-        let running = runtime.clone_sandbox(template, &id, init).await?;
+        let running = runtime
+            .clone_sandbox(template, &id, init, &EgressPolicy::default())
+            .await?;
         let t = running.sandbox.timings;
         for (samples, value) in
             phases

@@ -3,6 +3,7 @@
 
 mod clone_latency;
 mod memory;
+mod node_create;
 mod raw_restore;
 mod stats;
 
@@ -14,8 +15,10 @@ use clap::Parser;
 use hearth_guest::Progress;
 use hearth_orchestrator::{DataDir, NodeRuntime};
 
-/// Benchmark slots are `htb-<n>`.
-const BENCH_SLOT_PREFIX: &str = "htb";
+/// Benchmark slots: namespaces `htb-<n>`, addresses from 10.24.0.0/16.
+fn bench_slots() -> anyhow::Result<hearth_net::SlotNaming> {
+    Ok(hearth_net::SlotNaming::new("htb", 24)?)
+}
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -37,7 +40,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let quiet = Progress::new(true);
-    let runtime = NodeRuntime::open(DataDir::from_env(), BENCH_SLOT_PREFIX, &quiet).await?;
+    let runtime = NodeRuntime::open(DataDir::from_env(), bench_slots()?, &quiet).await?;
     println!(
         "accelerator: {} ({})",
         runtime.accel.accel, runtime.accel.reason
@@ -59,11 +62,13 @@ async fn main() -> anyhow::Result<()> {
     println!("clone total p50 through hearth / QEMU alone: {ratio:.2}");
     memory::run(&runtime, &template, args.memory_clones).await?;
 
+    let scratch = runtime
+        .data
+        .root()
+        .join(format!("bench-empty-{}", std::process::id()));
+    node_create::run(runtime, template, args.clones).await?;
+
     if args.build_from_nothing {
-        let scratch = runtime
-            .data
-            .root()
-            .join(format!("bench-empty-{}", std::process::id()));
         let result = build_from_nothing(&scratch, &args.envd).await;
         let _ = std::fs::remove_dir_all(&scratch);
         let seconds = result?;
@@ -77,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
 async fn build_from_nothing(root: &std::path::Path, envd: &std::path::Path) -> anyhow::Result<f64> {
     let started = Instant::now();
     let progress = Progress::new(false);
-    let runtime = NodeRuntime::open(DataDir::new(root), BENCH_SLOT_PREFIX, &progress)
+    let runtime = NodeRuntime::open(DataDir::new(root), bench_slots()?, &progress)
         .await
         .context("opening an empty data directory")?;
     runtime.ensure_base_template(envd, &progress).await?;

@@ -1,6 +1,7 @@
 //! Proportional set size of idle clones: RAM pages shared with the template
 //! (and between clones) count fractionally.
 
+use hearth_net::EgressPolicy;
 use std::time::Duration;
 
 use hearth_orchestrator::{NodeRuntime, RunningSandbox};
@@ -30,7 +31,12 @@ async fn measure(
             let id = format!("bench-mem-{}", clones.len());
             clones.push(
                 runtime
-                    .clone_sandbox(template, &id, InitParams::default())
+                    .clone_sandbox(
+                        template,
+                        &id,
+                        InitParams::default(),
+                        &EgressPolicy::default(),
+                    )
                     .await?,
             );
         }

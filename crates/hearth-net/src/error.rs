@@ -14,6 +14,8 @@ pub enum NetError {
         command: String,
         after: std::time::Duration,
     },
+    #[error("invalid CIDR '{0}': expected an IPv4 address or a.b.c.d/n")]
+    InvalidCidr(String),
     #[error("slot index {index} is out of range (at most {max})")]
     IndexOutOfRange { index: u32, max: u32 },
     #[error("no free network slot among {tried} tried")]

@@ -9,13 +9,18 @@
 //!   to the guest, so the host reaches envd at `<sandbox address>:49983`.
 //!
 //! Deleting the namespace removes all of it: both veth ends, the tap and the
-//! table.
+//! table. Inside, the table also masquerades the guest's traffic out of
+//! `eth0` and filters it ([`EgressPolicy`]); on the host, [`host::prepare`]
+//! masquerades it onward and keeps guests off the host and each other.
 
 mod command;
+pub mod egress;
 pub mod error;
+pub mod host;
 pub mod pool;
 pub mod slot;
 
+pub use egress::EgressPolicy;
 pub use error::NetError;
 pub use pool::SlotPool;
 pub use slot::{NetSlot, SlotNaming};

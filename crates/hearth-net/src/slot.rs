@@ -7,22 +7,24 @@ use crate::command::run;
 use crate::error::NetError;
 use crate::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX, TAP_MAC, TAP_NAME};
 
-/// Slots are /30s carved from 10.11.0.0/16.
-const SUBNET_BASE: u32 = u32::from_be_bytes([10, 11, 0, 0]);
-/// How many /30s fit in that /16.
+/// How many /30s fit in a slot subnet (a /16).
 pub const MAX_SLOTS: u32 = 1 << 14;
 
-/// How slots of one user of the host are named, so that a test run and a
-/// running node never take each other's namespaces.
+/// How the slots of one user of the host are named and addressed, so that a
+/// test run and a running node never take each other's namespaces or
+/// addresses.
 #[derive(Debug, Clone)]
 pub struct SlotNaming {
     prefix: String,
+    /// Slots are /30s carved from `10.<octet>.0.0/16`.
+    subnet_octet: u8,
 }
 
 impl SlotNaming {
     /// `prefix` names namespaces `<prefix>-<n>` and host veths `<prefix>v<n>`
-    /// (at most 15 bytes, so the prefix is short).
-    pub fn new(prefix: &str) -> Result<Self, NetError> {
+    /// (at most 15 bytes, so the prefix is short); slot addresses come from
+    /// `10.<subnet_octet>.0.0/16`.
+    pub fn new(prefix: &str, subnet_octet: u8) -> Result<Self, NetError> {
         let valid = (1..=6).contains(&prefix.len())
             && prefix
                 .bytes()
@@ -32,7 +34,29 @@ impl SlotNaming {
         }
         Ok(Self {
             prefix: prefix.to_owned(),
+            subnet_octet,
         })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The /16 every slot address of this naming is in.
+    pub fn subnet(&self) -> String {
+        format!("10.{}.0.0/16", self.subnet_octet)
+    }
+
+    /// Host and namespace addresses of slot `index`.
+    pub fn addresses(&self, index: u32) -> Result<(Ipv4Addr, Ipv4Addr), NetError> {
+        if index >= MAX_SLOTS {
+            return Err(NetError::IndexOutOfRange {
+                index,
+                max: MAX_SLOTS - 1,
+            });
+        }
+        let base = u32::from_be_bytes([10, self.subnet_octet, 0, 0]) + index * 4;
+        Ok((Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
     }
 
     pub fn netns(&self, index: u32) -> String {
@@ -57,18 +81,6 @@ pub struct NetSlot {
 }
 
 impl NetSlot {
-    /// Addresses of slot `index`.
-    pub fn addresses(index: u32) -> Result<(Ipv4Addr, Ipv4Addr), NetError> {
-        if index >= MAX_SLOTS {
-            return Err(NetError::IndexOutOfRange {
-                index,
-                max: MAX_SLOTS - 1,
-            });
-        }
-        let base = SUBNET_BASE + index * 4;
-        Ok((Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2)))
-    }
-
     /// The namespace's bind-mount, which QEMU is started in.
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.netns)
@@ -76,7 +88,7 @@ impl NetSlot {
 
     /// Creates slot `index`; fails if its namespace exists already.
     pub async fn create(naming: &SlotNaming, index: u32) -> Result<Self, NetError> {
-        let (host_address, sandbox_address) = Self::addresses(index)?;
+        let (host_address, sandbox_address) = naming.addresses(index)?;
         let slot = Self {
             index,
             netns: naming.netns(index),
@@ -166,8 +178,28 @@ impl NetSlot {
             None,
         )
         .await?;
+        let denied_always = crate::egress::ALWAYS_DENIED.join(", ");
         let rules = format!(
-            "table ip hearth {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat;\n    iifname \"eth0\" meta l4proto tcp dnat to {GUEST_ADDRESS}\n  }}\n}}\n"
+            "table ip hearth {{\n\
+  set allowed {{ type ipv4_addr; flags interval; }}\n\
+  set denied {{ type ipv4_addr; flags interval; }}\n\
+  chain prerouting {{\n\
+    type nat hook prerouting priority dstnat;\n\
+    iifname \"eth0\" meta l4proto tcp dnat to {GUEST_ADDRESS}\n\
+  }}\n\
+  chain postrouting {{\n\
+    type nat hook postrouting priority srcnat;\n\
+    oifname \"eth0\" ip saddr {GUEST_ADDRESS} masquerade\n\
+  }}\n\
+  chain forward {{\n\
+    type filter hook forward priority filter; policy accept;\n\
+    iifname != \"{TAP_NAME}\" accept\n\
+    ct state established,related accept\n\
+    ip daddr {{ {denied_always} }} drop\n\
+    ip daddr @allowed accept\n\
+    ip daddr @denied drop\n\
+  }}\n\
+}}\n"
         );
         run("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(&rules)).await
     }
@@ -187,24 +219,26 @@ mod tests {
 
     #[test]
     fn slots_get_disjoint_30s() -> Result<(), NetError> {
+        let naming = SlotNaming::new("hth", 11)?;
         assert_eq!(
-            NetSlot::addresses(0)?,
+            naming.addresses(0)?,
             (Ipv4Addr::new(10, 11, 0, 1), Ipv4Addr::new(10, 11, 0, 2))
         );
         assert_eq!(
-            NetSlot::addresses(65)?,
+            naming.addresses(65)?,
             (Ipv4Addr::new(10, 11, 1, 5), Ipv4Addr::new(10, 11, 1, 6))
         );
-        assert!(NetSlot::addresses(MAX_SLOTS).is_err());
+        assert!(naming.addresses(MAX_SLOTS).is_err());
+        assert_eq!(naming.subnet(), "10.11.0.0/16");
         Ok(())
     }
 
     #[test]
     fn names_fit_in_an_interface_name() -> Result<(), NetError> {
-        let naming = SlotNaming::new("hthtst")?;
+        let naming = SlotNaming::new("hthtst", 11)?;
         assert!(naming.host_veth(MAX_SLOTS - 1).len() <= 15);
-        assert!(SlotNaming::new("Bad-").is_err());
-        assert!(SlotNaming::new("toolong").is_err());
+        assert!(SlotNaming::new("Bad-", 11).is_err());
+        assert!(SlotNaming::new("toolong", 11).is_err());
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl Drop for RemoveOnDrop {
 #[tokio::test]
 #[ignore = "creates network namespaces: run with `make vm-test`"]
 async fn a_slot_is_created_and_removed_whole() -> Result<(), Box<dyn std::error::Error>> {
-    let naming = SlotNaming::new("htn")?;
+    let naming = SlotNaming::new("htn", 22)?;
     let first = NetSlot::create_free(&naming, 0).await?;
     let second = NetSlot::create_free(&naming, 0).await?;
     let _cleanup = RemoveOnDrop(vec![first.netns.clone(), second.netns.clone()]);
@@ -75,7 +75,7 @@ async fn a_slot_is_created_and_removed_whole() -> Result<(), Box<dyn std::error:
 #[tokio::test]
 #[ignore = "creates network namespaces: run with `make vm-test`"]
 async fn the_pool_keeps_slots_ready_and_recycles_them() -> Result<(), Box<dyn std::error::Error>> {
-    let naming = SlotNaming::new("htp")?;
+    let naming = SlotNaming::new("htp", 23)?;
     let pool = hearth_net::SlotPool::new(naming, 2);
     let _cleanup = RemoveOnDrop((0..8).map(|i| format!("htp-{i}")).collect());
     let refill = tokio::spawn(pool.clone().refill());

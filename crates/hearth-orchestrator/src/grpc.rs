@@ -54,7 +54,6 @@ fn status(error: SandboxError) -> Status {
         SandboxError::AlreadyExists(_) => Status::already_exists(message),
         SandboxError::Starting(_) => Status::failed_precondition(message),
         SandboxError::InvalidArgument(_) => Status::invalid_argument(message),
-        SandboxError::Unsupported(_) => Status::unimplemented(message),
         SandboxError::ResourceExhausted(_) => Status::resource_exhausted(message),
         SandboxError::Node(_) => Status::internal(message),
     }
@@ -161,10 +160,15 @@ impl SandboxService for NodeService {
         request: Request<pb::SandboxUpdateRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        if request.egress.is_some() {
-            return Err(Status::unimplemented(
-                "egress rules are not supported by this node yet",
-            ));
+        if let Some(egress) = request.egress {
+            self.manager
+                .update_egress(
+                    &request.sandbox_id,
+                    egress.allowed_cidrs,
+                    egress.denied_cidrs,
+                )
+                .await
+                .map_err(status)?;
         }
         if let Some(end) = request.end_time.as_ref() {
             self.manager

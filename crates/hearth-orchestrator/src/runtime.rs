@@ -8,7 +8,7 @@ use std::time::Duration;
 use hearth_guest::{Cache, GuestArtifacts, Progress};
 use std::sync::Arc;
 
-use hearth_net::{NetSlot, SlotNaming, SlotPool};
+use hearth_net::{EgressPolicy, NetSlot, SlotNaming, SlotPool};
 use hearth_vmm::accel::ProbeImage;
 use hearth_vmm::envd_client::ENVD_PORT;
 use hearth_vmm::{
@@ -70,7 +70,7 @@ pub struct NodeRuntime {
 impl NodeRuntime {
     /// Opens the data directory and picks the accelerator (probing it the
     /// first time, with the guest kernel, which is fetched if missing).
-    pub async fn open(data: DataDir, slot_prefix: &str, progress: &Progress) -> Result<Self> {
+    pub async fn open(data: DataDir, naming: SlotNaming, progress: &Progress) -> Result<Self> {
         let artifacts = Cache::new(data.artifacts());
         let cache = artifacts.clone();
         let progress = progress.clone();
@@ -84,7 +84,6 @@ impl NodeRuntime {
         .await?;
         let accel = hearth_vmm::accel::detect(&data.host(), Some(&probe)).await?;
         tracing::info!(accel = %accel.accel, reason = %accel.reason, "accelerator chosen");
-        let naming = SlotNaming::new(slot_prefix)?;
         Ok(Self {
             vmm: QemuVmm::new(accel.accel),
             accel,
@@ -94,6 +93,17 @@ impl NodeRuntime {
             artifacts,
             data,
         })
+    }
+
+    /// Turns on forwarding and installs the host's firewall and masquerade
+    /// for this runtime's slots: needed before sandboxes reach the network.
+    pub async fn prepare_host_network(&self) -> Result<()> {
+        Ok(hearth_net::host::prepare(&self.naming).await?)
+    }
+
+    /// Removes what [`Self::prepare_host_network`] installed.
+    pub async fn remove_host_network(&self) -> Result<()> {
+        Ok(hearth_net::host::remove(&self.naming).await?)
     }
 
     /// Keeps `size` network slots ready from now on (refilled by a
@@ -184,8 +194,13 @@ impl NodeRuntime {
         template: &Template,
         sandbox_id: &str,
         init: InitParams,
+        egress: &EgressPolicy,
     ) -> Result<RunningSandbox> {
         let slot = self.slots.take().await?;
+        if let Err(error) = egress.apply(&slot).await {
+            let _ = slot.destroy().await;
+            return Err(error.into());
+        }
         let request = CloneRequest {
             sandbox_id: sandbox_id.to_owned(),
             run_dir: self.data.sandboxes().join(sandbox_id),

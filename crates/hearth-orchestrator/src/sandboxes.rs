@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use hearth_net::EgressPolicy;
 use hearth_vmm::{InitParams, Template, VmStatus, Vmm};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -58,6 +59,14 @@ pub struct SandboxSpec {
     pub end_time: Option<SystemTime>,
 }
 
+impl SandboxSpec {
+    /// The egress policy this spec asks for.
+    pub fn egress(&self) -> Result<EgressPolicy, SandboxError> {
+        EgressPolicy::new(self.allow_internet, &self.allowed_cidrs, &self.denied_cidrs)
+            .map_err(|e| SandboxError::InvalidArgument(e.to_string()))
+    }
+}
+
 /// A running sandbox as the node reports it.
 #[derive(Debug, Clone)]
 pub struct SandboxInfo {
@@ -84,8 +93,6 @@ pub enum SandboxError {
     UnknownTemplate(String),
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{0}")]
     ResourceExhausted(String),
     #[error(transparent)]
@@ -190,11 +197,6 @@ impl SandboxManager {
                 "invalid sandbox id '{id}': 1–64 letters, digits, '-' or '_'"
             )));
         }
-        if !spec.allow_internet || !spec.allowed_cidrs.is_empty() || !spec.denied_cidrs.is_empty() {
-            return Err(SandboxError::Unsupported(
-                "egress rules are not supported by this node yet".into(),
-            ));
-        }
         Ok(())
     }
 
@@ -204,9 +206,10 @@ impl SandboxManager {
         let span = tracing::info_span!("create", sandbox_id = %spec.sandbox_id, template = %spec.template_id);
         async {
             Self::validate(&spec)?;
+            let egress = spec.egress()?;
             let template = self.template_for(&spec)?;
             self.reserve(&spec.sandbox_id)?;
-            let created = self.start(spec.clone(), &template).await;
+            let created = self.start(spec.clone(), &template, &egress).await;
             let mut sandboxes = lock(&self.sandboxes);
             match created {
                 Ok(live) => {
@@ -245,6 +248,7 @@ impl SandboxManager {
         &self,
         spec: SandboxSpec,
         template: &Template,
+        egress: &EgressPolicy,
     ) -> Result<Arc<Live>, SandboxError> {
         let _turn = tokio::time::timeout(self.limits.start_wait, self.starts.acquire())
             .await
@@ -264,7 +268,7 @@ impl SandboxManager {
         };
         let running = self
             .runtime
-            .clone_sandbox(template, &spec.sandbox_id, init)
+            .clone_sandbox(template, &spec.sandbox_id, init, egress)
             .await?;
         let info = SandboxInfo {
             build_id: template.meta.build_id.clone(),
@@ -307,6 +311,27 @@ impl SandboxManager {
     /// Changes a sandbox's end time.
     pub fn update_end_time(&self, id: &str, end_time: SystemTime) -> Result<(), SandboxError> {
         lock(&self.live(id)?.info).end_time = Some(end_time);
+        Ok(())
+    }
+
+    /// Replaces a sandbox's egress rules, atomically.
+    pub async fn update_egress(
+        &self,
+        id: &str,
+        allowed: Vec<String>,
+        denied: Vec<String>,
+    ) -> Result<(), SandboxError> {
+        let live = self.live(id)?;
+        let mut spec = lock(&live.info).spec.clone();
+        spec.allowed_cidrs = allowed;
+        spec.denied_cidrs = denied;
+        let policy = spec.egress()?;
+        let guard = live.running.lock().await;
+        let running = guard
+            .as_ref()
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        policy.apply(&running.slot).await.map_err(NodeError::from)?;
+        lock(&live.info).spec = spec;
         Ok(())
     }
 

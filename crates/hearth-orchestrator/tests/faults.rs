@@ -4,6 +4,7 @@
 
 mod common;
 
+use hearth_net::EgressPolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -125,7 +126,12 @@ async fn clone_fails(
     leftovers.run_dirs.push(run_dir.clone());
     let started = Instant::now();
     let result = runtime
-        .clone_sandbox(template, id, InitParams::default())
+        .clone_sandbox(
+            template,
+            id,
+            InitParams::default(),
+            &EgressPolicy::default(),
+        )
         .await;
     expect_err(result, needles);
     assert!(

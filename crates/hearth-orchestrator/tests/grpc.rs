@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -344,4 +345,233 @@ async fn futures_join_all<T, E: Into<Box<dyn std::error::Error>>>(
         out.push(result.map_err(Into::into)?);
     }
     Ok(out)
+}
+
+/// A stand-in for the internet: a namespace reached from the host through a
+/// veth, serving one TCP port. Removed on drop.
+struct Internet {
+    netns: &'static str,
+}
+
+const INTERNET_NETNS: &str = "htx-inet";
+const INTERNET_ADDRESS: &str = "198.18.0.1";
+const INTERNET_PORT: u16 = 18080;
+
+impl Internet {
+    fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", INTERNET_NETNS])
+            .status();
+        let internet = Self {
+            netns: INTERNET_NETNS,
+        };
+        for args in [
+            vec!["netns", "add", INTERNET_NETNS],
+            vec![
+                "link",
+                "add",
+                "htxv0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "inet0",
+                "netns",
+                INTERNET_NETNS,
+            ],
+            vec!["addr", "add", "198.18.0.2/30", "dev", "htxv0"],
+            vec!["link", "set", "htxv0", "up"],
+            vec![
+                "-n",
+                INTERNET_NETNS,
+                "addr",
+                "add",
+                "198.18.0.1/30",
+                "dev",
+                "inet0",
+            ],
+            vec!["-n", INTERNET_NETNS, "link", "set", "inet0", "up"],
+        ] {
+            let status = std::process::Command::new("ip").args(&args).status()?;
+            if !status.success() {
+                return Err(format!("ip {args:?} failed").into());
+            }
+        }
+        serve_in_netns(INTERNET_NETNS, INTERNET_ADDRESS, INTERNET_PORT, "inet")?;
+        Ok(internet)
+    }
+}
+
+impl Drop for Internet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", self.netns])
+            .status();
+    }
+}
+
+/// Answers `reply` to every connection on `address:port` inside `netns`
+/// (`None`: the host's), on a thread that lives as long as the test.
+fn serve_in_netns(
+    netns: &str,
+    address: &str,
+    port: u16,
+    reply: &'static str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let path = format!("/run/netns/{netns}");
+    let address = format!("{address}:{port}");
+    std::thread::spawn(move || {
+        let bound = (|| -> std::io::Result<std::net::TcpListener> {
+            let ns = std::fs::File::open(&path)?;
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            std::net::TcpListener::bind(&address)
+        })();
+        let listener = match bound {
+            Ok(listener) => {
+                let _ = ready.send(Ok(()));
+                listener
+            }
+            Err(error) => {
+                let _ = ready.send(Err(error.to_string()));
+                return;
+            }
+        };
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, reply.as_bytes());
+        }
+    });
+    is_ready.recv()?.map_err(Into::into)
+}
+
+/// Whether the guest behind `envd` can open a TCP connection to
+/// `address:port` and read from it.
+async fn guest_reaches(
+    envd: &EnvdClient,
+    address: &str,
+    port: u16,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let script = format!("exec 3<>/dev/tcp/{address}/{port} && head -c 4 <&3");
+    let out = envd
+        .run(
+            "timeout",
+            &["3", "bash", "-c", &script],
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    Ok(out.exit_code == 0 && !out.stdout.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn network_isolation_and_egress_rules() -> TestResult {
+    let mut node = Node::start(NodeLimits::default(), &["net-a", "net-b"]).await?;
+    let _internet = Internet::start()?;
+    // A service on every host address.
+    let host_listener = std::net::TcpListener::bind("0.0.0.0:18081")?;
+    std::thread::spawn(move || {
+        for mut stream in host_listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut stream, b"host");
+        }
+    });
+
+    let a = node
+        .client
+        .create(create_request("net-a"))
+        .await?
+        .into_inner();
+    let mut offline = create_request("net-b");
+    if let Some(config) = offline.sandbox.as_mut() {
+        config.allow_internet_access = Some(false);
+    }
+    let b = node.client.create(offline).await?.into_inner();
+    let (envd_a, envd_b) = (envd_at(&a.host_address)?, envd_at(&b.host_address)?);
+
+    assert!(
+        guest_reaches(&envd_a, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "internet on: A reaches out"
+    );
+    assert!(
+        !guest_reaches(&envd_b, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "internet off: B does not"
+    );
+
+    // Never the host's own services, never another sandbox.
+    let a_host_side = node.manager.get("net-a")?.host_address;
+    let host_veth_address = Ipv4Addr::from(u32::from(a_host_side) - 1).to_string();
+    assert!(
+        !guest_reaches(&envd_a, &host_veth_address, 18081).await?,
+        "A reaches the host"
+    );
+    assert!(
+        !guest_reaches(&envd_a, "198.18.0.2", 18081).await?,
+        "A reaches the host's other address"
+    );
+    assert!(
+        !guest_reaches(&envd_a, &b.host_address, ENVD_PORT).await?,
+        "A reaches B"
+    );
+    assert!(
+        !guest_reaches(&envd_b, &a.host_address, ENVD_PORT).await?,
+        "B reaches A"
+    );
+
+    // Rules change live.
+    node.client
+        .update(pb::SandboxUpdateRequest {
+            sandbox_id: "net-b".into(),
+            end_time: None,
+            egress: Some(pb::SandboxNetworkEgressConfig {
+                allowed_cidrs: vec!["198.18.0.0/15".into()],
+                denied_cidrs: vec![],
+            }),
+        })
+        .await?;
+    assert!(
+        guest_reaches(&envd_b, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "allowed CIDR: B reaches it"
+    );
+    node.client
+        .update(pb::SandboxUpdateRequest {
+            sandbox_id: "net-a".into(),
+            end_time: None,
+            egress: Some(pb::SandboxNetworkEgressConfig {
+                allowed_cidrs: vec![],
+                denied_cidrs: vec![format!("{INTERNET_ADDRESS}/32")],
+            }),
+        })
+        .await?;
+    assert!(
+        !guest_reaches(&envd_a, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "denied CIDR: A does not"
+    );
+    let bad = node
+        .client
+        .update(pb::SandboxUpdateRequest {
+            sandbox_id: "net-a".into(),
+            end_time: None,
+            egress: Some(pb::SandboxNetworkEgressConfig {
+                allowed_cidrs: vec!["not-a-cidr".into()],
+                denied_cidrs: vec![],
+            }),
+        })
+        .await
+        .err();
+    assert_eq!(bad.map(|s| s.code()), Some(Code::InvalidArgument));
+    assert!(
+        !guest_reaches(&envd_a, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "a refused update changes nothing"
+    );
+
+    for id in ["net-a", "net-b"] {
+        node.client
+            .delete(pb::SandboxDeleteRequest {
+                sandbox_id: id.into(),
+            })
+            .await?;
+    }
+    node.shutdown().await
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use hearth_net::EgressPolicy;
 use std::collections::HashMap;
 
 use common::{
@@ -39,7 +40,11 @@ async fn three_clones_are_isolated_and_leave_nothing_behind() -> TestResult {
     let mut sandboxes = Vec::new();
     for id in &ids {
         leftovers.run_dirs.push(runtime.data.sandboxes().join(id));
-        sandboxes.push(runtime.clone_sandbox(&template, id, init_for(id)).await?);
+        sandboxes.push(
+            runtime
+                .clone_sandbox(&template, id, init_for(id), &EgressPolicy::default())
+                .await?,
+        );
     }
     for (running, id) in sandboxes.iter().zip(&ids) {
         let envd = &running.sandbox.envd;
@@ -173,7 +178,9 @@ async fn a_clone_pauses_and_resumes() -> TestResult {
     let mut leftovers = Leftovers::default();
     let id = "pause-resume";
     leftovers.run_dirs.push(runtime.data.sandboxes().join(id));
-    let running = runtime.clone_sandbox(&template, id, init_for(id)).await?;
+    let running = runtime
+        .clone_sandbox(&template, id, init_for(id), &EgressPolicy::default())
+        .await?;
     let vm = &running.sandbox.vm;
     assert_eq!(runtime.vmm.status(vm).await?, VmStatus::Running);
     runtime.vmm.pause(vm).await?;

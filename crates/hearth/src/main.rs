@@ -6,14 +6,17 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_guest::Progress;
+use hearth_net::SlotNaming;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_orchestrator::grpc::NodeService;
 use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime, SandboxManager};
 
-/// Namespaces of a node's own network slots are `hth-<n>`.
-const NODE_SLOT_PREFIX: &str = "hth";
+/// A node's own network slots: namespaces `hth-<n>`, addresses from 10.11.0.0/16.
+fn node_slots() -> anyhow::Result<SlotNaming> {
+    Ok(SlotNaming::new("hth", 11)?)
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn doctor(data: DataDir) -> anyhow::Result<()> {
     let progress = Progress::new(false);
-    let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    let runtime = NodeRuntime::open(data, node_slots()?, &progress).await?;
     println!("data directory: {}", runtime.data.root().display());
     println!("qemu:           {}", runtime.accel.qemu_version);
     println!("host kernel:    {}", runtime.accel.host_kernel);
@@ -145,12 +148,13 @@ async fn run_node(
     slot_pool: usize,
 ) -> anyhow::Result<()> {
     let progress = Progress::new(false);
-    let mut runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    let mut runtime = NodeRuntime::open(data, node_slots()?, &progress).await?;
     eprintln!(
         "accelerator: {} ({})",
         runtime.accel.accel, runtime.accel.reason
     );
     let (template, _) = runtime.ensure_base_template(&envd, &progress).await?;
+    runtime.prepare_host_network().await?;
     runtime.keep_slots_ready(slot_pool);
     let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
     manager.register_template(template);
@@ -168,6 +172,7 @@ async fn run_node(
     reaper.abort();
     manager.delete_all().await;
     manager.runtime().slots.drain().await?;
+    manager.runtime().remove_host_network().await?;
     served.context("serving gRPC")
 }
 
@@ -175,7 +180,7 @@ async fn build_template(data: DataDir, envd: Option<PathBuf>) -> anyhow::Result<
     let envd = envd_path(envd)?;
     let started = Instant::now();
     let progress = Progress::new(false);
-    let runtime = NodeRuntime::open(data, NODE_SLOT_PREFIX, &progress).await?;
+    let runtime = NodeRuntime::open(data, node_slots()?, &progress).await?;
     progress.say(&format!(
         "accelerator: {} ({})",
         runtime.accel.accel, runtime.accel.reason

@@ -14,6 +14,8 @@ use hearth_vmm::Template;
 
 /// Test slots are `htt-<n>`, apart from a running node's `hth-<n>`.
 pub const TEST_SLOT_PREFIX: &str = "htt";
+/// … with addresses from 10.21.0.0/16, apart from a node's 10.11.0.0/16.
+pub const TEST_SUBNET_OCTET: u8 = 21;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -29,10 +31,16 @@ pub fn envd_binary() -> Result<PathBuf, String> {
 pub async fn runtime_and_template() -> Result<(NodeRuntime, Template), Box<dyn std::error::Error>> {
     remove_stale_slots();
     let progress = Progress::new(false);
-    let runtime = NodeRuntime::open(DataDir::from_env(), TEST_SLOT_PREFIX, &progress).await?;
+    let runtime = NodeRuntime::open(
+        DataDir::from_env(),
+        hearth_net::SlotNaming::new(TEST_SLOT_PREFIX, TEST_SUBNET_OCTET)?,
+        &progress,
+    )
+    .await?;
     let (template, _) = runtime
         .ensure_base_template(&envd_binary()?, &progress)
         .await?;
+    runtime.prepare_host_network().await?;
     Ok((runtime, template))
 }
 
@@ -70,6 +78,11 @@ impl Drop for Leftovers {
             let _ = std::fs::remove_dir_all(dir);
         }
         remove_stale_slots();
+        let table = format!("hearth_{TEST_SLOT_PREFIX}");
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
