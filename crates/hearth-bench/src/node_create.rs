@@ -145,7 +145,7 @@ async fn raw_clone(
     let slot = runtime.slots.take().await?;
     let request = CloneRequest {
         sandbox_id: id.into(),
-        run_dir: runtime.data.sandboxes().join(id),
+        run_dir: runtime.sandbox_dir(id),
         net: NetAttachment {
             netns: Some(slot.netns_path()),
             tap: hearth_net::TAP_NAME.into(),

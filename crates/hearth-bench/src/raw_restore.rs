@@ -39,7 +39,7 @@ async fn restore_loop(
     slot: &NetSlot,
     runs: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let run_dir = runtime.data.sandboxes().join("bench-raw");
+    let run_dir = runtime.sandbox_dir("bench-raw");
     let envd = EnvdClient::new(
         "raw",
         SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),

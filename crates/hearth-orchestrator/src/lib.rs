@@ -10,5 +10,5 @@ pub mod sandboxes;
 
 pub use data_dir::DataDir;
 pub use error::{NodeError, Result};
-pub use runtime::{BASE_TEMPLATE, NodeRuntime, RunningSandbox};
+pub use runtime::{BASE_TEMPLATE, NodeRuntime, Reclaimed, RunningSandbox};
 pub use sandboxes::{NodeLimits, SandboxError, SandboxInfo, SandboxManager, SandboxSpec};

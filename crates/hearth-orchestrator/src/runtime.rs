@@ -47,6 +47,32 @@ fn guest_network() -> GuestNetwork {
     }
 }
 
+/// What [`NodeRuntime::reclaim_leftovers`] found and removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    pub processes: usize,
+    pub run_dirs: usize,
+    pub slots: usize,
+}
+
+/// Process ids whose command line contains `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).ok() != Some(own))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// A clone and the network slot it runs in.
 #[derive(Debug)]
 pub struct RunningSandbox {
@@ -104,6 +130,78 @@ impl NodeRuntime {
     /// Removes what [`Self::prepare_host_network`] installed.
     pub async fn remove_host_network(&self) -> Result<()> {
         Ok(hearth_net::host::remove(&self.naming).await?)
+    }
+
+    /// Where this runtime's sandboxes keep their disks, sockets and logs:
+    /// one directory per slot naming, so a test run never touches a node's.
+    pub fn sandboxes_dir(&self) -> std::path::PathBuf {
+        self.data.sandboxes().join(self.naming.prefix())
+    }
+
+    /// The run directory of sandbox `id`.
+    pub fn sandbox_dir(&self, id: &str) -> std::path::PathBuf {
+        self.sandboxes_dir().join(id)
+    }
+
+    /// Cleans up after a previous run of this node that did not shut down
+    /// (crash, SIGKILL): kills QEMU processes of its sandboxes, removes
+    /// their run directories and deletes this naming's network slots.
+    /// Returns how many of each it found. Call before creating sandboxes.
+    pub async fn reclaim_leftovers(&self) -> Result<Reclaimed> {
+        let sandboxes = self.sandboxes_dir();
+        let marker = format!("{}/", sandboxes.display());
+        let mut reclaimed = Reclaimed::default();
+        for pid in processes_mentioning(&marker) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            reclaimed.processes += 1;
+        }
+        // Give the kernel a moment to tear the killed processes down, so
+        // their taps are free when the namespaces go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !processes_mentioning(&marker).is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Ok(entries) = std::fs::read_dir(&sandboxes) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                std::fs::remove_dir_all(&path).map_err(|source| NodeError::Io {
+                    context: "removing",
+                    path: path.clone(),
+                    source,
+                })?;
+                reclaimed.run_dirs += 1;
+            }
+        }
+        let prefix = format!("{}-", self.naming.prefix());
+        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(index) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|i| i.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let (host_address, sandbox_address) = self.naming.addresses(index)?;
+                NetSlot {
+                    index,
+                    netns: name,
+                    host_veth: self.naming.host_veth(index),
+                    host_address,
+                    sandbox_address,
+                }
+                .destroy()
+                .await?;
+                reclaimed.slots += 1;
+            }
+        }
+        if reclaimed != Reclaimed::default() {
+            tracing::warn!(?reclaimed, "cleaned up after a previous run");
+        }
+        Ok(reclaimed)
     }
 
     /// Keeps `size` network slots ready from now on (refilled by a
@@ -203,7 +301,7 @@ impl NodeRuntime {
         }
         let request = CloneRequest {
             sandbox_id: sandbox_id.to_owned(),
-            run_dir: self.data.sandboxes().join(sandbox_id),
+            run_dir: self.sandbox_dir(sandbox_id),
             net: self.attachment(&slot),
             envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
             init,

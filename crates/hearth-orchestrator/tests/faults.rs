@@ -122,7 +122,7 @@ async fn clone_fails(
     needles: &[&str],
 ) -> TestResult {
     let mut leftovers = Leftovers::default();
-    let run_dir = runtime.data.sandboxes().join(id);
+    let run_dir = runtime.sandbox_dir(id);
     leftovers.run_dirs.push(run_dir.clone());
     let started = Instant::now();
     let result = runtime
@@ -204,7 +204,7 @@ async fn a_guest_whose_envd_never_answers_times_out() -> TestResult {
     let (runtime, template) = runtime_and_template().await?;
     let mut leftovers = Leftovers::default();
     let slot = NetSlot::create_free(&runtime.naming, 0).await?;
-    let run_dir = runtime.data.sandboxes().join("no-envd");
+    let run_dir = runtime.sandbox_dir("no-envd");
     leftovers.run_dirs.push(run_dir.clone());
     let request = CloneRequest {
         sandbox_id: "no-envd".into(),

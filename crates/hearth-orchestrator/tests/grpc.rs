@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    COMMAND_TIMEOUT, Leftovers, TestResult, process_running, runtime_and_template, test_slots,
+    COMMAND_TIMEOUT, Leftovers, TEST_SLOT_PREFIX, TestResult, process_running,
+    runtime_and_template, test_slots,
 };
 use hearth_orchestrator::grpc::NodeService;
 use hearth_orchestrator::{NodeLimits, SandboxManager};
@@ -35,7 +36,7 @@ impl Node {
     async fn start(limits: NodeLimits, ids: &[&str]) -> Result<Self, Box<dyn std::error::Error>> {
         let (mut runtime, template) = runtime_and_template().await?;
         runtime.keep_slots_ready(2);
-        let sandboxes_dir = runtime.data.sandboxes();
+        let sandboxes_dir = runtime.sandboxes_dir();
         let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
         manager.register_template(template);
         tokio::spawn(manager.clone().reap(Duration::from_millis(300)));
@@ -280,7 +281,7 @@ async fn eight_concurrent_creates_then_deletes() -> TestResult {
     assert!(client.list(()).await?.into_inner().sandboxes.is_empty());
     for id in &ids {
         assert!(
-            !process_running(&format!("sandboxes/{id}/")),
+            !process_running(&format!("sandboxes/{TEST_SLOT_PREFIX}/{id}/")),
             "a QEMU of {id} is left"
         );
     }
@@ -295,29 +296,19 @@ async fn a_vm_that_dies_is_noticed_and_cleaned_up() -> TestResult {
     let pid = node
         .manager
         .runtime()
-        .data
-        .sandboxes()
-        .join("dies")
+        .sandbox_dir("dies")
         .exists()
         .then(|| qemu_pid_of("dies"))
         .flatten()
         .ok_or("no QEMU for the sandbox")?;
     nix_kill(pid);
     wait_until_gone(&mut node, "dies").await?;
-    assert!(
-        !node
-            .manager
-            .runtime()
-            .data
-            .sandboxes()
-            .join("dies")
-            .exists()
-    );
+    assert!(!node.manager.runtime().sandbox_dir("dies").exists());
     node.shutdown().await
 }
 
 fn qemu_pid_of(id: &str) -> Option<i32> {
-    let needle = format!("sandboxes/{id}/");
+    let needle = format!("sandboxes/{TEST_SLOT_PREFIX}/{id}/");
     std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok())

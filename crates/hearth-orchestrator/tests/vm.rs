@@ -39,7 +39,7 @@ async fn three_clones_are_isolated_and_leave_nothing_behind() -> TestResult {
         .collect();
     let mut sandboxes = Vec::new();
     for id in &ids {
-        leftovers.run_dirs.push(runtime.data.sandboxes().join(id));
+        leftovers.run_dirs.push(runtime.sandbox_dir(id));
         sandboxes.push(
             runtime
                 .clone_sandbox(&template, id, init_for(id), &EgressPolicy::default())
@@ -177,7 +177,7 @@ async fn a_clone_pauses_and_resumes() -> TestResult {
     let (runtime, template) = runtime_and_template().await?;
     let mut leftovers = Leftovers::default();
     let id = "pause-resume";
-    leftovers.run_dirs.push(runtime.data.sandboxes().join(id));
+    leftovers.run_dirs.push(runtime.sandbox_dir(id));
     let running = runtime
         .clone_sandbox(&template, id, init_for(id), &EgressPolicy::default())
         .await?;

@@ -154,6 +154,10 @@ async fn run_node(
         runtime.accel.accel, runtime.accel.reason
     );
     let (template, _) = runtime.ensure_base_template(&envd, &progress).await?;
+    let reclaimed = runtime.reclaim_leftovers().await?;
+    if reclaimed != Default::default() {
+        eprintln!("cleaned up after a previous run: {reclaimed:?}");
+    }
     runtime.prepare_host_network().await?;
     runtime.keep_slots_ready(slot_pool);
     let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
