@@ -13,7 +13,7 @@ use hearth_net::NetSlot;
 use hearth_orchestrator::NodeRuntime;
 use hearth_vmm::envd_client::{ENVD_PORT, EnvdClient};
 use hearth_vmm::template::create_overlay;
-use hearth_vmm::{GuestMemory, NetAttachment, Template, VmSpec};
+use hearth_vmm::{ConsoleSink, GuestMemory, NetAttachment, Template, VmSpec};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -64,6 +64,7 @@ async fn restore_loop(
                 tap: hearth_net::TAP_NAME.into(),
                 mac: hearth_net::GUEST_MAC.into(),
             }),
+            console: ConsoleSink::File,
         };
         // hearth's own command line, minus its pause: QEMU runs the guest as
         // soon as the state is loaded.

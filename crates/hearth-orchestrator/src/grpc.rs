@@ -204,6 +204,38 @@ impl SandboxService for NodeService {
         Ok(Response::new(self.running(info)))
     }
 
+    async fn metrics(
+        &self,
+        request: Request<pb::SandboxMetricsRequest>,
+    ) -> Result<Response<pb::SandboxMetrics>, Status> {
+        let sample = self
+            .manager
+            .metrics(&request.into_inner().sandbox_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SandboxMetrics {
+            cpu_seconds: sample.cpu_seconds,
+            memory_rss_bytes: sample.memory_rss_bytes as i64,
+            memory_pss_bytes: sample.memory_pss_bytes as i64,
+            disk_bytes: sample.disk_bytes as i64,
+        }))
+    }
+
+    async fn console(
+        &self,
+        request: Request<pb::SandboxConsoleRequest>,
+    ) -> Result<Response<pb::SandboxConsole>, Status> {
+        let snapshot = self
+            .manager
+            .console(&request.into_inner().sandbox_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SandboxConsole {
+            output: snapshot.bytes,
+            total_bytes: snapshot.total_bytes,
+        }))
+    }
+
     async fn delete(
         &self,
         request: Request<pb::SandboxDeleteRequest>,

@@ -5,6 +5,7 @@
 pub mod data_dir;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod runtime;
 pub mod sandboxes;
 

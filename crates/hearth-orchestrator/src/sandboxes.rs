@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hearth_net::EgressPolicy;
-use hearth_vmm::{InitParams, Template, VmStatus, Vmm};
+use hearth_vmm::{ConsoleSnapshot, InitParams, Template, VmStatus, Vmm};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::error::NodeError;
+use crate::metrics::SandboxMetrics;
 use crate::runtime::{NodeRuntime, RunningSandbox};
 
 /// Limits of one node.
@@ -333,6 +334,36 @@ impl SandboxManager {
         policy.apply(&running.slot).await.map_err(NodeError::from)?;
         lock(&live.info).spec = spec;
         Ok(())
+    }
+
+    /// CPU, memory and disk use of a sandbox now.
+    pub async fn metrics(&self, id: &str) -> Result<SandboxMetrics, SandboxError> {
+        let live = self.live(id)?;
+        let guard = live.running.lock().await;
+        let running = guard
+            .as_ref()
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        let vm = &running.sandbox.vm;
+        crate::metrics::sample(vm.pid(), &vm.run_dir().join("disk.qcow2"))
+            .map_err(|e| SandboxError::NotFound(format!("{id} (its VM is gone: {e})")))
+    }
+
+    /// The newest console output of a sandbox.
+    pub async fn console(&self, id: &str) -> Result<ConsoleSnapshot, SandboxError> {
+        let live = self.live(id)?;
+        let guard = live.running.lock().await;
+        let running = guard
+            .as_ref()
+            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        Ok(running
+            .sandbox
+            .vm
+            .console()
+            .map(|c| c.snapshot())
+            .unwrap_or(ConsoleSnapshot {
+                bytes: Vec::new(),
+                total_bytes: 0,
+            }))
     }
 
     /// Kills a sandbox and releases everything it held.

@@ -566,3 +566,103 @@ async fn network_isolation_and_egress_rules() -> TestResult {
     }
     node.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn metrics_and_a_flooded_console_stay_bounded() -> TestResult {
+    let mut node = Node::start(NodeLimits::default(), &["flood"]).await?;
+    let created = node
+        .client
+        .create(create_request("flood"))
+        .await?
+        .into_inner();
+    let envd = envd_at(&created.host_address)?;
+    let metrics = |node: &mut Node| {
+        let mut client = node.client.clone();
+        async move {
+            client
+                .metrics(pb::SandboxMetricsRequest {
+                    sandbox_id: "flood".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let before = metrics(&mut node).await?;
+    assert!(before.cpu_seconds > 0.0, "{before:?}");
+    assert!(
+        before.memory_rss_bytes > 0 && before.memory_pss_bytes > 0,
+        "{before:?}"
+    );
+    let write = envd
+        .run(
+            "sh",
+            &["-c", "head -c 33554432 /dev/urandom > /tmp/blob && sync"],
+            Some("root"),
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(write.exit_code, 0, "{write:?}");
+    let after = metrics(&mut node).await?;
+    assert!(
+        after.disk_bytes >= before.disk_bytes + (24 << 20),
+        "32 MiB written in the guest: disk {} → {}",
+        before.disk_bytes,
+        after.disk_bytes
+    );
+    assert!(after.cpu_seconds > before.cpu_seconds);
+
+    // 1 MB to the serial console: the node keeps only the newest bytes.
+    let flood = envd
+        .run(
+            "sh",
+            &["-c", "head -c 1000000 /dev/zero | tr '\\0' x > /dev/ttyS0"],
+            Some("root"),
+            std::time::Duration::from_secs(180),
+        )
+        .await?;
+    assert_eq!(flood.exit_code, 0, "{flood:?}");
+    // The guest's UART may still be draining its buffer: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let console = loop {
+        let console = node
+            .client
+            .console(pb::SandboxConsoleRequest {
+                sandbox_id: "flood".into(),
+            })
+            .await?
+            .into_inner();
+        if console.total_bytes >= 1_000_000 || Instant::now() > deadline {
+            break console;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        console.total_bytes >= 1_000_000,
+        "total {}",
+        console.total_bytes
+    );
+    assert!(console.output.len() <= hearth_vmm::sandbox::CONSOLE_RING);
+    assert!(
+        console.output.ends_with(b"xxxx"),
+        "the newest output is kept"
+    );
+    assert!(
+        !node
+            .manager
+            .runtime()
+            .sandbox_dir("flood")
+            .join("serial.log")
+            .exists()
+    );
+    let echo = envd
+        .run("echo", &["still here"], None, COMMAND_TIMEOUT)
+        .await?;
+    assert_eq!(echo.stdout, "still here\n");
+    node.client
+        .delete(pb::SandboxDeleteRequest {
+            sandbox_id: "flood".into(),
+        })
+        .await?;
+    node.shutdown().await
+}

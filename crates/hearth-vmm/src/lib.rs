@@ -2,6 +2,7 @@
 //! implementation, template snapshots and copy-on-write clones.
 
 pub mod accel;
+pub mod console;
 pub mod error;
 pub mod netns_exec;
 pub mod qemu;
@@ -9,9 +10,10 @@ mod qmp;
 pub mod vmm;
 
 pub use accel::{Accel, AccelChoice};
+pub use console::{ConsoleLog, ConsoleSnapshot};
 pub use error::{Result, VmmError};
 pub use qemu::{QemuVm, QemuVmm};
-pub use vmm::{BootSource, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm};
+pub use vmm::{BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm};
 pub mod envd_client;
 pub mod sandbox;
 pub mod template;

@@ -9,10 +9,11 @@ use qapi::qmp;
 use tokio::process::{Child, Command};
 
 use crate::accel::{Accel, QEMU};
+use crate::console::ConsoleLog;
 use crate::error::{Result, VmmError};
 use crate::netns_exec::enter_netns_on_exec;
 use crate::qmp::Qmp;
-use crate::vmm::{GuestMemory, StartupTimings, VmSpec, VmStatus, Vmm};
+use crate::vmm::{ConsoleSink, GuestMemory, StartupTimings, VmSpec, VmStatus, Vmm};
 
 /// How long QEMU may take to open its monitor.
 const MONITOR_DEADLINE: Duration = Duration::from_secs(10);
@@ -48,6 +49,7 @@ pub struct QemuVm {
     child: Mutex<Child>,
     qmp: Qmp,
     timings: StartupTimings,
+    console: Option<std::sync::Arc<ConsoleLog>>,
 }
 
 impl QemuVm {
@@ -62,6 +64,16 @@ impl QemuVm {
 
     pub fn serial_log(&self) -> PathBuf {
         self.run_dir.join("serial.log")
+    }
+
+    /// The console ring of a VM started with [`ConsoleSink::Ring`].
+    pub fn console(&self) -> Option<&ConsoleLog> {
+        self.console.as_deref()
+    }
+
+    /// The run directory (disk overlay, sockets, logs).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
     }
 
     /// Whether QEMU has exited, and how.
@@ -184,7 +196,13 @@ pub fn command_line(spec: &VmSpec, incoming: bool) -> Vec<String> {
         "-append".into(),
         spec.boot.cmdline.clone(),
         "-serial".into(),
-        format!("file:{}", spec.serial_log().display()),
+        match spec.console {
+            ConsoleSink::File => format!("file:{}", spec.serial_log().display()),
+            ConsoleSink::Ring(_) => format!(
+                "unix:{},server=on,wait=off",
+                spec.console_socket().display()
+            ),
+        },
         "-qmp".into(),
         format!(
             "unix:{},server=on,wait=off",
@@ -262,6 +280,15 @@ impl QemuVmm {
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         tracing::debug!(vm = %spec.name, pid, accel = %spec.accel, "QEMU started");
+        let console = match spec.console {
+            ConsoleSink::File => None,
+            ConsoleSink::Ring(capacity) => {
+                let log = std::sync::Arc::new(ConsoleLog::new(capacity));
+                let socket = spec.console_socket();
+                tokio::spawn(log.clone().follow_owned(socket, MONITOR_DEADLINE));
+                Some(log)
+            }
+        };
         Ok(QemuVm {
             name: spec.name.clone(),
             run_dir: spec.run_dir.clone(),
@@ -272,6 +299,7 @@ impl QemuVmm {
                 vmm_start: spawned.elapsed(),
                 restore: Duration::ZERO,
             },
+            console,
         })
     }
 
@@ -475,6 +503,7 @@ mod tests {
                 tap: "tap0".into(),
                 mac: "02:00:00:00:00:01".into(),
             }),
+            console: ConsoleSink::File,
         }
     }
 

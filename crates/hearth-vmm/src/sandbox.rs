@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use crate::envd_client::{EnvdClient, InitParams};
 use crate::error::{Result, VmmError};
 use crate::template::{Template, create_overlay};
-use crate::vmm::{GuestMemory, NetAttachment, VmSpec, Vmm};
+use crate::vmm::{ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
+
+/// How much of a sandbox's console output is kept (the newest bytes).
+pub const CONSOLE_RING: usize = 256 * 1024;
 
 /// What one clone needs beyond its template.
 #[derive(Debug, Clone)]
@@ -100,6 +103,7 @@ async fn start<V: Vmm>(
         memory: GuestMemory::CloneOf(template.memory_file()),
         disk: Some(disk),
         net: Some(request.net.clone()),
+        console: ConsoleSink::Ring(CONSOLE_RING),
     };
     let vm = vmm
         .clone_from_template(&spec, &template.device_state())

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::accel::Accel;
 use crate::envd_client::EnvdClient;
 use crate::error::{Result, VmmError};
-use crate::vmm::{BootSource, GuestMemory, NetAttachment, VmSpec, Vmm};
+use crate::vmm::{BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
 
 /// Version of the directory layout and of `template.json`.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -395,6 +395,7 @@ impl TemplateStore {
             memory: GuestMemory::TemplateFile(dir.join(MEMORY)),
             disk: Some(dir.join(DISK)),
             net: Some(host.net.clone()),
+            console: ConsoleSink::File,
         };
         let started = Instant::now();
         let vm = vmm.start(&spec).await?;

@@ -36,6 +36,16 @@ pub struct BootSource {
     pub cmdline: String,
 }
 
+/// Where a VM's serial console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleSink {
+    /// `serial.log` in the run directory, whole (template boots).
+    File,
+    /// An in-memory ring of this many bytes (sandboxes, whose guests may
+    /// write without end).
+    Ring(usize),
+}
+
 /// Everything needed to start (or restore) one VM.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -51,11 +61,17 @@ pub struct VmSpec {
     /// A qcow2 image: the root disk.
     pub disk: Option<PathBuf>,
     pub net: Option<NetAttachment>,
+    pub console: ConsoleSink,
 }
 
 impl VmSpec {
     pub fn serial_log(&self) -> PathBuf {
         self.run_dir.join("serial.log")
+    }
+
+    /// QEMU's console socket, for [`ConsoleSink::Ring`].
+    pub fn console_socket(&self) -> PathBuf {
+        self.run_dir.join("console.sock")
     }
 }
 
