@@ -21,6 +21,10 @@ struct Args {
     /// Let `/init` set the hostname (hearth's `hostname` field; VM only).
     #[arg(long)]
     set_hostname: bool,
+    /// Relay services listening only on loopback to the guest's own
+    /// addresses (VM only).
+    #[arg(long)]
+    forward_local_ports: bool,
 }
 
 #[tokio::main]
@@ -38,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, version = envd::VERSION, "envd listening");
+    if args.forward_local_ports {
+        tokio::spawn(envd::port_forward::run(std::time::Duration::from_secs(1)));
+    }
     let envd = Envd::new(Options {
         clock_sync: args.clock_sync,
         set_hostname: args.set_hostname,

@@ -666,3 +666,49 @@ async fn metrics_and_a_flooded_console_stay_bounded() -> TestResult {
         .await?;
     node.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn a_service_on_guest_localhost_is_reachable_from_the_host() -> TestResult {
+    let mut node = Node::start(NodeLimits::default(), &["ports"]).await?;
+    let created = node
+        .client
+        .create(create_request("ports"))
+        .await?
+        .into_inner();
+    let envd = envd_at(&created.host_address)?;
+    let started = envd
+        .run(
+            "sh",
+            &[
+                "-c",
+                "cd /tmp && echo served > index.html && nohup python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 &",
+            ],
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(started.exit_code, 0, "{started:?}");
+    let url = format!("http://{}:8000/index.html", created.host_address);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok(response) = http.get(&url).send().await {
+            if response.status().is_success() {
+                break response.text().await?;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body, "served\n");
+    node.client
+        .delete(pb::SandboxDeleteRequest {
+            sandbox_id: "ports".into(),
+        })
+        .await?;
+    node.shutdown().await
+}
