@@ -696,10 +696,10 @@ async fn a_service_on_guest_localhost_is_reachable_from_the_host() -> TestResult
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        if let Ok(response) = http.get(&url).send().await {
-            if response.status().is_success() {
-                break response.text().await?;
-            }
+        if let Ok(response) = http.get(&url).send().await
+            && response.status().is_success()
+        {
+            break response.text().await?;
         }
         assert!(Instant::now() < deadline, "{url} never answered");
         tokio::time::sleep(Duration::from_millis(200)).await;
