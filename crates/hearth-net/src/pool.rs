@@ -3,6 +3,7 @@
 //! slots of deleted sandboxes are recycled.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,12 @@ pub struct SlotPool {
     ready: Mutex<VecDeque<NetSlot>>,
     resting: Mutex<VecDeque<(Instant, NetSlot)>>,
     wake: Notify,
+    /// Set by [`SlotPool::drain`]: the refill task ends and returned slots
+    /// are deleted.
+    closed: AtomicBool,
+    /// Held by the refill task while it makes a slot, so that a drain waits
+    /// for that slot instead of missing it.
+    making: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -38,6 +45,8 @@ impl SlotPool {
             ready: Mutex::new(VecDeque::new()),
             resting: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            making: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -65,7 +74,7 @@ impl SlotPool {
     /// or deleted when the pool is full.
     pub async fn give_back(&self, slot: NetSlot) -> Result<(), NetError> {
         let held = lock(&self.ready).len() + lock(&self.resting).len();
-        if held >= self.size {
+        if held >= self.size || self.closed.load(Ordering::Acquire) {
             return slot.destroy().await;
         }
         lock(&self.resting).push_back((Instant::now() + REUSE_DELAY, slot));
@@ -85,11 +94,19 @@ impl SlotPool {
 
     /// Keeps the pool full, forever: run it as a background task.
     pub async fn refill(self: Arc<Self>) {
-        loop {
+        while !self.closed.load(Ordering::Acquire) {
             self.promote_rested();
             let held = lock(&self.ready).len() + lock(&self.resting).len();
             if held < self.size {
+                let _making = self.making.lock().await;
+                if self.closed.load(Ordering::Acquire) {
+                    break;
+                }
                 match NetSlot::create_free(&self.naming, 0).await {
+                    // A drain while this slot was being made must not miss it.
+                    Ok(slot) if self.closed.load(Ordering::Acquire) => {
+                        let _ = slot.destroy().await;
+                    }
                     Ok(slot) => lock(&self.ready).push_back(slot),
                     Err(error) => {
                         tracing::warn!(%error, "refilling the slot pool failed");
@@ -103,8 +120,11 @@ impl SlotPool {
         }
     }
 
-    /// Deletes every slot the pool holds (shutdown).
+    /// Stops refilling and deletes every slot the pool holds (shutdown).
     pub async fn drain(&self) -> Result<(), NetError> {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let _no_slot_in_the_making = self.making.lock().await;
         let slots: Vec<NetSlot> = {
             let mut ready = lock(&self.ready);
             let mut resting = lock(&self.resting);

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hearth_net::EgressPolicy;
-use hearth_vmm::{ConsoleSnapshot, InitParams, Template, VmStatus, Vmm};
+use hearth_vmm::{ConsoleLog, ConsoleSnapshot, InitParams, Template, VmStatus, Vmm};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -24,6 +24,8 @@ pub struct NodeLimits {
     pub max_starting: usize,
     /// How long a create waits for its turn before it is refused.
     pub start_wait: Duration,
+    /// Host memory (MemAvailable) that must remain for a create to start.
+    pub min_free_memory_mib: u64,
 }
 
 impl Default for NodeLimits {
@@ -32,6 +34,7 @@ impl Default for NodeLimits {
             max_sandboxes: 200,
             max_starting: 3,
             start_wait: Duration::from_secs(30),
+            min_free_memory_mib: 512,
         }
     }
 }
@@ -108,6 +111,27 @@ enum Entry {
 struct Live {
     info: Mutex<SandboxInfo>,
     running: tokio::sync::Mutex<Option<RunningSandbox>>,
+}
+
+/// `MemAvailable` of the host, in MiB (0 when unreadable, which refuses).
+fn available_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// Whether a clone may start with `available` MiB free. A clone's RAM is a
+/// copy-on-write view of its template, so its own cost is what it writes;
+/// the node refuses once the host nears the floor instead of counting
+/// worst cases.
+pub fn memory_allows_a_start(available_mib: u64, min_free_mib: u64) -> bool {
+    available_mib > min_free_mib
 }
 
 /// The sandboxes of one node.
@@ -241,6 +265,13 @@ impl SandboxManager {
                 self.limits.max_sandboxes
             )));
         }
+        let available = available_memory_mib();
+        if !memory_allows_a_start(available, self.limits.min_free_memory_mib) {
+            return Err(SandboxError::ResourceExhausted(format!(
+                "host memory is low: {available} MiB available, {} MiB must stay free",
+                self.limits.min_free_memory_mib
+            )));
+        }
         sandboxes.insert(id.to_owned(), Entry::Starting);
         Ok(())
     }
@@ -336,34 +367,44 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// CPU, memory and disk use of a sandbox now.
-    pub async fn metrics(&self, id: &str) -> Result<SandboxMetrics, SandboxError> {
+    /// Runs `read` on a running sandbox's VM and slot.
+    async fn with_running<T>(
+        &self,
+        id: &str,
+        read: impl FnOnce(&RunningSandbox) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
         let live = self.live(id)?;
         let guard = live.running.lock().await;
         let running = guard
             .as_ref()
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        let vm = &running.sandbox.vm;
-        crate::metrics::sample(vm.pid(), &vm.run_dir().join("disk.qcow2"))
-            .map_err(|e| SandboxError::NotFound(format!("{id} (its VM is gone: {e})")))
+        read(running)
+    }
+
+    /// CPU, memory and disk use of a sandbox now.
+    pub async fn metrics(&self, id: &str) -> Result<SandboxMetrics, SandboxError> {
+        self.with_running(id, |running| {
+            let vm = &running.sandbox.vm;
+            crate::metrics::sample(vm.pid(), &vm.run_dir().join("disk.qcow2"))
+                .map_err(|e| SandboxError::NotFound(format!("{id} (its VM is gone: {e})")))
+        })
+        .await
     }
 
     /// The newest console output of a sandbox.
     pub async fn console(&self, id: &str) -> Result<ConsoleSnapshot, SandboxError> {
-        let live = self.live(id)?;
-        let guard = live.running.lock().await;
-        let running = guard
-            .as_ref()
-            .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        Ok(running
-            .sandbox
-            .vm
-            .console()
-            .map(|c| c.snapshot())
-            .unwrap_or(ConsoleSnapshot {
-                bytes: Vec::new(),
-                total_bytes: 0,
-            }))
+        self.with_running(id, |running| {
+            Ok(running
+                .sandbox
+                .vm
+                .console()
+                .map(ConsoleLog::snapshot)
+                .unwrap_or(ConsoleSnapshot {
+                    bytes: Vec::new(),
+                    total_bytes: 0,
+                }))
+        })
+        .await
     }
 
     /// Kills a sandbox and releases everything it held.
@@ -452,5 +493,17 @@ impl SandboxManager {
                 mib + u64::from(info.memory_mib),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_needs_memory_above_the_floor() {
+        assert!(memory_allows_a_start(4096, 512));
+        assert!(!memory_allows_a_start(512, 512));
+        assert!(!memory_allows_a_start(0, 512));
     }
 }

@@ -712,3 +712,53 @@ async fn a_service_on_guest_localhost_is_reachable_from_the_host() -> TestResult
         .await?;
     node.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn a_node_short_of_memory_or_slots_refuses_clearly() -> TestResult {
+    let limits = NodeLimits {
+        min_free_memory_mib: u64::MAX,
+        ..NodeLimits::default()
+    };
+    let mut node = Node::start(limits, &["no-memory"]).await?;
+    let refused = node.client.create(create_request("no-memory")).await.err();
+    assert_eq!(
+        refused.as_ref().map(|s| s.code()),
+        Some(Code::ResourceExhausted)
+    );
+    assert!(
+        refused
+            .map(|s| s.message().contains("memory"))
+            .unwrap_or(false)
+    );
+    assert!(
+        node.client
+            .list(())
+            .await?
+            .into_inner()
+            .sandboxes
+            .is_empty()
+    );
+    node.shutdown().await?;
+
+    let limits = NodeLimits {
+        max_sandboxes: 1,
+        ..NodeLimits::default()
+    };
+    let mut node = Node::start(limits, &["only-1", "only-2"]).await?;
+    node.client.create(create_request("only-1")).await?;
+    let refused = node.client.create(create_request("only-2")).await.err();
+    assert_eq!(refused.map(|s| s.code()), Some(Code::ResourceExhausted));
+    node.client
+        .delete(pb::SandboxDeleteRequest {
+            sandbox_id: "only-1".into(),
+        })
+        .await?;
+    node.client.create(create_request("only-2")).await?;
+    node.client
+        .delete(pb::SandboxDeleteRequest {
+            sandbox_id: "only-2".into(),
+        })
+        .await?;
+    node.shutdown().await
+}

@@ -59,6 +59,9 @@ enum Command {
         /// Network slots kept ready for new sandboxes.
         #[arg(long, default_value_t = 8)]
         slot_pool: usize,
+        /// Host memory (MiB) that must stay available for a create to start.
+        #[arg(long, default_value_t = 512)]
+        min_free_memory_mib: u64,
     },
     /// Run a whole node on 127.0.0.1:3000.
     Up,
@@ -98,10 +101,12 @@ async fn main() -> anyhow::Result<()> {
             max_starting,
             max_sandboxes,
             slot_pool,
+            min_free_memory_mib,
         } => {
             let limits = NodeLimits {
                 max_starting,
                 max_sandboxes,
+                min_free_memory_mib,
                 ..NodeLimits::default()
             };
             run_node(data, listen, envd_path(envd)?, limits, slot_pool).await
