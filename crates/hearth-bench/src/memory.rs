@@ -44,9 +44,11 @@ async fn measure(
         let mut total_kib = 0;
         let mut rss_kib = 0;
         for running in clones.iter() {
-            let pid = running.sandbox.vm.pid();
-            total_kib += rollup(pid, "Pss:")?;
-            rss_kib += rollup(pid, "Rss:")?;
+            let vm = &running.sandbox.vm;
+            let sample =
+                hearth_orchestrator::metrics::sample(vm.pid(), &vm.run_dir().join("disk.qcow2"))?;
+            total_kib += sample.memory_pss_bytes / 1024;
+            rss_kib += sample.memory_rss_bytes / 1024;
         }
         println!(
             "memory of {count} idle clone(s) of a {mib} MiB template: PSS {:.1} MiB in all, {:.1} MiB each (RSS {:.1} MiB each)",
@@ -56,14 +58,4 @@ async fn measure(
         );
     }
     Ok(())
-}
-
-/// One field of `/proc/<pid>/smaps_rollup`, in KiB.
-fn rollup(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or_else(|| anyhow::anyhow!("no {field} for {pid}"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }

@@ -86,16 +86,21 @@ impl NetSlot {
         PathBuf::from("/run/netns").join(&self.netns)
     }
 
-    /// Creates slot `index`; fails if its namespace exists already.
-    pub async fn create(naming: &SlotNaming, index: u32) -> Result<Self, NetError> {
+    /// Slot `index` of `naming`, by name and address (whether or not it exists).
+    pub fn at(naming: &SlotNaming, index: u32) -> Result<Self, NetError> {
         let (host_address, sandbox_address) = naming.addresses(index)?;
-        let slot = Self {
+        Ok(Self {
             index,
             netns: naming.netns(index),
             host_veth: naming.host_veth(index),
             host_address,
             sandbox_address,
-        };
+        })
+    }
+
+    /// Creates slot `index`; fails if its namespace exists already.
+    pub async fn create(naming: &SlotNaming, index: u32) -> Result<Self, NetError> {
+        let slot = Self::at(naming, index)?;
         run("ip", &["netns", "add", &slot.netns], None).await?;
         if let Err(error) = slot.configure().await {
             let _ = slot.clone().destroy().await;

@@ -256,7 +256,7 @@ impl InfoService for NodeService {
     ) -> Result<Response<pb::ServiceInfoResponse>, Status> {
         let runtime = self.manager.runtime();
         let (cpu_allocated, mib_allocated) = self.manager.allocated();
-        let (memory_total, memory_available) = memory_info();
+        let (memory_total, memory_available) = crate::metrics::host_memory();
         let limits = self.manager.limits();
         Ok(Response::new(pb::ServiceInfoResponse {
             node_id: self.node_id.clone(),
@@ -273,20 +273,6 @@ impl InfoService for NodeService {
             max_starting_sandboxes: limits.max_starting as i64,
         }))
     }
-}
-
-/// `MemTotal` and `MemAvailable` from `/proc/meminfo`, in bytes.
-fn memory_info() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("MemTotal:"), field("MemAvailable:"))
 }
 
 /// Binds the node's gRPC address.

@@ -36,6 +36,16 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// The host's `MemTotal` and `MemAvailable`, in bytes (0 when unreadable).
+pub fn host_memory() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    (
+        rollup_kib(&text, "MemTotal:") * 1024,
+        rollup_kib(&text, "MemAvailable:") * 1024,
+    )
+}
+
+/// A `Name:  <n> kB` field of a `/proc` table, in KiB.
 fn rollup_kib(rollup: &str, field: &str) -> u64 {
     rollup
         .lines()

@@ -55,8 +55,8 @@ pub struct Reclaimed {
     pub slots: usize,
 }
 
-/// Process ids whose command line contains `needle`.
-fn processes_mentioning(needle: &str) -> Vec<i32> {
+/// Process ids (other than this one) whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -185,16 +185,7 @@ impl NodeRuntime {
                 else {
                     continue;
                 };
-                let (host_address, sandbox_address) = self.naming.addresses(index)?;
-                NetSlot {
-                    index,
-                    netns: name,
-                    host_veth: self.naming.host_veth(index),
-                    host_address,
-                    sandbox_address,
-                }
-                .destroy()
-                .await?;
+                NetSlot::at(&self.naming, index)?.destroy().await?;
                 reclaimed.slots += 1;
             }
         }

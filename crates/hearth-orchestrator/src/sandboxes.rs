@@ -113,19 +113,6 @@ struct Live {
     running: tokio::sync::Mutex<Option<RunningSandbox>>,
 }
 
-/// `MemAvailable` of the host, in MiB (0 when unreadable, which refuses).
-fn available_memory_mib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
 /// Whether a clone may start with `available` MiB free. A clone's RAM is a
 /// copy-on-write view of its template, so its own cost is what it writes;
 /// the node refuses once the host nears the floor instead of counting
@@ -265,7 +252,7 @@ impl SandboxManager {
                 self.limits.max_sandboxes
             )));
         }
-        let available = available_memory_mib();
+        let available = crate::metrics::host_memory().1 >> 20;
         if !memory_allows_a_start(available, self.limits.min_free_memory_mib) {
             return Err(SandboxError::ResourceExhausted(format!(
                 "host memory is low: {available} MiB available, {} MiB must stay free",

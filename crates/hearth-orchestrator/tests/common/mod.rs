@@ -88,19 +88,7 @@ impl Drop for Leftovers {
 
 /// Whether any process runs with `needle` in its command line.
 pub fn process_running(needle: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()).any(|e| {
-                std::fs::read(e.path().join("cmdline"))
-                    .map(|c| {
-                        String::from_utf8_lossy(&c)
-                            .replace('\0', " ")
-                            .contains(needle)
-                    })
-                    .unwrap_or(false)
-            })
-        })
-        .unwrap_or(false)
+    !hearth_orchestrator::runtime::processes_mentioning(needle).is_empty()
 }
 
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
