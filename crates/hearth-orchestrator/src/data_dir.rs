@@ -5,7 +5,8 @@
 //! <root>/v1/host/accel.json        the accelerator probed for this host
 //! <root>/v1/artifacts/<kind>/<key>/ guest artifacts by input hash
 //! <root>/v1/templates/<name>/<build id>/  template snapshots
-//! <root>/v1/sandboxes/<id>/         running clones' disks, sockets, logs
+//! <root>/v1/sandboxes/<prefix>/<id>/  running clones' disks, sockets, logs
+//!                                      and `sandbox.json` (for re-adoption)
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,8 @@ pub enum NodeError {
     Vmm(#[from] hearth_vmm::VmmError),
     #[error("network slot: {0}")]
     Net(#[from] hearth_net::NetError),
+    #[error("sandbox record: {0}")]
+    Record(#[from] crate::record::RecordError),
     #[error("{context} {}: {source}", .path.display())]
     Io {
         context: &'static str,

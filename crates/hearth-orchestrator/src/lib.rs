@@ -6,10 +6,12 @@ pub mod data_dir;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod record;
 pub mod runtime;
 pub mod sandboxes;
 
 pub use data_dir::DataDir;
 pub use error::{NodeError, Result};
-pub use runtime::{BASE_TEMPLATE, NodeRuntime, Reclaimed, RunningSandbox};
+pub use record::SandboxRecord;
+pub use runtime::{Adopted, BASE_TEMPLATE, NodeRuntime, Reclaimed, Recovery, RunningSandbox};
 pub use sandboxes::{NodeLimits, SandboxError, SandboxInfo, SandboxManager, SandboxSpec};

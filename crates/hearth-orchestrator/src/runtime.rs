@@ -1,6 +1,7 @@
 //! One node's microVM runtime: its accelerator, guest artifacts, templates
 //! and the clones it runs, each in its own network slot.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -12,12 +13,13 @@ use hearth_net::{EgressPolicy, NetSlot, SlotNaming, SlotPool};
 use hearth_vmm::accel::ProbeImage;
 use hearth_vmm::envd_client::ENVD_PORT;
 use hearth_vmm::{
-    AccelChoice, BuildHost, BuildRequest, CloneRequest, GuestNetwork, InitParams, NetAttachment,
-    QemuVmm, Sandbox, Template, TemplateConfig, TemplateImage, TemplateStore,
+    AccelChoice, AdoptRequest, BuildHost, BuildRequest, CloneRequest, GuestNetwork, InitParams,
+    NetAttachment, QemuVmm, Sandbox, Template, TemplateConfig, TemplateImage, TemplateStore,
 };
 
 use crate::data_dir::DataDir;
 use crate::error::{NodeError, Result};
+use crate::record::SandboxRecord;
 
 /// The template every node has: Debian with envd, like E2B's `base`.
 pub const BASE_TEMPLATE: &str = "base";
@@ -27,6 +29,8 @@ const BASE_MEMORY_MIB: u32 = 512;
 const TEMPLATE_BOOT_DEADLINE: Duration = Duration::from_secs(180);
 /// How long a clone's envd may take to accept `/init` and answer.
 pub const CLONE_READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long an adopted sandbox's envd may take to answer `/health`.
+pub const ADOPT_READY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The shape of the base template.
 pub fn base_template_config() -> TemplateConfig {
@@ -55,8 +59,33 @@ pub struct Reclaimed {
     pub slots: usize,
 }
 
+/// A sandbox an earlier run of this node left running, taken over.
+#[derive(Debug)]
+pub struct Adopted {
+    /// What it was created with and its state when the earlier run ended.
+    pub record: SandboxRecord,
+    pub running: RunningSandbox,
+}
+
+/// What [`NodeRuntime::recover`] adopted and cleaned up.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// For [`crate::SandboxManager::adopt`].
+    pub adopted: Vec<Adopted>,
+    pub reclaimed: Reclaimed,
+}
+
 /// Process ids (other than this one) whose command line contains `needle`.
 pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    processes_and_command_lines(needle)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Processes (other than this one) whose command line contains `needle`,
+/// with their command lines.
+fn processes_and_command_lines(needle: &str) -> Vec<(i32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -65,10 +94,10 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| u32::try_from(*pid).ok() != Some(own))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            cmdline.contains(needle).then_some((pid, cmdline))
         })
         .collect()
 }
@@ -143,15 +172,113 @@ impl NodeRuntime {
         self.sandboxes_dir().join(id)
     }
 
+    /// Takes over what a previous run of this node left (it crashed, was
+    /// killed, or exited keeping its sandboxes): every sandbox whose record
+    /// reads, whose QEMU runs the VM of its run directory and answers, and
+    /// whose envd answers through its slot is adopted; everything else is
+    /// cleaned up as by [`Self::reclaim_leftovers`]. Call before creating
+    /// sandboxes or filling the slot pool, and hand the adopted sandboxes
+    /// to the manager.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(self.sandboxes_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        let mut adopted: Vec<Adopted> = Vec::new();
+        for dir in dirs {
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let record = match SandboxRecord::read(&dir) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(sandbox_id = %id, %error, "no usable record; cleaning the sandbox up");
+                    continue;
+                }
+            };
+            if record.info.spec.sandbox_id != id {
+                tracing::warn!(sandbox_id = %id, "its record names another sandbox; cleaning it up");
+                continue;
+            }
+            let claimed = adopted
+                .iter()
+                .any(|a| a.record.slot == record.slot || a.record.qemu_pid == record.qemu_pid);
+            if claimed {
+                tracing::warn!(sandbox_id = %id, "its record names an adopted sandbox's slot or VM; cleaning it up");
+                continue;
+            }
+            match self.adopt_sandbox(&record).await {
+                Ok(running) => {
+                    tracing::info!(sandbox_id = %id, host = %running.slot.sandbox_address, "sandbox adopted");
+                    adopted.push(Adopted { record, running });
+                }
+                Err(error) => {
+                    tracing::warn!(sandbox_id = %id, %error, "not adoptable; cleaning the sandbox up");
+                }
+            }
+        }
+        let reclaimed = self.reclaim(&adopted).await?;
+        Ok(Recovery { adopted, reclaimed })
+    }
+
+    /// Takes over the sandbox `record` describes, if its VM and envd are
+    /// healthy. When envd does not answer, its VM is killed.
+    pub async fn adopt_sandbox(&self, record: &SandboxRecord) -> Result<RunningSandbox> {
+        let id = &record.info.spec.sandbox_id;
+        let slot = NetSlot::at(&self.naming, record.slot)?;
+        if !slot.netns_path().exists() {
+            return Err(NodeError::Invalid(format!(
+                "sandbox '{id}': its network namespace {} is gone",
+                slot.netns
+            )));
+        }
+        let request = AdoptRequest {
+            sandbox_id: id.clone(),
+            template: record.info.spec.template_id.clone(),
+            run_dir: self.sandbox_dir(id),
+            pid: record.qemu_pid,
+            envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
+            access_token: record.info.spec.access_token.clone(),
+            ready_deadline: ADOPT_READY_DEADLINE,
+        };
+        let sandbox = hearth_vmm::adopt_sandbox(&self.vmm, request).await?;
+        Ok(RunningSandbox { sandbox, slot })
+    }
+
     /// Cleans up after a previous run of this node that did not shut down
     /// (crash, SIGKILL): kills QEMU processes of its sandboxes, removes
     /// their run directories and deletes this naming's network slots.
     /// Returns how many of each it found. Call before creating sandboxes.
     pub async fn reclaim_leftovers(&self) -> Result<Reclaimed> {
+        self.reclaim(&[]).await
+    }
+
+    /// [`Self::reclaim_leftovers`], sparing the QEMU, run directory and
+    /// slot of each sandbox in `keep`.
+    async fn reclaim(&self, keep: &[Adopted]) -> Result<Reclaimed> {
         let sandboxes = self.sandboxes_dir();
         let marker = format!("{}/", sandboxes.display());
+        let kept_dirs: Vec<String> = keep
+            .iter()
+            .map(|a| format!("{}/", a.running.sandbox.run_dir.display()))
+            .collect();
+        let kept_slots: HashSet<u32> = keep.iter().map(|a| a.running.slot.index).collect();
+        let leftover_processes = || {
+            processes_and_command_lines(&marker)
+                .into_iter()
+                .filter(|(_, cmdline)| !kept_dirs.iter().any(|dir| cmdline.contains(dir)))
+                .map(|(pid, _)| pid)
+                .collect::<Vec<_>>()
+        };
         let mut reclaimed = Reclaimed::default();
-        for pid in processes_mentioning(&marker) {
+        for pid in leftover_processes() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -161,13 +288,21 @@ impl NodeRuntime {
         // Give the kernel a moment to tear the killed processes down, so
         // their taps are free when the namespaces go.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !processes_mentioning(&marker).is_empty() && std::time::Instant::now() < deadline {
+        while !leftover_processes().is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if let Ok(entries) = std::fs::read_dir(&sandboxes) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let path = entry.path();
-                std::fs::remove_dir_all(&path).map_err(|source| NodeError::Io {
+                if keep.iter().any(|a| a.running.sandbox.run_dir == path) {
+                    continue;
+                }
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|source| NodeError::Io {
                     context: "removing",
                     path: path.clone(),
                     source,
@@ -185,6 +320,9 @@ impl NodeRuntime {
                 else {
                     continue;
                 };
+                if kept_slots.contains(&index) {
+                    continue;
+                }
                 NetSlot::at(&self.naming, index)?.destroy().await?;
                 reclaimed.slots += 1;
             }
@@ -306,6 +444,12 @@ impl NodeRuntime {
                 Err(error.into())
             }
         }
+    }
+
+    /// Lets go of a clone without stopping it: its VM, run directory and
+    /// slot stay, for a later run of the node to adopt.
+    pub fn detach_sandbox(&self, running: RunningSandbox) {
+        hearth_vmm::detach(&self.vmm, running.sandbox);
     }
 
     /// Kills a clone and removes its disk, run directory and network slot.

@@ -13,7 +13,8 @@ use tracing::Instrument;
 
 use crate::error::NodeError;
 use crate::metrics::SandboxMetrics;
-use crate::runtime::{NodeRuntime, RunningSandbox};
+use crate::record::SandboxRecord;
+use crate::runtime::{Adopted, NodeRuntime, RunningSandbox};
 
 /// Limits of one node.
 #[derive(Debug, Clone)]
@@ -40,7 +41,8 @@ impl Default for NodeLimits {
 }
 
 /// What a create asks for.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SandboxSpec {
     pub sandbox_id: String,
     pub template_id: String,
@@ -72,7 +74,7 @@ impl SandboxSpec {
 }
 
 /// A running sandbox as the node reports it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SandboxInfo {
     pub spec: SandboxSpec,
     pub build_id: String,
@@ -111,6 +113,34 @@ enum Entry {
 struct Live {
     info: Mutex<SandboxInfo>,
     running: tokio::sync::Mutex<Option<RunningSandbox>>,
+    /// Where its record is kept, and what the record says besides `info`.
+    run_dir: std::path::PathBuf,
+    slot: u32,
+    qemu_pid: u32,
+}
+
+impl Live {
+    fn new(info: SandboxInfo, running: RunningSandbox) -> Self {
+        Self {
+            run_dir: running.sandbox.run_dir.clone(),
+            slot: running.slot.index,
+            qemu_pid: running.sandbox.vm.pid(),
+            info: Mutex::new(info),
+            running: tokio::sync::Mutex::new(Some(running)),
+        }
+    }
+
+    /// Changes the sandbox's info and writes its record again. The change
+    /// stands even when the record cannot be written: the error says that
+    /// a restarted node would see the sandbox as it was.
+    fn change(&self, edit: impl FnOnce(&mut SandboxInfo)) -> Result<(), SandboxError> {
+        // Held while writing, so that records are written in change order.
+        let mut info = lock(&self.info);
+        edit(&mut info);
+        SandboxRecord::new(info.clone(), self.slot, self.qemu_pid)
+            .write(&self.run_dir)
+            .map_err(|e| SandboxError::Node(e.into()))
+    }
 }
 
 /// Whether a clone may start with `available` MiB free. A clone's RAM is a
@@ -298,10 +328,47 @@ impl SandboxManager {
             host_address: running.slot.sandbox_address,
             spec,
         };
-        Ok(Arc::new(Live {
-            info: Mutex::new(info),
-            running: tokio::sync::Mutex::new(Some(running)),
-        }))
+        // A sandbox a restarted node could not adopt is not created.
+        let record = SandboxRecord::new(info.clone(), running.slot.index, running.sandbox.vm.pid());
+        if let Err(error) = record.write(&running.sandbox.run_dir) {
+            let _ = self.runtime.destroy_sandbox(running).await;
+            return Err(SandboxError::Node(error.into()));
+        }
+        Ok(Arc::new(Live::new(info, running)))
+    }
+
+    /// Takes over sandboxes a previous run of this node left running
+    /// ([`NodeRuntime::recover`]): from now on they are this manager's like
+    /// those it created. Returns how many it took; one whose id it has
+    /// already is deleted.
+    pub async fn adopt(&self, adopted: Vec<Adopted>) -> usize {
+        let mut taken = 0;
+        for Adopted { record, running } in adopted {
+            let id = record.info.spec.sandbox_id.clone();
+            let mut info = record.info;
+            info.host_address = running.slot.sandbox_address;
+            let live = Arc::new(Live::new(info, running));
+            let duplicate = {
+                let mut sandboxes = lock(&self.sandboxes);
+                if sandboxes.contains_key(&id) {
+                    true
+                } else {
+                    sandboxes.insert(id.clone(), Entry::Running(live.clone()));
+                    false
+                }
+            };
+            if duplicate {
+                tracing::warn!(sandbox_id = %id, "an adopted sandbox's id is taken; deleting it");
+                if let Some(running) = live.running.lock().await.take()
+                    && let Err(error) = self.runtime.destroy_sandbox(running).await
+                {
+                    tracing::warn!(sandbox_id = %id, %error, "deleting the adopted sandbox failed");
+                }
+                continue;
+            }
+            taken += 1;
+        }
+        taken
     }
 
     fn live(&self, id: &str) -> Result<Arc<Live>, SandboxError> {
@@ -329,8 +396,7 @@ impl SandboxManager {
 
     /// Changes a sandbox's end time.
     pub fn update_end_time(&self, id: &str, end_time: SystemTime) -> Result<(), SandboxError> {
-        lock(&self.live(id)?.info).end_time = Some(end_time);
-        Ok(())
+        self.live(id)?.change(|info| info.end_time = Some(end_time))
     }
 
     /// Replaces a sandbox's egress rules, atomically.
@@ -350,8 +416,7 @@ impl SandboxManager {
             .as_ref()
             .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
         policy.apply(&running.slot).await.map_err(NodeError::from)?;
-        lock(&live.info).spec = spec;
-        Ok(())
+        live.change(|info| info.spec = spec)
     }
 
     /// Runs `read` on a running sandbox's VM and slot.
@@ -470,6 +535,34 @@ impl SandboxManager {
         for id in ids {
             let _ = self.delete(&id).await;
         }
+    }
+
+    /// Lets go of every running sandbox without stopping it (shutdown of a
+    /// node that keeps its sandboxes): VMs, run directories and slots stay
+    /// for the next start to adopt. Returns how many were left running.
+    pub async fn detach_all(&self) -> usize {
+        let lives: Vec<Arc<Live>> = {
+            let mut sandboxes = lock(&self.sandboxes);
+            let ids: Vec<String> = sandboxes
+                .iter()
+                .filter(|(_, entry)| matches!(entry, Entry::Running(_)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter()
+                .filter_map(|id| match sandboxes.remove(id) {
+                    Some(Entry::Running(live)) => Some(live),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut detached = 0;
+        for live in lives {
+            if let Some(running) = live.running.lock().await.take() {
+                self.runtime.detach_sandbox(running);
+                detached += 1;
+            }
+        }
+        detached
     }
 
     /// CPUs and memory given to running sandboxes.

@@ -53,6 +53,8 @@ pub enum VmmError {
         template: String,
         cause: Box<VmmError>,
     },
+    #[error("{vm}: cannot adopt it: {reason}")]
+    NotAdoptable { vm: String, reason: String },
     #[error("{0}")]
     Invalid(String),
 }

@@ -5,6 +5,7 @@ pub mod accel;
 pub mod console;
 pub mod error;
 pub mod netns_exec;
+mod process;
 pub mod qemu;
 mod qmp;
 pub mod vmm;
@@ -13,13 +14,18 @@ pub use accel::{Accel, AccelChoice};
 pub use console::{ConsoleLog, ConsoleSnapshot};
 pub use error::{Result, VmmError};
 pub use qemu::{QemuVm, QemuVmm};
-pub use vmm::{BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm};
+pub use vmm::{
+    AdoptSpec, BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm,
+};
 pub mod envd_client;
 pub mod sandbox;
 pub mod template;
 
 pub use envd_client::{CommandOutput, EnvdClient, InitParams};
-pub use sandbox::{CloneRequest, CloneTimings, Sandbox, clone_sandbox, destroy};
+pub use sandbox::{
+    AdoptRequest, CloneRequest, CloneTimings, Sandbox, adopt_sandbox, clone_sandbox, destroy,
+    detach,
+};
 pub use template::{
     BuildHost, BuildRequest, GuestNetwork, Template, TemplateConfig, TemplateImage, TemplateMeta,
     TemplateStore,

@@ -12,8 +12,9 @@ use crate::accel::{Accel, QEMU};
 use crate::console::ConsoleLog;
 use crate::error::{Result, VmmError};
 use crate::netns_exec::enter_netns_on_exec;
+use crate::process::ForeignProcess;
 use crate::qmp::Qmp;
-use crate::vmm::{ConsoleSink, GuestMemory, StartupTimings, VmSpec, VmStatus, Vmm};
+use crate::vmm::{AdoptSpec, ConsoleSink, GuestMemory, StartupTimings, VmSpec, VmStatus, Vmm};
 
 /// How long QEMU may take to open its monitor.
 const MONITOR_DEADLINE: Duration = Duration::from_secs(10);
@@ -23,12 +24,15 @@ const MIGRATION_DEADLINE: Duration = Duration::from_secs(60);
 const QUIT_DEADLINE: Duration = Duration::from_secs(10);
 /// How much of a log an error quotes.
 const LOG_TAIL: u64 = 1500;
+/// How long an adopted VM's monitor may take to answer.
+const ADOPT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Runs VMs as `qemu-system-x86_64 -M microvm` processes.
 #[derive(Debug, Clone)]
 pub struct QemuVmm {
     accel: Accel,
     binary: PathBuf,
+    own_process_group: bool,
 }
 
 impl QemuVmm {
@@ -36,7 +40,128 @@ impl QemuVmm {
         Self {
             accel,
             binary: PathBuf::from(QEMU),
+            own_process_group: false,
         }
+    }
+
+    /// Starts every VM in a process group of its own, so that signals for
+    /// this process's group (a terminal's Ctrl-C) do not reach it: for a
+    /// node that leaves its VMs running when it exits.
+    pub fn with_own_process_groups(mut self) -> Self {
+        self.own_process_group = true;
+        self
+    }
+}
+
+/// The QEMU process of a VM.
+#[derive(Debug)]
+enum VmProcess {
+    /// Started here: waited for here, and killed if dropped.
+    Child(Mutex<Child>),
+    /// Started by an earlier process and adopted: not ours to wait for, so
+    /// its exit is seen in `/proc` and its exit status is unknown.
+    Adopted(ForeignProcess),
+}
+
+impl VmProcess {
+    /// How it ended, once it has.
+    fn exit(&self) -> Option<String> {
+        match self {
+            Self::Child(child) => {
+                let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
+                child.try_wait().ok().flatten().map(|s| s.to_string())
+            }
+            Self::Adopted(process) => {
+                (!process.alive()).then(|| "exited; status unknown (adopted)".to_owned())
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for it to exit; `Ok(false)`: it still runs.
+    async fn wait_exit(&mut self, name: &str, timeout: Duration) -> Result<bool> {
+        match self {
+            Self::Child(child) => {
+                let child = child.get_mut().unwrap_or_else(|e| e.into_inner());
+                match tokio::time::timeout(timeout, child.wait()).await {
+                    Ok(Ok(_)) => Ok(true),
+                    Ok(Err(source)) => Err(VmmError::Process {
+                        vm: name.to_owned(),
+                        action: "waiting for QEMU to exit",
+                        source,
+                    }),
+                    Err(_) => Ok(false),
+                }
+            }
+            Self::Adopted(process) => Ok(process.wait_exit(timeout).await),
+        }
+    }
+
+    /// Kills it and waits until it is gone.
+    async fn kill(mut self, name: &str) -> Result<()> {
+        match &mut self {
+            Self::Child(child) => {
+                let child = child.get_mut().unwrap_or_else(|e| e.into_inner());
+                if let Err(error) = child.start_kill() {
+                    // Already reaped is fine; anything else is reported.
+                    if error.kind() != std::io::ErrorKind::InvalidInput {
+                        return Err(VmmError::Process {
+                            vm: name.to_owned(),
+                            action: "killing QEMU",
+                            source: error,
+                        });
+                    }
+                }
+            }
+            Self::Adopted(process) => {
+                process
+                    .signal(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(|source| VmmError::Process {
+                        vm: name.to_owned(),
+                        action: "killing QEMU",
+                        source,
+                    })?;
+            }
+        }
+        match self.wait_exit(name, QUIT_DEADLINE).await {
+            Ok(true) | Err(_) => Ok(()),
+            Ok(false) => Err(VmmError::Timeout {
+                vm: name.to_owned(),
+                what: "QEMU to die after SIGKILL",
+                after: QUIT_DEADLINE,
+            }),
+        }
+    }
+
+    /// Lets it run on after this handle is gone.
+    fn detach(self) {
+        match self {
+            // The handle would kill the child when dropped; it is only a pid
+            // (and maybe a pidfd), so it is leaked instead.
+            Self::Child(child) => std::mem::forget(child),
+            Self::Adopted(_) => {}
+        }
+    }
+}
+
+/// A console ring and the task that fills it from QEMU's console socket;
+/// dropping it closes the connection.
+#[derive(Debug)]
+struct Console {
+    log: std::sync::Arc<ConsoleLog>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Console {
+    fn follow(capacity: usize, socket: PathBuf) -> Self {
+        let log = std::sync::Arc::new(ConsoleLog::new(capacity));
+        let reader = tokio::spawn(log.clone().follow_owned(socket, MONITOR_DEADLINE));
+        Self { log, reader }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
@@ -46,10 +171,10 @@ pub struct QemuVm {
     name: String,
     run_dir: PathBuf,
     pid: u32,
-    child: Mutex<Child>,
+    process: VmProcess,
     qmp: Qmp,
     timings: StartupTimings,
-    console: Option<std::sync::Arc<ConsoleLog>>,
+    console: Option<Console>,
 }
 
 impl QemuVm {
@@ -68,7 +193,7 @@ impl QemuVm {
 
     /// The console ring of a VM started with [`ConsoleSink::Ring`].
     pub fn console(&self) -> Option<&ConsoleLog> {
-        self.console.as_deref()
+        self.console.as_ref().map(|c| c.log.as_ref())
     }
 
     /// The run directory (disk overlay, sockets, logs).
@@ -77,20 +202,14 @@ impl QemuVm {
     }
 
     /// Whether QEMU has exited, and how.
-    fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        child.try_wait().ok().flatten()
+    fn exit_status(&self) -> Option<String> {
+        self.process.exit()
     }
 
-    /// An error for a QEMU that has exited, quoting its logs.
-    fn exited_error(&self, status: std::process::ExitStatus) -> VmmError {
-        exited_error(&self.name, &self.run_dir, status)
-    }
-
-    /// Fails if QEMU has exited.
+    /// Fails if QEMU has exited, quoting its logs.
     fn ensure_alive(&self) -> Result<()> {
         match self.exit_status() {
-            Some(status) => Err(self.exited_error(status)),
+            Some(status) => Err(exited_error(&self.name, &self.run_dir, status)),
             None => Ok(()),
         }
     }
@@ -126,7 +245,7 @@ impl QemuVm {
     }
 }
 
-fn exited_error(name: &str, run_dir: &Path, status: std::process::ExitStatus) -> VmmError {
+fn exited_error(name: &str, run_dir: &Path, status: impl ToString) -> VmmError {
     let mut tail = log_tail(&run_dir.join("qemu.log"));
     if tail.is_empty() {
         tail = log_tail(&run_dir.join("serial.log"));
@@ -246,6 +365,9 @@ impl QemuVmm {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
+        if self.own_process_group {
+            command.process_group(0);
+        }
         if let Some(netns) = spec.net.as_ref().and_then(|n| n.netns.as_deref()) {
             enter_netns_on_exec(&mut command, netns)?;
         }
@@ -282,18 +404,13 @@ impl QemuVmm {
         tracing::debug!(vm = %spec.name, pid, accel = %spec.accel, "QEMU started");
         let console = match spec.console {
             ConsoleSink::File => None,
-            ConsoleSink::Ring(capacity) => {
-                let log = std::sync::Arc::new(ConsoleLog::new(capacity));
-                let socket = spec.console_socket();
-                tokio::spawn(log.clone().follow_owned(socket, MONITOR_DEADLINE));
-                Some(log)
-            }
+            ConsoleSink::Ring(capacity) => Some(Console::follow(capacity, spec.console_socket())),
         };
         Ok(QemuVm {
             name: spec.name.clone(),
             run_dir: spec.run_dir.clone(),
             pid,
-            child: Mutex::new(child),
+            process: VmProcess::Child(Mutex::new(child)),
             qmp,
             timings: StartupTimings {
                 vmm_start: spawned.elapsed(),
@@ -435,47 +552,77 @@ impl Vmm for QemuVmm {
     async fn stop(&self, vm: QemuVm) -> Result<()> {
         // `quit` may see the monitor close before it answers.
         let _ = vm.qmp.execute(qmp::quit {}).await;
-        let QemuVm { child, name, .. } = vm;
-        let mut child = child.into_inner().unwrap_or_else(|e| e.into_inner());
-        match tokio::time::timeout(QUIT_DEADLINE, child.wait()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(VmmError::Process {
-                vm: name,
-                action: "waiting for QEMU to quit",
-                source,
-            }),
-            Err(_) => {
-                tracing::warn!(vm = %name, "QEMU did not quit in time; killing it");
-                kill_child(&name, &mut child).await
-            }
+        let QemuVm {
+            mut process, name, ..
+        } = vm;
+        if process.wait_exit(&name, QUIT_DEADLINE).await? {
+            return Ok(());
         }
+        tracing::warn!(vm = %name, "QEMU did not quit in time; killing it");
+        process.kill(&name).await
     }
 
     async fn kill(&self, vm: QemuVm) -> Result<()> {
-        let QemuVm { child, name, .. } = vm;
-        let mut child = child.into_inner().unwrap_or_else(|e| e.into_inner());
-        kill_child(&name, &mut child).await
+        let QemuVm { process, name, .. } = vm;
+        process.kill(&name).await
     }
-}
 
-async fn kill_child(name: &str, child: &mut Child) -> Result<()> {
-    if let Err(error) = child.start_kill() {
-        // Already reaped is fine; anything else is reported.
-        if error.kind() != std::io::ErrorKind::InvalidInput {
-            return Err(VmmError::Process {
-                vm: name.to_owned(),
-                action: "killing QEMU",
-                source: error,
-            });
+    async fn adopt(&self, spec: &AdoptSpec) -> Result<QemuVm> {
+        let refuse = |reason: String| VmmError::NotAdoptable {
+            vm: spec.name.clone(),
+            reason,
+        };
+        let process = ForeignProcess::find(spec.pid)
+            .ok_or_else(|| refuse(format!("process {} does not run", spec.pid)))?;
+        // The run directory names one sandbox: a reused pid cannot match.
+        let marker = format!("{}/", spec.run_dir.display());
+        if !process.command_line().contains(&marker) {
+            return Err(refuse(format!(
+                "process {} is not the VMM of {}",
+                spec.pid,
+                spec.run_dir.display()
+            )));
         }
+        let socket = spec.run_dir.join("qmp.sock");
+        let qmp = Qmp::connect(&spec.name, &socket, Instant::now() + ADOPT_DEADLINE)
+            .await
+            .map_err(|e| refuse(format!("its monitor does not answer: {e}")))?;
+        match qmp.status().await {
+            Ok(qmp::RunState::running) => {}
+            Ok(state) => return Err(refuse(format!("the VM is {state:?}, not running"))),
+            Err(error) => return Err(refuse(format!("its monitor does not answer: {error}"))),
+        }
+        let console = match spec.console {
+            // QEMU writes the file itself.
+            ConsoleSink::File => None,
+            ConsoleSink::Ring(capacity) => Some(Console::follow(capacity, spec.console_socket())),
+        };
+        tracing::debug!(vm = %spec.name, pid = spec.pid, "QEMU adopted");
+        Ok(QemuVm {
+            name: spec.name.clone(),
+            run_dir: spec.run_dir.clone(),
+            pid: spec.pid,
+            process: VmProcess::Adopted(process),
+            qmp,
+            timings: StartupTimings::default(),
+            console,
+        })
     }
-    match tokio::time::timeout(QUIT_DEADLINE, child.wait()).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(VmmError::Timeout {
-            vm: name.to_owned(),
-            what: "QEMU to die after SIGKILL",
-            after: QUIT_DEADLINE,
-        }),
+
+    fn detach(&self, vm: QemuVm) {
+        let QemuVm {
+            name,
+            process,
+            qmp,
+            console,
+            ..
+        } = vm;
+        // Closing the monitor and console connections lets QEMU accept the
+        // next process's.
+        drop(qmp);
+        drop(console);
+        process.detach();
+        tracing::debug!(vm = %name, "QEMU detached; it runs on");
     }
 }
 

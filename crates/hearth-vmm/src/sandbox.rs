@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::envd_client::{EnvdClient, InitParams};
 use crate::error::{Result, VmmError};
 use crate::template::{Template, create_overlay};
-use crate::vmm::{ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
+use crate::vmm::{AdoptSpec, ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
 
 /// How much of a sandbox's console output is kept (the newest bytes).
 pub const CONSOLE_RING: usize = 256 * 1024;
@@ -25,6 +25,23 @@ pub struct CloneRequest {
     pub envd_address: SocketAddr,
     pub init: InitParams,
     /// How long envd may take to accept `/init` and answer `/health`.
+    pub ready_deadline: Duration,
+}
+
+/// A clone that an earlier process started and left running, to take over.
+#[derive(Debug, Clone)]
+pub struct AdoptRequest {
+    pub sandbox_id: String,
+    /// The name of the template it was cloned from.
+    pub template: String,
+    pub run_dir: PathBuf,
+    /// Its VMM process.
+    pub pid: u32,
+    /// Where the host reaches this clone's envd.
+    pub envd_address: SocketAddr,
+    /// The token its envd was initialised with.
+    pub access_token: Option<String>,
+    /// How long envd may take to answer `/health`.
     pub ready_deadline: Duration,
 }
 
@@ -159,6 +176,50 @@ async fn init_until(envd: &EnvdClient, params: &InitParams, deadline: Instant) -
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
+}
+
+/// Takes over a clone an earlier process left running: its VMM must be
+/// process `pid` running the VM of `run_dir`, and its envd must answer
+/// `/health`. When envd does not, the VM is killed; the run directory stays
+/// (the caller cleans up). Its console ring starts empty.
+pub async fn adopt_sandbox<V: Vmm>(vmm: &V, request: AdoptRequest) -> Result<Sandbox<V>> {
+    let name = format!("sandbox {}", request.sandbox_id);
+    let vm = vmm
+        .adopt(&AdoptSpec {
+            name: name.clone(),
+            run_dir: request.run_dir.clone(),
+            pid: request.pid,
+            console: ConsoleSink::Ring(CONSOLE_RING),
+        })
+        .await?;
+    let healthy = async {
+        let envd = EnvdClient::new(&name, request.envd_address)?
+            .with_access_token(request.access_token.clone());
+        envd.wait_healthy(Instant::now() + request.ready_deadline, || None)
+            .await?;
+        Ok::<_, VmmError>(envd)
+    }
+    .await;
+    match healthy {
+        Ok(envd) => Ok(Sandbox {
+            id: request.sandbox_id,
+            template: request.template,
+            run_dir: request.run_dir,
+            vm,
+            envd,
+            timings: CloneTimings::default(),
+        }),
+        Err(error) => {
+            let _ = vmm.kill(vm).await;
+            Err(error)
+        }
+    }
+}
+
+/// Lets go of a clone without stopping it (its run directory stays), so
+/// that a later process can adopt it.
+pub fn detach<V: Vmm>(vmm: &V, sandbox: Sandbox<V>) {
+    vmm.detach(sandbox.vm);
 }
 
 /// Stops a clone: kills its VM and removes its run directory (disk overlay,

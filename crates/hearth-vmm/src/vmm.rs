@@ -75,6 +75,29 @@ impl VmSpec {
     }
 }
 
+/// A VM that an earlier process started and left running (a node that
+/// restarted), to be taken over with [`Vmm::adopt`].
+#[derive(Debug, Clone)]
+pub struct AdoptSpec {
+    /// Names the VM in logs and errors.
+    pub name: String,
+    /// The run directory it was started with: its VMM's command line must
+    /// mention it, and its monitor socket is there.
+    pub run_dir: PathBuf,
+    /// Its VMM process.
+    pub pid: u32,
+    /// Where its console went when it was started. A ring starts empty:
+    /// what the guest wrote before the adoption is not recovered.
+    pub console: ConsoleSink,
+}
+
+impl AdoptSpec {
+    /// QEMU's console socket, for [`ConsoleSink::Ring`].
+    pub fn console_socket(&self) -> PathBuf {
+        self.run_dir.join("console.sock")
+    }
+}
+
 /// A VM's run state, as the orchestrator cares about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmStatus {
@@ -134,4 +157,14 @@ pub trait Vmm: Send + Sync {
     fn stop(&self, vm: Self::Vm) -> impl Future<Output = Result<()>> + Send;
     /// Kills the VMM process at once.
     fn kill(&self, vm: Self::Vm) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes over a VM that an earlier process started and left running:
+    /// checks that `spec.pid` is its VMM and that the VM runs, then connects
+    /// to its monitor and console again. Every other method works on the
+    /// result as on a VM started here, except that how it exits is unknown.
+    fn adopt(&self, spec: &AdoptSpec) -> impl Future<Output = Result<Self::Vm>> + Send;
+
+    /// Lets go of a VM without stopping it: closes the connections to it,
+    /// and the VM runs on, to be adopted by a later process.
+    fn detach(&self, vm: Self::Vm);
 }

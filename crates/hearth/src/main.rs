@@ -62,6 +62,11 @@ enum Command {
         /// Host memory (MiB) that must stay available for a create to start.
         #[arg(long, default_value_t = 512)]
         min_free_memory_mib: u64,
+        /// On Ctrl-C, leave running sandboxes running (and their slots and
+        /// the host firewall in place) for the next start to adopt, instead
+        /// of deleting them.
+        #[arg(long)]
+        keep_sandboxes_on_exit: bool,
     },
     /// Run a whole node on 127.0.0.1:3000.
     Up,
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             max_sandboxes,
             slot_pool,
             min_free_memory_mib,
+            keep_sandboxes_on_exit,
         } => {
             let limits = NodeLimits {
                 max_starting,
@@ -109,7 +115,11 @@ async fn main() -> anyhow::Result<()> {
                 min_free_memory_mib,
                 ..NodeLimits::default()
             };
-            run_node(data, listen, envd_path(envd)?, limits, slot_pool).await
+            let options = NodeOptions {
+                slot_pool,
+                keep_sandboxes_on_exit,
+            };
+            run_node(data, listen, envd_path(envd)?, limits, options).await
         }
         Command::Up => {
             bail!("`hearth up` is not yet available: the control plane is still to come")
@@ -145,12 +155,19 @@ fn envd_path(envd: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(envd)
 }
 
+/// How `hearth node` runs, besides its limits.
+#[derive(Debug, Clone, Copy)]
+struct NodeOptions {
+    slot_pool: usize,
+    keep_sandboxes_on_exit: bool,
+}
+
 async fn run_node(
     data: DataDir,
     listen: std::net::SocketAddr,
     envd: PathBuf,
     limits: NodeLimits,
-    slot_pool: usize,
+    options: NodeOptions,
 ) -> anyhow::Result<()> {
     let progress = Progress::new(false);
     let mut runtime = NodeRuntime::open(data, node_slots()?, &progress).await?;
@@ -159,14 +176,25 @@ async fn run_node(
         runtime.accel.accel, runtime.accel.reason
     );
     let (template, _) = runtime.ensure_base_template(&envd, &progress).await?;
-    let reclaimed = runtime.reclaim_leftovers().await?;
-    if reclaimed != Default::default() {
-        eprintln!("cleaned up after a previous run: {reclaimed:?}");
+    if options.keep_sandboxes_on_exit {
+        // A terminal's Ctrl-C must reach the node only, not its VMs.
+        runtime.vmm = runtime.vmm.clone().with_own_process_groups();
     }
+    // Sandboxes of a previous run that still run are taken over; whatever
+    // else it left is removed.
+    let recovery = runtime.recover().await?;
+    let reclaimed = recovery.reclaimed;
     runtime.prepare_host_network().await?;
-    runtime.keep_slots_ready(slot_pool);
+    runtime.keep_slots_ready(options.slot_pool);
     let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
     manager.register_template(template);
+    let adopted = manager.adopt(recovery.adopted).await;
+    if adopted > 0 || reclaimed != Default::default() {
+        eprintln!(
+            "previous run: adopted {adopted} running sandboxes; cleaned up {} sandboxes ({} QEMU processes) and {} network slots",
+            reclaimed.run_dirs, reclaimed.processes, reclaimed.slots
+        );
+    }
     let reaper = tokio::spawn(manager.clone().reap(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -179,9 +207,16 @@ async fn run_node(
         })
         .await;
     reaper.abort();
-    manager.delete_all().await;
-    manager.runtime().slots.drain().await?;
-    manager.runtime().remove_host_network().await?;
+    if options.keep_sandboxes_on_exit {
+        let kept = manager.detach_all().await;
+        manager.runtime().slots.drain().await?;
+        // The host firewall and masquerade stay: the sandboxes still run.
+        eprintln!("left {kept} sandboxes running for the next start to adopt");
+    } else {
+        manager.delete_all().await;
+        manager.runtime().slots.drain().await?;
+        manager.runtime().remove_host_network().await?;
+    }
     served.context("serving gRPC")
 }
 

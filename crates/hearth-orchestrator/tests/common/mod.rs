@@ -65,8 +65,8 @@ fn remove_stale_slots() {
 }
 
 /// Removes, on drop, whatever of a test's sandboxes is left: QEMU processes
-/// die with their handles (kill-on-drop); this takes run directories and
-/// namespaces.
+/// mostly die with their handles (kill-on-drop), but detached or adopted
+/// ones do not; this kills those and takes run directories and namespaces.
 #[derive(Default)]
 pub struct Leftovers {
     pub run_dirs: Vec<PathBuf>,
@@ -74,6 +74,20 @@ pub struct Leftovers {
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
+        let mut killed = false;
+        for dir in &self.run_dirs {
+            let needle = format!("{}/", dir.display());
+            for pid in hearth_orchestrator::runtime::processes_mentioning(&needle) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+                killed = true;
+            }
+        }
+        if killed {
+            // Let the killed VMs release their taps before the namespaces go.
+            std::thread::sleep(Duration::from_millis(200));
+        }
         for dir in &self.run_dirs {
             let _ = std::fs::remove_dir_all(dir);
         }
