@@ -12,7 +12,7 @@ ENVD_BIN := $(REPO)/target/$(ENVD_TARGET)/release/envd
 HEARTH_BIN := $(REPO)/target/release/hearth
 FUZZ_SECONDS ?= 60
 
-.PHONY: help up test deps check fmt-check clippy unit envd hearth template vm-test conformance bench fuzz clean
+.PHONY: help up test deps deps-test check fmt-check clippy unit api-postgres envd hearth template vm-test conformance node-conformance bench fuzz clean
 
 help:
 	@echo "make up      install what is missing, build, run a node on 127.0.0.1:3000"
@@ -23,11 +23,16 @@ help:
 deps:
 	@scripts/install-deps.sh
 
-up: deps envd template
-	@echo "hearth up: not yet available — the control plane has not landed."
-	@echo "What exists today: envd ($(ENVD_BIN)) and the base template VM snapshot (see above)."
+deps-test:
+	@scripts/install-deps.sh --test
 
-test: deps check unit envd vm-test conformance
+# Builds, then runs API, proxy and node in the foreground; the first start
+# builds the base template (minutes) and writes <data dir>/sdk.env
+# (data dir: $$HEARTH_DATA_DIR, default /var/lib/hearth).
+up: deps envd hearth
+	$(HEARTH_BIN) up --envd $(ENVD_BIN)
+
+test: deps-test check unit api-postgres envd vm-test conformance node-conformance
 	@echo "make test: all suites passed"
 
 check: fmt-check clippy
@@ -40,6 +45,10 @@ clippy:
 
 unit:
 	cargo test --workspace --locked
+
+# The control plane's tests again, with the store in PostgreSQL.
+api-postgres:
+	scripts/with-test-postgres.sh cargo test --locked -p hearth-api
 
 # The checkout's path is remapped so that every clone builds the same bytes:
 # the guest rootfs and template caches are keyed by envd's hash.
@@ -64,10 +73,16 @@ vm-test: template
 conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
 
+# Both SDKs against `hearth up` with real VMs: once on SQLite, once on PostgreSQL.
+node-conformance: template
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run-node.sh
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) scripts/with-test-postgres.sh tests/conformance/run-node.sh
+
 bench: deps envd template
 	cargo build --locked --release -p envd-bench -p hearth-bench
 	ENVD_BIN=$(ENVD_BIN) $(REPO)/target/release/envd-bench
 	HEARTH_ENVD=$(ENVD_BIN) $(REPO)/target/release/hearth-bench --build-from-nothing
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-sdk-bench.sh 20 8
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_SECONDS)

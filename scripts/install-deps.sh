@@ -20,6 +20,13 @@ command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v qemu-img >/dev/null || missing+=(qemu-utils)
 command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v curl >/dev/null || missing+=(curl)
+
+# `--test`: also what only the test suite needs (PostgreSQL for the store's
+# second backend).
+if [ "${1:-}" = "--test" ]; then
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+fi
 
 updated=0
 if ((${#missing[@]})); then

@@ -131,6 +131,12 @@ impl Template {
         self.dir.join(DISK)
     }
 
+    /// The size of the guest's disk in bytes: the rootfs its overlays are
+    /// backed by (0 when unreadable).
+    pub fn disk_size(&self) -> u64 {
+        std::fs::metadata(self.dir.join(ROOTFS)).map_or(0, |m| m.len())
+    }
+
     /// The boot source clones are started with (QEMU checks it matches).
     pub fn boot(&self) -> BootSource {
         BootSource {

@@ -1,5 +1,8 @@
 //! The `hearth` host binary.
 
+mod local_node;
+mod up;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -7,11 +10,21 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_guest::Progress;
 use hearth_net::SlotNaming;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_orchestrator::grpc::NodeService;
-use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime, SandboxManager};
+use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime};
+
+/// `<prefix>:<octet>` → a slot naming.
+fn parse_slots(text: &str) -> anyhow::Result<SlotNaming> {
+    let (prefix, octet) = text
+        .split_once(':')
+        .context("--slots takes <prefix>:<octet>, e.g. hth:11")?;
+    let octet: u8 = octet
+        .parse()
+        .with_context(|| format!("--slots: '{octet}' is not an octet"))?;
+    Ok(SlotNaming::new(prefix, octet)?)
+}
 
 /// A node's own network slots: namespaces `hth-<n>`, addresses from 10.11.0.0/16.
 fn node_slots() -> anyhow::Result<SlotNaming> {
@@ -68,8 +81,63 @@ enum Command {
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
     },
-    /// Run a whole node on 127.0.0.1:3000.
-    Up,
+    /// Manage the control plane's teams.
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+    },
+    /// Run a whole node: the E2B-compatible API and sandbox proxy on
+    /// 127.0.0.1:3000, with this host's orchestrator behind it.
+    Up {
+        /// Address of the API and the sandbox proxy.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+        /// The static envd binary (default: $HEARTH_ENVD, else next to this binary).
+        #[arg(long)]
+        envd: Option<PathBuf>,
+        /// The database (default: $HEARTH_DATABASE_URL, else SQLite in the data directory).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Where to write the SDK settings (default: <data dir>/sdk.env).
+        #[arg(long)]
+        sdk_env: Option<PathBuf>,
+        /// The domain of `<port>-<sandboxID>.<domain>` sandbox hosts.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Sandbox lifetime when a create names none, in seconds.
+        #[arg(long, default_value_t = 300)]
+        default_timeout: u64,
+        /// The longest sandbox lifetime a request may ask for, in seconds.
+        #[arg(long, default_value_t = 86400)]
+        max_timeout: u64,
+        /// Network slots: `<prefix>:<octet>` names namespaces `<prefix>-<n>`
+        /// with addresses from 10.<octet>.0.0/16.
+        #[arg(long, default_value = "hth:11")]
+        slots: String,
+        /// Network slots kept ready for new sandboxes.
+        #[arg(long, default_value_t = 8)]
+        slot_pool: usize,
+        /// Sandboxes at once on this node.
+        #[arg(long, default_value_t = 200)]
+        max_sandboxes: usize,
+        /// On Ctrl-C, leave sandboxes running for the next start to adopt.
+        #[arg(long)]
+        keep_sandboxes_on_exit: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TeamCommand {
+    /// Create a team and print its first API key.
+    Create {
+        name: String,
+        /// The database (default: $HEARTH_DATABASE_URL, else SQLite in the data directory).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Sandboxes the team may run at once.
+        #[arg(long, default_value_t = 100)]
+        max_sandboxes: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,14 +183,63 @@ async fn main() -> anyhow::Result<()> {
                 min_free_memory_mib,
                 ..NodeLimits::default()
             };
-            let options = NodeOptions {
+            let options = local_node::NodeOptions {
                 slot_pool,
                 keep_sandboxes_on_exit,
             };
             run_node(data, listen, envd_path(envd)?, limits, options).await
         }
-        Command::Up => {
-            bail!("`hearth up` is not yet available: the control plane is still to come")
+        Command::Team {
+            command:
+                TeamCommand::Create {
+                    name,
+                    database_url,
+                    max_sandboxes,
+                },
+        } => {
+            let url = up::database_url(&data, database_url)?;
+            let store = hearth_api::Store::open(&url).await?;
+            let team = store.create_team(&name, max_sandboxes).await?;
+            let (_, key) = store.create_api_key(&team.team_id, "first key").await?;
+            store.close().await;
+            println!("team '{name}' ({}): API key {key}", team.team_id);
+            Ok(())
+        }
+        Command::Up {
+            listen,
+            envd,
+            database_url,
+            sdk_env,
+            domain,
+            default_timeout,
+            max_timeout,
+            slots,
+            slot_pool,
+            max_sandboxes,
+            keep_sandboxes_on_exit,
+        } => {
+            let options = up::UpOptions {
+                listen,
+                envd: envd_path(envd)?,
+                naming: parse_slots(&slots)?,
+                database_url: Some(up::database_url(&data, database_url)?),
+                sdk_env,
+                api: hearth_api::ApiConfig {
+                    default_timeout: Duration::from_secs(default_timeout),
+                    max_timeout: Duration::from_secs(max_timeout),
+                    domain,
+                    ..hearth_api::ApiConfig::default()
+                },
+                limits: NodeLimits {
+                    max_sandboxes,
+                    ..NodeLimits::default()
+                },
+                node: local_node::NodeOptions {
+                    slot_pool,
+                    keep_sandboxes_on_exit,
+                },
+            };
+            up::run(data, options).await
         }
     }
 }
@@ -155,68 +272,28 @@ fn envd_path(envd: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(envd)
 }
 
-/// How `hearth node` runs, besides its limits.
-#[derive(Debug, Clone, Copy)]
-struct NodeOptions {
-    slot_pool: usize,
-    keep_sandboxes_on_exit: bool,
-}
-
 async fn run_node(
     data: DataDir,
     listen: std::net::SocketAddr,
     envd: PathBuf,
     limits: NodeLimits,
-    options: NodeOptions,
+    options: local_node::NodeOptions,
 ) -> anyhow::Result<()> {
     let progress = Progress::new(false);
-    let mut runtime = NodeRuntime::open(data, node_slots()?, &progress).await?;
-    eprintln!(
-        "accelerator: {} ({})",
-        runtime.accel.accel, runtime.accel.reason
-    );
-    let (template, _) = runtime.ensure_base_template(&envd, &progress).await?;
-    if options.keep_sandboxes_on_exit {
-        // A terminal's Ctrl-C must reach the node only, not its VMs.
-        runtime.vmm = runtime.vmm.clone().with_own_process_groups();
-    }
-    // Sandboxes of a previous run that still run are taken over; whatever
-    // else it left is removed.
-    let recovery = runtime.recover().await?;
-    let reclaimed = recovery.reclaimed;
-    runtime.prepare_host_network().await?;
-    runtime.keep_slots_ready(options.slot_pool);
-    let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
-    manager.register_template(template);
-    let adopted = manager.adopt(recovery.adopted).await;
-    if adopted > 0 || reclaimed != Default::default() {
-        eprintln!(
-            "previous run: adopted {adopted} running sandboxes; cleaned up {} sandboxes ({} QEMU processes) and {} network slots",
-            reclaimed.run_dirs, reclaimed.processes, reclaimed.slots
-        );
-    }
-    let reaper = tokio::spawn(manager.clone().reap(Duration::from_secs(1)));
+    // Bind first: a port in use should fail before the template work.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let node = local_node::LocalNode::start(data, node_slots()?, &envd, limits, options, &progress)
+        .await?;
     eprintln!("node gRPC API on {listen}");
     let node_id = format!("node-{}", std::process::id());
-    let served = NodeService::new(manager.clone(), node_id)
+    let served = NodeService::new(node.manager.clone(), node_id)
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
-    reaper.abort();
-    if options.keep_sandboxes_on_exit {
-        let kept = manager.detach_all().await;
-        manager.runtime().slots.drain().await?;
-        // The host firewall and masquerade stay: the sandboxes still run.
-        eprintln!("left {kept} sandboxes running for the next start to adopt");
-    } else {
-        manager.delete_all().await;
-        manager.runtime().slots.drain().await?;
-        manager.runtime().remove_host_network().await?;
-    }
+    node.stop().await?;
     served.context("serving gRPC")
 }
 

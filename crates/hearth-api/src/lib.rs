@@ -1,0 +1,22 @@
+//! hearth's control plane: the REST API the E2B SDKs call, teams and API
+//! keys, sandbox timeouts and placement onto nodes (over their gRPC API),
+//! and the proxy that carries sandbox traffic to the right VM.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod lifecycle;
+pub mod model;
+pub mod nodes;
+pub mod openapi;
+pub mod proxy;
+mod routes;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use config::ApiConfig;
+pub use nodes::{Node, Nodes};
+pub use state::AppState;
+pub use store::Store;

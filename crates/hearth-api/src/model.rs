@@ -1,0 +1,186 @@
+//! The JSON the SDKs send and receive, with E2B's keys (camelCase, except
+//! `allow_internet_access`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /sandboxes` and `POST /v2/sandboxes` (`NewSandbox`, `NewSandboxV2`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub auto_pause: bool,
+    /// v1 only: `false` starts envd without an access token.
+    pub secure: Option<bool>,
+    #[serde(rename = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+    pub network: Option<NetworkConfig>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+}
+
+/// `SandboxNetworkConfig`, as far as a node enforces it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_public_traffic: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_out: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_out: Vec<String>,
+}
+
+/// `PUT /sandboxes/{id}/network` (`SandboxNetworkUpdateConfig`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkUpdate {
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+    #[serde(rename = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+}
+
+/// `ConnectSandbox` (v1: `timeout` required) and `ConnectSandboxV2`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConnectSandbox {
+    pub timeout: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TimeoutRequest {
+    pub timeout: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RefreshRequest {
+    pub duration: Option<i64>,
+}
+
+/// The create and connect response (`Sandbox`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxCreated {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub envd_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envd_access_token: Option<String>,
+    pub traffic_access_token: Option<String>,
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+/// `ListedSandbox`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    pub started_at: String,
+    pub end_at: String,
+    pub cpu_count: i64,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: i64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: i64,
+    pub state: &'static str,
+    pub envd_version: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `SandboxDetail`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxDetail {
+    #[serde(flatten)]
+    pub listed: ListedSandbox,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envd_access_token: Option<String>,
+    pub allow_internet_access: Option<bool>,
+    pub domain: Option<String>,
+    pub network: serde_json::Value,
+    pub lifecycle: serde_json::Value,
+}
+
+/// `SandboxMetric`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxMetric {
+    pub timestamp: String,
+    pub timestamp_unix: i64,
+    pub cpu_count: i64,
+    pub cpu_used_pct: f64,
+    pub mem_used: i64,
+    pub mem_total: i64,
+    pub mem_cache: i64,
+    pub disk_used: i64,
+    pub disk_total: i64,
+}
+
+/// `Template`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "buildID")]
+    pub build_id: String,
+    pub cpu_count: i64,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: i64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: i64,
+    pub public: bool,
+    pub aliases: Vec<String>,
+    pub names: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub created_by: Option<serde_json::Value>,
+    pub last_spawned_at: Option<String>,
+    pub spawn_count: i64,
+    pub build_count: i64,
+    pub envd_version: String,
+    pub build_status: &'static str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewApiKey {
+    pub name: String,
+}
+
+/// `TeamAPIKey`, and `CreatedTeamAPIKey` when `key` is set.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub name: String,
+    pub mask: serde_json::Value,
+    pub created_at: String,
+    pub created_by: Option<serde_json::Value>,
+    pub last_used: Option<String>,
+}
+
+/// RFC 3339 with milliseconds and `Z`, which every SDK parses.
+pub fn timestamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,209 @@
+//! What a sandbox is using (read from its envd) and what its console said
+//! (kept by its node).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use hearth_proto::orchestrator::SandboxConsoleRequest;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use super::sandboxes::owned_sandbox;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, QueryPairs};
+use crate::model::{SandboxMetric, timestamp};
+use crate::proxy::ENVD_PORT;
+use crate::state::AppState;
+use crate::store::{SandboxRecord, now_ms};
+
+const MAX_IDS: usize = 100;
+const DEFAULT_LOG_LIMIT: i64 = 1000;
+
+/// envd's `GET /metrics` body.
+#[derive(Debug, Deserialize)]
+struct EnvdMetrics {
+    ts: i64,
+    cpu_count: i64,
+    cpu_used_pct: f64,
+    mem_total: i64,
+    mem_used: i64,
+    #[serde(default)]
+    mem_cache: i64,
+    disk_used: i64,
+    disk_total: i64,
+}
+
+async fn sample(app: &AppState, record: &SandboxRecord) -> ApiResult<SandboxMetric> {
+    let unavailable = |e: String| {
+        ApiError::Unavailable(format!(
+            "sandbox {} did not report its metrics: {e}",
+            record.sandbox_id
+        ))
+    };
+    let mut request = axum::http::Request::get(format!(
+        "http://{}:{ENVD_PORT}/metrics",
+        record.host_address
+    ));
+    if let Some(token) = &record.envd_access_token {
+        request = request.header("x-access-token", token);
+    }
+    let request = request
+        .body(Body::empty())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.upstream.send(&record.sandbox_id, request),
+    )
+    .await
+    .map_err(|_| unavailable("no answer in 10 s".into()))?
+    .map_err(|e| unavailable(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(unavailable(format!("envd answered {}", response.status())));
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .to_bytes();
+    let m: EnvdMetrics = serde_json::from_slice(&body).map_err(|e| unavailable(e.to_string()))?;
+    Ok(SandboxMetric {
+        timestamp: timestamp(m.ts * 1000),
+        timestamp_unix: m.ts,
+        cpu_count: m.cpu_count,
+        cpu_used_pct: m.cpu_used_pct,
+        mem_used: m.mem_used,
+        mem_total: m.mem_total,
+        mem_cache: m.mem_cache,
+        disk_used: m.disk_used,
+        disk_total: m.disk_total,
+    })
+}
+
+/// `GET /sandboxes/{id}/metrics`: a sample taken now, if it falls in the
+/// asked `start`..`end` (Unix seconds).
+pub async fn metrics(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Json<Vec<SandboxMetric>>> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    let start = query.int("start")?;
+    let end = query.int("end")?;
+    let metric = sample(&app, &record).await?;
+    let inside = start.is_none_or(|s| metric.timestamp_unix >= s)
+        && end.is_none_or(|e| metric.timestamp_unix <= e);
+    Ok(Json(if inside { vec![metric] } else { Vec::new() }))
+}
+
+/// `GET /sandboxes/metrics?sandbox_ids=a,b`.
+pub async fn metrics_of_many(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    query: QueryPairs,
+) -> ApiResult<Json<serde_json::Value>> {
+    let ids: Vec<&str> = query
+        .get("sandbox_ids")
+        .ok_or_else(|| ApiError::BadRequest("sandbox_ids is required".into()))?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IDS} sandbox_ids, got {}",
+            ids.len()
+        )));
+    }
+    let mut sandboxes = BTreeMap::new();
+    for id in ids {
+        // Unknown ids and sandboxes that do not answer are left out.
+        let Ok(record) = owned_sandbox(&app, &caller, id).await else {
+            continue;
+        };
+        if let Ok(metric) = sample(&app, &record).await {
+            sandboxes.insert(id.to_owned(), metric);
+        }
+    }
+    Ok(Json(serde_json::json!({ "sandboxes": sandboxes })))
+}
+
+/// The console's lines, oldest first.
+async fn console_lines(app: &AppState, record: &SandboxRecord) -> ApiResult<Vec<String>> {
+    let node = app.nodes.get(&record.node)?;
+    let console = node
+        .sandboxes()
+        .console(SandboxConsoleRequest {
+            sandbox_id: record.sandbox_id.clone(),
+        })
+        .await?
+        .into_inner();
+    Ok(String::from_utf8_lossy(&console.output)
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_owned())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+fn limit(query: &QueryPairs) -> ApiResult<usize> {
+    let limit = query.int("limit")?.unwrap_or(DEFAULT_LOG_LIMIT);
+    usize::try_from(limit)
+        .map_err(|_| ApiError::BadRequest(format!("limit must not be negative, got {limit}")))
+}
+
+/// `GET /sandboxes/{id}/logs` (`SandboxLogs`).
+pub async fn logs_v1(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Json<serde_json::Value>> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    let limit = limit(&query)?;
+    let lines = console_lines(&app, &record).await?;
+    let at = timestamp(now_ms());
+    let tail = &lines[lines.len().saturating_sub(limit)..];
+    let logs: Vec<_> = tail
+        .iter()
+        .map(|line| serde_json::json!({ "timestamp": at, "line": line }))
+        .collect();
+    let entries: Vec<_> = tail
+        .iter()
+        .map(|line| {
+            serde_json::json!({ "timestamp": at, "level": "info", "message": line, "fields": {} })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "logs": logs, "logEntries": entries }),
+    ))
+}
+
+/// `GET /v2/sandboxes/{id}/logs` (`SandboxLogsV2Response`).
+pub async fn logs_v2(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: QueryPairs,
+) -> ApiResult<Json<serde_json::Value>> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    let limit = limit(&query)?.min(1000);
+    let search = query.get("search");
+    let mut lines = console_lines(&app, &record).await?;
+    lines.retain(|l| search.is_none_or(|s| l.contains(s)));
+    if query.get("direction") == Some("backward") {
+        lines.reverse();
+    }
+    let at = timestamp(now_ms());
+    let logs: Vec<_> = lines
+        .iter()
+        .take(limit)
+        .map(|line| {
+            serde_json::json!({ "timestamp": at, "level": "info", "message": line, "fields": {} })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "logs": logs })))
+}

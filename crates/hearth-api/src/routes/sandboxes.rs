@@ -1,0 +1,386 @@
+//! Creating, connecting to, extending and killing sandboxes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hearth_proto::orchestrator::{
+    SandboxConfig, SandboxCreateRequest, SandboxDeleteRequest, SandboxGetRequest,
+    SandboxNetworkConfig, SandboxNetworkEgressConfig, SandboxUpdateRequest,
+};
+
+use crate::config::millis;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonBody};
+use crate::model::{
+    ConnectSandbox, NetworkConfig, NetworkUpdate, NewSandbox, RefreshRequest, SandboxCreated,
+    TimeoutRequest,
+};
+use crate::secrets;
+use crate::state::AppState;
+use crate::store::{SandboxRecord, now_ms};
+
+/// A node keeps a sandbox this much past its end, in case the control
+/// plane is down when it should kill it.
+const NODE_GRACE: Duration = Duration::from_secs(60);
+/// A create may wait for a start slot on the node and then boot under TCG.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The lifetime a refresh gives when it names none (E2B's default).
+const DEFAULT_REFRESH_SECONDS: i64 = 15;
+const MAX_REFRESH_SECONDS: i64 = 3600;
+/// The account commands run as unless the SDK names one, as in E2B's
+/// templates.
+const DEFAULT_USER: &str = "user";
+
+fn proto_time(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn internal(context: &str) -> impl FnOnce(getrandom::Error) -> ApiError + '_ {
+    move |e| ApiError::Internal(format!("{context}: {e}"))
+}
+
+/// The caller's sandbox `id`; another team's is as absent as a missing one.
+pub async fn owned_sandbox(app: &AppState, caller: &Caller, id: &str) -> ApiResult<SandboxRecord> {
+    match app.store.sandbox(id).await? {
+        Some(record) if record.team_id == caller.team.team_id => Ok(record),
+        _ => Err(ApiError::sandbox_not_found(id)),
+    }
+}
+
+pub fn created(app: &AppState, record: &SandboxRecord) -> SandboxCreated {
+    SandboxCreated {
+        template_id: record.template_id.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        client_id: record.client_id.clone(),
+        envd_version: record.envd_version.clone(),
+        envd_access_token: record.envd_access_token.clone(),
+        traffic_access_token: record.traffic_access_token.clone(),
+        domain: app.config.domain.clone(),
+        alias: record.alias.clone(),
+    }
+}
+
+pub async fn create_v1(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    body: JsonBody<NewSandbox>,
+) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+    create(state, caller, body).await
+}
+
+pub async fn create_v2(
+    state: State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(mut body): JsonBody<NewSandbox>,
+) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+    // v2 sandboxes are always secured.
+    body.secure = None;
+    create(state, caller, JsonBody(body)).await
+}
+
+async fn create(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewSandbox>,
+) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+    let timeout = app.config.timeout(body.timeout)?;
+    if body.auto_pause {
+        return Err(ApiError::BadRequest(
+            "autoPause is not supported: hearth kills sandboxes at their timeout".into(),
+        ));
+    }
+    let template = match app.store.template(&body.template_id).await? {
+        Some(t) if t.visible_to(&caller.team.team_id) => t,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "template '{}' not found",
+                body.template_id
+            )));
+        }
+    };
+    let running = app.store.count_sandboxes_of(&caller.team.team_id).await?;
+    if running >= caller.team.max_sandboxes {
+        return Err(ApiError::TooManyRequests(format!(
+            "your team runs {running} sandboxes, its limit is {}: kill some first",
+            caller.team.max_sandboxes
+        )));
+    }
+    let network = body.network.clone().unwrap_or_default();
+    let allow_internet = body.allow_internet_access.unwrap_or(true);
+    let sandbox_id = secrets::sandbox_id().map_err(internal("sandbox id"))?;
+    let envd_access_token = if body.secure == Some(false) {
+        None
+    } else {
+        Some(secrets::access_token().map_err(internal("access token"))?)
+    };
+    let traffic_access_token = if network.allow_public_traffic == Some(false) {
+        Some(secrets::access_token().map_err(internal("access token"))?)
+    } else {
+        None
+    };
+    let alias = template
+        .aliases
+        .iter()
+        .find(|a| **a == body.template_id)
+        .or(template.aliases.first())
+        .cloned();
+    let started_at = now_ms();
+    let end_at = started_at + millis(timeout);
+    let node = app.nodes.place().await?;
+    let config = SandboxConfig {
+        template_id: template.template_id.clone(),
+        build_id: String::new(),
+        sandbox_id: sandbox_id.clone(),
+        env_vars: body
+            .env_vars
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        metadata: body
+            .metadata
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        alias: alias.clone().unwrap_or_default(),
+        envd_version: template.envd_version.clone(),
+        vcpu: 0,
+        ram_mb: 0,
+        team_id: caller.team.team_id.clone(),
+        envd_access_token: envd_access_token.clone(),
+        execution_id: secrets::uuid(),
+        allow_internet_access: Some(allow_internet),
+        network: Some(SandboxNetworkConfig {
+            egress: Some(SandboxNetworkEgressConfig {
+                allowed_cidrs: network.allow_out.clone(),
+                denied_cidrs: network.deny_out.clone(),
+            }),
+        }),
+        default_user: DEFAULT_USER.into(),
+    };
+    let mut request = tonic::Request::new(SandboxCreateRequest {
+        sandbox: Some(config),
+        start_time: Some(proto_time(started_at)),
+        end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
+    });
+    request.set_timeout(CREATE_TIMEOUT);
+    let mut client = node.sandboxes();
+    let response = client.create(request).await?.into_inner();
+    let shape = client
+        .get(SandboxGetRequest {
+            sandbox_id: sandbox_id.clone(),
+        })
+        .await;
+    let (cpu_count, memory_mb, build_id) = match &shape {
+        Ok(s) => {
+            let s = s.get_ref();
+            (s.vcpu, s.ram_mb, s.build_id.clone())
+        }
+        Err(_) => (
+            template.cpu_count,
+            template.memory_mb,
+            template.build_id.clone(),
+        ),
+    };
+    let record = SandboxRecord {
+        sandbox_id: sandbox_id.clone(),
+        team_id: caller.team.team_id.clone(),
+        template_id: template.template_id.clone(),
+        alias,
+        build_id,
+        node: node.name.clone(),
+        client_id: response.client_id,
+        host_address: response.host_address,
+        envd_version: template.envd_version.clone(),
+        envd_access_token,
+        traffic_access_token,
+        allow_internet,
+        network: serde_json::to_value(&network).unwrap_or_default(),
+        metadata: body.metadata.unwrap_or_default(),
+        cpu_count,
+        memory_mb,
+        disk_size_mb: template.disk_size_mb,
+        started_at,
+        end_at,
+    };
+    if let Err(error) = app.store.insert_sandbox(&record).await {
+        // No row, so no VM either: a failed create leaves nothing behind.
+        let _ = client.delete(SandboxDeleteRequest { sandbox_id }).await;
+        return Err(error.into());
+    }
+    if let Err(error) = app.store.template_spawned(&template.template_id).await {
+        tracing::warn!(%error, "counting a template spawn failed");
+    }
+    tracing::info!(sandbox = %record.sandbox_id, team = %record.team_id, node = %record.node, "sandbox created");
+    Ok((StatusCode::CREATED, Json(created(&app, &record))))
+}
+
+/// Tells the node the sandbox's new end (plus grace).
+async fn push_end(app: &AppState, record: &SandboxRecord, end_at: i64) -> ApiResult<()> {
+    let node = app.nodes.get(&record.node)?;
+    node.sandboxes()
+        .update(SandboxUpdateRequest {
+            sandbox_id: record.sandbox_id.clone(),
+            end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
+            egress: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// `POST /sandboxes/{id}/connect` and v2: the sandbox is running, so this
+/// only extends its end (never shortens it) and returns how to reach it.
+pub async fn connect(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ConnectSandbox>,
+) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+    let mut record = owned_sandbox(&app, &caller, &id).await?;
+    if body.timeout.is_some() {
+        let timeout = app.config.timeout(body.timeout)?;
+        let end_at = now_ms() + millis(timeout);
+        if end_at > record.end_at {
+            push_end(&app, &record, end_at).await?;
+            app.store.set_sandbox_end(&id, end_at).await?;
+            record.end_at = end_at;
+        }
+    }
+    Ok((StatusCode::OK, Json(created(&app, &record))))
+}
+
+pub async fn set_timeout(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TimeoutRequest>,
+) -> ApiResult<StatusCode> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    let timeout = app.config.timeout(Some(body.timeout))?;
+    let end_at = now_ms() + millis(timeout);
+    push_end(&app, &record, end_at).await?;
+    app.store.set_sandbox_end(&id, end_at).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn refresh(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RefreshRequest>,
+) -> ApiResult<StatusCode> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    let seconds = body.duration.unwrap_or(DEFAULT_REFRESH_SECONDS);
+    if !(0..=MAX_REFRESH_SECONDS).contains(&seconds) {
+        return Err(ApiError::BadRequest(format!(
+            "duration must be 0 to {MAX_REFRESH_SECONDS} seconds, got {seconds}"
+        )));
+    }
+    let end_at = now_ms() + seconds * 1000;
+    if end_at > record.end_at {
+        push_end(&app, &record, end_at).await?;
+        app.store.set_sandbox_end(&id, end_at).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn update_network(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<NetworkUpdate>,
+) -> ApiResult<StatusCode> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    let mut network: NetworkConfig =
+        serde_json::from_value(record.network.clone()).unwrap_or_default();
+    if let Some(allow_out) = body.allow_out {
+        network.allow_out = allow_out;
+    }
+    if let Some(deny_out) = body.deny_out {
+        network.deny_out = deny_out;
+    }
+    let allow_internet = body.allow_internet_access.unwrap_or(record.allow_internet);
+    // The node's egress is "internet or not, plus CIDR lists"; internet off
+    // is the node denying everything the allow list does not name.
+    let mut denied = network.deny_out.clone();
+    if !allow_internet && !denied.iter().any(|c| c == "0.0.0.0/0") {
+        denied.push("0.0.0.0/0".into());
+    }
+    let node = app.nodes.get(&record.node)?;
+    node.sandboxes()
+        .update(SandboxUpdateRequest {
+            sandbox_id: id.clone(),
+            end_time: None,
+            egress: Some(SandboxNetworkEgressConfig {
+                allowed_cidrs: network.allow_out.clone(),
+                denied_cidrs: denied,
+            }),
+        })
+        .await?;
+    app.store
+        .set_sandbox_network(
+            &id,
+            allow_internet,
+            &serde_json::to_value(&network).unwrap_or_default(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Kills a sandbox on its node and forgets it. A node that no longer has
+/// it (it died) is not an error.
+pub async fn remove(app: &AppState, record: &SandboxRecord) -> ApiResult<()> {
+    app.upstream.forget(&record.sandbox_id);
+    let Some(node) = app.nodes.find(&record.node) else {
+        // Its node left the cluster, and its VMs with it.
+        app.store.delete_sandbox(&record.sandbox_id).await?;
+        return Ok(());
+    };
+    match node
+        .sandboxes()
+        .delete(SandboxDeleteRequest {
+            sandbox_id: record.sandbox_id.clone(),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::NotFound => {}
+        Err(status) => return Err(status.into()),
+    }
+    app.store.delete_sandbox(&record.sandbox_id).await?;
+    Ok(())
+}
+
+pub async fn kill(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    remove(&app, &record).await?;
+    tracing::info!(sandbox = %id, "sandbox killed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn detail(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::model::SandboxDetail>> {
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    Ok(Json(crate::model::SandboxDetail {
+        listed: super::listing::listed(&record),
+        envd_access_token: record.envd_access_token.clone(),
+        allow_internet_access: Some(record.allow_internet),
+        domain: app.config.domain.clone(),
+        network: record.network.clone(),
+        lifecycle: serde_json::json!({ "autoResume": false, "onTimeout": "kill" }),
+    }))
+}

@@ -1,0 +1,29 @@
+//! What every request handler shares.
+
+use crate::config::ApiConfig;
+use crate::extract::KeyTouches;
+use crate::nodes::Nodes;
+use crate::proxy::Upstream;
+use crate::store::Store;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub nodes: Nodes,
+    pub config: ApiConfig,
+    pub key_touches: KeyTouches,
+    /// HTTP client for sandbox traffic and envd's metrics.
+    pub upstream: Upstream,
+}
+
+impl AppState {
+    pub fn new(store: Store, nodes: Nodes, config: ApiConfig) -> Self {
+        Self {
+            store,
+            nodes,
+            config,
+            key_touches: KeyTouches::default(),
+            upstream: Upstream::new(),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The schema, as numbered steps applied once each, in order, at start.
+
+use sqlx::{AnyConnection, AnyPool, Connection};
+
+use super::{Backend, StoreResult};
+
+/// Each step is a list of statements; a step never changes once released.
+const STEPS: &[&[&str]] = &[&[
+    "CREATE TABLE teams (
+        team_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        max_sandboxes BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        key_prefix TEXT NOT NULL,
+        key_suffix TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used_at BIGINT
+    )",
+    "CREATE INDEX api_keys_team ON api_keys (team_id)",
+    "CREATE TABLE templates (
+        template_id TEXT PRIMARY KEY,
+        team_id TEXT,
+        public BIGINT NOT NULL,
+        build_id TEXT NOT NULL,
+        cpu_count BIGINT NOT NULL,
+        memory_mb BIGINT NOT NULL,
+        disk_size_mb BIGINT NOT NULL,
+        envd_version TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        last_spawned_at BIGINT,
+        spawn_count BIGINT NOT NULL
+    )",
+    "CREATE TABLE template_aliases (
+        alias TEXT PRIMARY KEY,
+        template_id TEXT NOT NULL
+    )",
+    "CREATE TABLE sandboxes (
+        sandbox_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        template_id TEXT NOT NULL,
+        alias TEXT,
+        build_id TEXT NOT NULL,
+        node TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        host_address TEXT NOT NULL,
+        envd_version TEXT NOT NULL,
+        envd_access_token TEXT,
+        traffic_access_token TEXT,
+        allow_internet BIGINT NOT NULL,
+        network TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        cpu_count BIGINT NOT NULL,
+        memory_mb BIGINT NOT NULL,
+        disk_size_mb BIGINT NOT NULL,
+        started_at BIGINT NOT NULL,
+        end_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX sandboxes_team ON sandboxes (team_id)",
+    "CREATE INDEX sandboxes_end ON sandboxes (end_at)",
+]];
+
+/// Any number, the same in every hearth: the PostgreSQL advisory lock that
+/// makes control planes starting together migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x6865_6172_7468;
+
+pub async fn apply(pool: &AnyPool, backend: Backend) -> StoreResult<()> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let applied = apply_steps(&mut conn).await;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    applied
+}
+
+async fn apply_steps(conn: &mut AnyConnection) -> StoreResult<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS hearth_schema (step BIGINT PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await?;
+    for (index, statements) in STEPS.iter().enumerate() {
+        let step = i64::try_from(index).unwrap_or(i64::MAX);
+        let mut tx = conn.begin().await?;
+        let claimed =
+            sqlx::query("INSERT INTO hearth_schema (step) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(step)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            continue;
+        }
+        for statement in *statements {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}

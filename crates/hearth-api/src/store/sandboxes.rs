@@ -1,0 +1,170 @@
+//! Running sandboxes: which team owns each, which node runs it, and when
+//! it ends.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{SandboxRecord, Store, StoreError, StoreResult};
+
+fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
+    let corrupt = |what, error: serde_json::Error| StoreError::Corrupt {
+        what,
+        detail: error.to_string(),
+    };
+    let network: String = row.try_get("network")?;
+    let metadata: String = row.try_get("metadata")?;
+    Ok(SandboxRecord {
+        sandbox_id: row.try_get("sandbox_id")?,
+        team_id: row.try_get("team_id")?,
+        template_id: row.try_get("template_id")?,
+        alias: row.try_get("alias")?,
+        build_id: row.try_get("build_id")?,
+        node: row.try_get("node")?,
+        client_id: row.try_get("client_id")?,
+        host_address: row.try_get("host_address")?,
+        envd_version: row.try_get("envd_version")?,
+        envd_access_token: row.try_get("envd_access_token")?,
+        traffic_access_token: row.try_get("traffic_access_token")?,
+        allow_internet: row.try_get::<i64, _>("allow_internet")? != 0,
+        network: serde_json::from_str(&network).map_err(|e| corrupt("sandbox network", e))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("sandbox metadata", e))?,
+        cpu_count: row.try_get("cpu_count")?,
+        memory_mb: row.try_get("memory_mb")?,
+        disk_size_mb: row.try_get("disk_size_mb")?,
+        started_at: row.try_get("started_at")?,
+        end_at: row.try_get("end_at")?,
+    })
+}
+
+impl Store {
+    pub async fn insert_sandbox(&self, record: &SandboxRecord) -> StoreResult<()> {
+        let metadata =
+            serde_json::to_string(&record.metadata).map_err(|e| StoreError::Corrupt {
+                what: "sandbox metadata",
+                detail: e.to_string(),
+            })?;
+        sqlx::query(
+            "INSERT INTO sandboxes (sandbox_id, team_id, template_id, alias, build_id, node,
+                client_id, host_address, envd_version, envd_access_token, traffic_access_token,
+                allow_internet, network, metadata, cpu_count, memory_mb, disk_size_mb,
+                started_at, end_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                $17, $18, $19)",
+        )
+        .bind(&record.sandbox_id)
+        .bind(&record.team_id)
+        .bind(&record.template_id)
+        .bind(&record.alias)
+        .bind(&record.build_id)
+        .bind(&record.node)
+        .bind(&record.client_id)
+        .bind(&record.host_address)
+        .bind(&record.envd_version)
+        .bind(&record.envd_access_token)
+        .bind(&record.traffic_access_token)
+        .bind(i64::from(record.allow_internet))
+        .bind(record.network.to_string())
+        .bind(metadata)
+        .bind(record.cpu_count)
+        .bind(record.memory_mb)
+        .bind(record.disk_size_mb)
+        .bind(record.started_at)
+        .bind(record.end_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn sandbox(&self, sandbox_id: &str) -> StoreResult<Option<SandboxRecord>> {
+        sqlx::query("SELECT * FROM sandboxes WHERE sandbox_id = $1")
+            .bind(sandbox_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(sandbox)
+            .transpose()
+    }
+
+    /// A team's sandboxes, newest first.
+    pub async fn sandboxes_of(&self, team_id: &str) -> StoreResult<Vec<SandboxRecord>> {
+        sqlx::query(
+            "SELECT * FROM sandboxes WHERE team_id = $1 ORDER BY started_at DESC, sandbox_id",
+        )
+        .bind(team_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(sandbox)
+        .collect()
+    }
+
+    /// Every sandbox on `node`.
+    pub async fn sandboxes_on(&self, node: &str) -> StoreResult<Vec<SandboxRecord>> {
+        sqlx::query("SELECT * FROM sandboxes WHERE node = $1")
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sandbox)
+            .collect()
+    }
+
+    pub async fn count_sandboxes_of(&self, team_id: &str) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sandboxes WHERE team_id = $1")
+            .bind(team_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Sandboxes whose end time is at or before `now_ms`.
+    pub async fn sandboxes_ended(&self, now_ms: i64) -> StoreResult<Vec<SandboxRecord>> {
+        sqlx::query("SELECT * FROM sandboxes WHERE end_at <= $1")
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sandbox)
+            .collect()
+    }
+
+    /// Whether the sandbox existed.
+    pub async fn set_sandbox_end(&self, sandbox_id: &str, end_at: i64) -> StoreResult<bool> {
+        let updated = sqlx::query("UPDATE sandboxes SET end_at = $1 WHERE sandbox_id = $2")
+            .bind(end_at)
+            .bind(sandbox_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// Whether the sandbox existed.
+    pub async fn set_sandbox_network(
+        &self,
+        sandbox_id: &str,
+        allow_internet: bool,
+        network: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE sandboxes SET allow_internet = $1, network = $2 WHERE sandbox_id = $3",
+        )
+        .bind(i64::from(allow_internet))
+        .bind(network.to_string())
+        .bind(sandbox_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// Whether the sandbox existed.
+    pub async fn delete_sandbox(&self, sandbox_id: &str) -> StoreResult<bool> {
+        let deleted = sqlx::query("DELETE FROM sandboxes WHERE sandbox_id = $1")
+            .bind(sandbox_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+}

@@ -1,0 +1,507 @@
+//! The REST API over a fake node: statuses, bodies, auth, teams, pages,
+//! timeouts and failure paths that must leave nothing half-made.
+
+mod common;
+
+use common::{Harness, TestResult, assert_error, template};
+use hearth_api::{ApiConfig, Node};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn health_and_openapi_need_no_key_and_everything_else_does() -> TestResult {
+    let h = Harness::start().await?;
+    let health = h.http.get(format!("{}/health", h.url)).send().await?;
+    assert_eq!(health.status(), 204);
+    let doc: Value = h
+        .http
+        .get(format!("{}/openapi.json", h.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(doc["paths"]["/v2/sandboxes"]["post"].is_object());
+    for (method, path) in [
+        (Method::GET, "/v2/sandboxes"),
+        (Method::POST, "/v2/sandboxes"),
+        (Method::DELETE, "/sandboxes/abc"),
+        (Method::GET, "/templates"),
+        (Method::POST, "/api-keys"),
+    ] {
+        let url = format!("{}{path}", h.url);
+        assert_error(h.http.request(method.clone(), &url).send().await?, 401).await?;
+        let wrong = h
+            .http
+            .request(method, &url)
+            .header("X-API-Key", "e2b_00")
+            .send()
+            .await?;
+        assert_error(wrong, 401).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_answers_201_with_what_the_sdks_need_and_tells_the_node_everything() -> TestResult {
+    let h = Harness::start().await?;
+    let response = h
+        .request(Method::POST, "/v2/sandboxes")
+        .json(&json!({
+            "templateID": "base", "timeout": 60, "metadata": {"a": "b"}, "envVars": {"X": "1"},
+            "allow_internet_access": false,
+            "network": {"allowOut": ["1.1.1.1/32"], "denyOut": ["8.8.8.0/24"]},
+        }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await?;
+    let id = body["sandboxID"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(id.len(), 20);
+    assert_eq!(body["templateID"], "base");
+    assert_eq!(body["clientID"], "fake-node");
+    assert_eq!(body["envdVersion"], "0.6.5");
+    assert!(
+        body["envdAccessToken"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 32)
+    );
+    assert!(body["trafficAccessToken"].is_null());
+
+    let node = h
+        .node
+        .state()
+        .sandboxes
+        .get(&id)
+        .cloned()
+        .ok_or("not on the node")?;
+    let config = node.config.ok_or("no config")?;
+    assert_eq!(config.env_vars.get("X").map(String::as_str), Some("1"));
+    assert_eq!(config.metadata.get("a").map(String::as_str), Some("b"));
+    assert_eq!(config.allow_internet_access, Some(false));
+    assert_eq!(config.default_user, "user");
+    assert_eq!(
+        config.envd_access_token.as_deref(),
+        body["envdAccessToken"].as_str()
+    );
+    let egress = config.network.and_then(|n| n.egress).ok_or("no egress")?;
+    assert_eq!(egress.allowed_cidrs, ["1.1.1.1/32"]);
+    assert_eq!(egress.denied_cidrs, ["8.8.8.0/24"]);
+    // The node's own end is the API's plus a grace period.
+    let start = node.start_time.ok_or("no start")?.seconds;
+    let end = node.end_time.ok_or("no end")?.seconds;
+    assert!((115..=125).contains(&(end - start)), "{}", end - start);
+
+    let detail: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(detail["sandboxID"], id.as_str());
+    assert_eq!(detail["state"], "running");
+    assert_eq!(detail["metadata"], json!({"a": "b"}));
+    assert_eq!(detail["allowInternetAccess"], false);
+    assert_eq!(
+        (detail["cpuCount"].clone(), detail["memoryMB"].clone()),
+        (json!(2), json!(512))
+    );
+
+    let kill = h
+        .request(Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await?;
+    assert_eq!(kill.status(), 204);
+    assert!(h.node.state().deleted.contains(&id));
+    assert_error(
+        h.request(Method::DELETE, &format!("/sandboxes/{id}"))
+            .send()
+            .await?,
+        404,
+    )
+    .await?;
+    assert_error(
+        h.request(Method::GET, &format!("/sandboxes/{id}"))
+            .send()
+            .await?,
+        404,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_leaves_no_row_and_no_vm() -> TestResult {
+    let h = Harness::with_config(ApiConfig {
+        max_timeout: std::time::Duration::from_secs(3600),
+        ..ApiConfig::default()
+    })
+    .await?;
+    h.node.state().failing_templates.push("broken".into());
+    h.state
+        .store
+        .put_template(&template("broken", None))
+        .await?;
+    let cases: Vec<(&[u8], u16)> = vec![
+        (b"{not json", 400),
+        (b"[]", 400),
+        (br#"{"timeout": 5}"#, 400),
+        (br#"{"templateID": "nope"}"#, 404),
+        (br#"{"templateID": "base", "timeout": -5}"#, 400),
+        (br#"{"templateID": "base", "timeout": 3601}"#, 400),
+        (br#"{"templateID": "base", "autoPause": true}"#, 400),
+        (
+            br#"{"templateID": "base", "network": {"denyOut": ["bogus"]}}"#,
+            400,
+        ),
+        (br#"{"templateID": "broken"}"#, 500),
+    ];
+    for (body, status) in cases {
+        let response = h
+            .request(Method::POST, "/v2/sandboxes")
+            .header("Content-Type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await?;
+        assert_error(response, status).await?;
+    }
+    assert!(h.node.state().sandboxes.is_empty());
+    assert_eq!(h.state.store.count_sandboxes_of(&h.team_id).await?, 0);
+    assert_error(h.request(Method::GET, "/no/such/path").send().await?, 404).await?;
+    assert_error(h.request(Method::PUT, "/v2/sandboxes").send().await?, 405).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_that_is_down_is_503_and_nothing_is_recorded() -> TestResult {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", closed.local_addr()?);
+    drop(closed);
+    let (fake, _) = common::FakeNode::start().await?;
+    let h = Harness::over(
+        fake,
+        vec![Node::new("down", &address)?],
+        ApiConfig::default(),
+    )
+    .await?;
+    let response = h
+        .request(Method::POST, "/v2/sandboxes")
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await?;
+    assert_error(response, 503).await?;
+    assert_eq!(h.state.store.count_sandboxes_of(&h.team_id).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn teams_are_isolated_and_limited() -> TestResult {
+    let h = Harness::start().await?;
+    let mine = h.create(json!({})).await?;
+    let other = h.other_team(1).await?;
+    let as_other = |method: Method, path: &str| {
+        h.http
+            .request(method, format!("{}{path}", h.url))
+            .header("X-API-Key", &other)
+    };
+    let listed: Value = as_other(Method::GET, "/v2/sandboxes")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed, json!([]));
+    for (method, path) in [
+        (Method::GET, format!("/sandboxes/{mine}")),
+        (Method::DELETE, format!("/sandboxes/{mine}")),
+        (Method::POST, format!("/sandboxes/{mine}/timeout")),
+        (Method::POST, format!("/v2/sandboxes/{mine}/connect")),
+        (Method::GET, format!("/sandboxes/{mine}/logs")),
+    ] {
+        let response = as_other(method, &path)
+            .json(&json!({"timeout": 1}))
+            .send()
+            .await?;
+        assert_error(response, 404).await?;
+    }
+    assert!(h.node.state().sandboxes.contains_key(&mine));
+    // The other team may run one sandbox.
+    let first = as_other(Method::POST, "/v2/sandboxes")
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await?;
+    assert_eq!(first.status(), 201);
+    let second = as_other(Method::POST, "/v2/sandboxes")
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await?;
+    assert_error(second, 429).await?;
+    // A team's private template is invisible to others.
+    h.state
+        .store
+        .put_template(&template("private", Some(&h.team_id)))
+        .await?;
+    let theirs = as_other(Method::POST, "/v2/sandboxes")
+        .json(&json!({"templateID": "private"}))
+        .send()
+        .await?;
+    assert_error(theirs, 404).await?;
+    assert_error(
+        as_other(Method::GET, "/templates/aliases/private")
+            .send()
+            .await?,
+        403,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_filters_and_pages_with_next_token() -> TestResult {
+    let h = Harness::start().await?;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            h.create(json!({"metadata": {"n": i.to_string(), "user id": "a&b=c"}}))
+                .await?,
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = "/v2/sandboxes?limit=2".to_owned();
+        if let Some(t) = &token {
+            path += &format!("&nextToken={t}");
+        }
+        let response = h.request(Method::GET, &path).send().await?;
+        assert_eq!(response.headers()["x-total-running"], "5");
+        token = response
+            .headers()
+            .get("x-next-token")
+            .map(|v| v.to_str().unwrap_or_default().to_owned());
+        let page: Vec<Value> = response.json().await?;
+        seen.extend(
+            page.iter()
+                .map(|s| s["sandboxID"].as_str().unwrap_or_default().to_owned()),
+        );
+        pages += 1;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    let asc: Vec<Value> = h
+        .request(Method::GET, "/v2/sandboxes?order=asc&limit=1")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(asc[0]["sandboxID"], ids[0].as_str());
+    // The SDKs encode metadata filters twice: `user id` → `user%2520id` on the wire.
+    let filtered: Vec<Value> = h
+        .request(
+            Method::GET,
+            "/v2/sandboxes?metadata=n%3D3%26user%2520id%3Da%2526b%253Dc",
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0]["sandboxID"], ids[3].as_str());
+    let paused: Vec<Value> = h
+        .request(Method::GET, "/v2/sandboxes?state=paused")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(paused.is_empty());
+    let v1: Vec<Value> = h
+        .request(Method::GET, "/sandboxes?metadata=n%3D1")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v1.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn timeouts_extend_shorten_and_kill() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({"timeout": 100})).await?;
+    let end = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["endAt"].as_str().unwrap_or_default())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default()
+    };
+    let before = end(&h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?);
+    // Connect with a shorter timeout leaves the end alone; a longer one extends it.
+    let connect = h
+        .request(Method::POST, &format!("/v2/sandboxes/{id}/connect"))
+        .json(&json!({"timeout": 10}))
+        .send()
+        .await?;
+    assert_eq!(connect.status(), 200);
+    let same = end(&h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?);
+    assert_eq!(same, before);
+    h.request(Method::POST, &format!("/v2/sandboxes/{id}/connect"))
+        .json(&json!({"timeout": 1000}))
+        .send()
+        .await?;
+    let later = end(&h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?);
+    assert!(later > before + 800_000);
+    assert!(!h.node.state().updates.is_empty());
+    let refresh = h
+        .request(Method::POST, &format!("/sandboxes/{id}/refreshes"))
+        .json(&json!({"duration": 4000}))
+        .send()
+        .await?;
+    assert_error(refresh, 400).await?;
+    // A timeout may shorten; the enforcer then kills it on the node.
+    let set = h
+        .request(Method::POST, &format!("/sandboxes/{id}/timeout"))
+        .json(&json!({"timeout": 0}))
+        .send()
+        .await?;
+    assert_eq!(set.status(), 204);
+    hearth_api::lifecycle::kill_ended(&h.state).await;
+    assert!(h.node.state().deleted.contains(&id));
+    assert_error(
+        h.request(Method::GET, &format!("/sandboxes/{id}"))
+            .send()
+            .await?,
+        404,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sandboxes_their_node_lost_are_forgotten() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({})).await?;
+    h.node.state().sandboxes.remove(&id);
+    hearth_api::lifecycle::reconcile(&h.state).await;
+    assert_error(
+        h.request(Method::GET, &format!("/sandboxes/{id}"))
+            .send()
+            .await?,
+        404,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn logs_come_from_the_console_and_templates_are_listed() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({})).await?;
+    let v1: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}/logs"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v1["logs"][1]["line"], "hearth-init: starting envd");
+    assert_eq!(v1["logEntries"][0]["level"], "info");
+    let v2: Value = h
+        .request(Method::GET, &format!("/v2/sandboxes/{id}/logs?search=envd"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v2["logs"].as_array().map(Vec::len), Some(1));
+    let templates: Vec<Value> = h
+        .request(Method::GET, "/templates")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let base: Vec<&Value> = templates
+        .iter()
+        .filter(|t| t["templateID"] == "base")
+        .collect();
+    assert_eq!(base.len(), 1);
+    assert!(base[0]["spawnCount"].as_i64().is_some_and(|n| n >= 1));
+    assert_eq!(base[0]["public"], true);
+    assert_error(
+        h.request(Method::DELETE, "/templates/base").send().await?,
+        403,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_stored_hashed_and_revocable() -> TestResult {
+    let h = Harness::start().await?;
+    let created: Value = h
+        .request(Method::POST, "/api-keys")
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = created["key"].as_str().ok_or("no key")?.to_owned();
+    assert!(key.starts_with("e2b_") && key.len() == 44);
+    let listed: Vec<Value> = h
+        .request(Method::GET, "/api-keys")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|k| k.get("key").is_none()));
+    let teams: Value = h
+        .http
+        .get(format!("{}/teams", h.url))
+        .header("X-API-Key", &key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(teams[0]["teamID"], h.team_id.as_str());
+    assert_eq!(teams[0]["apiKey"], key.as_str());
+    assert_error(
+        h.request(Method::POST, "/api-keys")
+            .json(&json!({"name": ""}))
+            .send()
+            .await?,
+        400,
+    )
+    .await?;
+    let id = created["id"].as_str().ok_or("no id")?;
+    assert_eq!(
+        h.request(Method::DELETE, &format!("/api-keys/{id}"))
+            .send()
+            .await?
+            .status(),
+        204
+    );
+    let revoked = h
+        .http
+        .get(format!("{}/v2/sandboxes", h.url))
+        .header("X-API-Key", &key)
+        .send()
+        .await?;
+    assert_error(revoked, 401).await?;
+    Ok(())
+}

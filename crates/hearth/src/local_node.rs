@@ -1,0 +1,92 @@
+//! Starting and stopping the node orchestrator inside this process: the
+//! runtime, the base template, recovery of a previous run, the slot pool,
+//! the sandbox manager and its reaper. `hearth node` serves it over gRPC
+//! alone; `hearth up` puts the control plane in front of it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_guest::Progress;
+use hearth_net::SlotNaming;
+use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime, SandboxManager};
+use hearth_vmm::Template;
+
+/// How a node runs, besides its limits.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeOptions {
+    /// Network slots kept ready for new sandboxes.
+    pub slot_pool: usize,
+    /// On exit, leave sandboxes running for the next start to adopt.
+    pub keep_sandboxes_on_exit: bool,
+}
+
+/// A running node.
+pub struct LocalNode {
+    pub manager: Arc<SandboxManager>,
+    pub template: Template,
+    options: NodeOptions,
+    reaper: tokio::task::JoinHandle<()>,
+}
+
+impl LocalNode {
+    pub async fn start(
+        data: DataDir,
+        naming: SlotNaming,
+        envd: &Path,
+        limits: NodeLimits,
+        options: NodeOptions,
+        progress: &Progress,
+    ) -> anyhow::Result<Self> {
+        let mut runtime = NodeRuntime::open(data, naming, progress).await?;
+        progress.say(&format!(
+            "accelerator: {} ({})",
+            runtime.accel.accel, runtime.accel.reason
+        ));
+        let (template, _) = runtime.ensure_base_template(envd, progress).await?;
+        if options.keep_sandboxes_on_exit {
+            // A terminal's Ctrl-C must reach the node only, not its VMs.
+            runtime.vmm = runtime.vmm.clone().with_own_process_groups();
+        }
+        // Sandboxes of a previous run that still run are taken over;
+        // whatever else it left is removed.
+        let recovery = runtime.recover().await?;
+        let reclaimed = recovery.reclaimed;
+        runtime.prepare_host_network().await?;
+        runtime.keep_slots_ready(options.slot_pool);
+        let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
+        manager.register_template(template.clone());
+        let adopted = manager.adopt(recovery.adopted).await;
+        if adopted > 0 || reclaimed != Default::default() {
+            progress.say(&format!(
+                "previous run: adopted {adopted} running sandboxes; cleaned up {} sandboxes ({} QEMU processes) and {} network slots",
+                reclaimed.run_dirs, reclaimed.processes, reclaimed.slots
+            ));
+        }
+        let reaper = tokio::spawn(manager.clone().reap(Duration::from_secs(1)));
+        Ok(Self {
+            manager,
+            template,
+            options,
+            reaper,
+        })
+    }
+
+    /// Stops the node: its sandboxes are deleted, or left running for the
+    /// next start when the options say so.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.reaper.abort();
+        let runtime = self.manager.runtime();
+        if self.options.keep_sandboxes_on_exit {
+            let kept = self.manager.detach_all().await;
+            runtime.slots.drain().await?;
+            // The host firewall and masquerade stay: the sandboxes still run.
+            eprintln!("left {kept} sandboxes running for the next start to adopt");
+        } else {
+            self.manager.delete_all().await;
+            runtime.slots.drain().await?;
+            runtime.remove_host_network().await?;
+        }
+        Ok(())
+    }
+}

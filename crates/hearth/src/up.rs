@@ -1,0 +1,257 @@
+//! `hearth up`: a whole node in one process. The node orchestrator serves
+//! its gRPC API on a loopback port only this process uses, and the
+//! control plane (REST API and sandbox proxy) calls it there, the same way
+//! it calls the nodes of a cluster.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hearth_api::store::TemplateRecord;
+use hearth_api::{ApiConfig, AppState, Node, Nodes, Store};
+use hearth_guest::Progress;
+use hearth_net::SlotNaming;
+use hearth_orchestrator::grpc::NodeService;
+use hearth_orchestrator::{DataDir, NodeLimits};
+
+use crate::local_node::{LocalNode, NodeOptions};
+
+/// The name the store gives this process's node.
+const LOCAL_NODE: &str = "local";
+/// How long open connections (streams, watches) may keep Ctrl-C waiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub listen: SocketAddr,
+    pub envd: PathBuf,
+    pub naming: SlotNaming,
+    pub database_url: Option<String>,
+    /// Where the SDK settings go (default `<data>/sdk.env`).
+    pub sdk_env: Option<PathBuf>,
+    pub api: ApiConfig,
+    pub limits: NodeLimits,
+    pub node: NodeOptions,
+}
+
+pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
+    let progress = Progress::new(false);
+    // Bind first: a port in use should fail before minutes of template work.
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("binding {}", options.listen))?;
+    let sdk_env = options
+        .sdk_env
+        .clone()
+        .unwrap_or_else(|| data.root().join("sdk.env"));
+    let database_url = match &options.database_url {
+        Some(url) => url.clone(),
+        None => database_url(&data, None)?,
+    };
+    let node = LocalNode::start(
+        data,
+        options.naming.clone(),
+        &options.envd,
+        options.limits.clone(),
+        options.node,
+        &progress,
+    )
+    .await?;
+    let result = serve(
+        &node,
+        listener,
+        &database_url,
+        &sdk_env,
+        &options,
+        &progress,
+    )
+    .await;
+    let stopped = node.stop().await;
+    result.and(stopped)
+}
+
+/// `--database-url`, else `$HEARTH_DATABASE_URL`, else SQLite in the data
+/// directory (created when missing).
+pub fn database_url(data: &DataDir, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(url) = given.or_else(|| std::env::var("HEARTH_DATABASE_URL").ok()) {
+        return Ok(url);
+    }
+    std::fs::create_dir_all(data.root())
+        .with_context(|| format!("creating {}", data.root().display()))?;
+    Ok(format!(
+        "sqlite://{}?mode=rwc",
+        data.root().join("hearth.db").display()
+    ))
+}
+
+async fn serve(
+    node: &LocalNode,
+    listener: tokio::net::TcpListener,
+    database_url: &str,
+    sdk_env: &Path,
+    options: &UpOptions,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let store = Store::open(database_url)
+        .await
+        .with_context(|| format!("opening the database {database_url}"))?;
+    register_base_template(&store, node).await?;
+    let api_url = format!("http://{}", options.listen);
+    let key = ensure_team(&store, sdk_env, options.api.team_max_sandboxes).await?;
+    write_sdk_env(sdk_env, &api_url, &key)?;
+
+    // The node's gRPC API, on a loopback port of its own.
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the node's gRPC port")?;
+    let grpc_address = grpc.local_addr()?;
+    let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let node_id = format!("node-{}", std::process::id());
+    let grpc_task = tokio::spawn(NodeService::new(node.manager.clone(), node_id).serve(
+        grpc,
+        async {
+            let _ = grpc_stopped.await;
+        },
+    ));
+    let nodes = Nodes::new(vec![Node::new(
+        LOCAL_NODE,
+        &format!("http://{grpc_address}"),
+    )?]);
+    let state = Arc::new(AppState::new(store.clone(), nodes, options.api.clone()));
+
+    progress.say(&format!("hearth is up on {api_url}"));
+    println!("hearth is up: API and sandbox traffic on {api_url}");
+    println!("  API key:  {key}");
+    println!(
+        "  settings: source {} (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY)",
+        sdk_env.display()
+    );
+    println!(
+        "  then:     python3 -c 'from e2b import Sandbox; print(Sandbox.create().commands.run(\"uname -a\").stdout)'"
+    );
+    println!("Ctrl-C stops hearth and kills its sandboxes.");
+
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut api = tokio::spawn(hearth_api::server::serve(state.clone(), listener, async {
+        let _ = api_stopped.await;
+    }));
+    let served = tokio::select! {
+        served = &mut api => served,
+        _ = shutdown_signal() => {
+            eprintln!("stopping ...");
+            let _ = stop_api.send(());
+            // Streams that stay open (a watch, a long command) do not keep
+            // the node from stopping.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut api).await {
+                Ok(served) => served,
+                Err(_) => {
+                    api.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    let _ = stop_grpc.send(());
+    let _ = grpc_task.await;
+    if !options.node.keep_sandboxes_on_exit {
+        // The node kills every sandbox as it stops; so are their rows.
+        for record in store.sandboxes_on(LOCAL_NODE).await? {
+            store.delete_sandbox(&record.sandbox_id).await?;
+        }
+    }
+    store.close().await;
+    served
+        .context("the API task failed")?
+        .context("serving the API")
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// Makes the node's base template known to the API, as `base`.
+async fn register_base_template(store: &Store, node: &LocalNode) -> anyhow::Result<()> {
+    let meta = &node.template.meta;
+    let disk = node.template.disk_size() / (1024 * 1024);
+    store
+        .put_template(&TemplateRecord {
+            template_id: meta.name.clone(),
+            team_id: None,
+            public: true,
+            build_id: meta.build_id.clone(),
+            cpu_count: i64::from(meta.vcpus),
+            memory_mb: i64::from(meta.memory_mib),
+            disk_size_mb: i64::try_from(disk).unwrap_or(i64::MAX),
+            envd_version: meta.envd_version.clone(),
+            created_at: 0,
+            updated_at: 0,
+            last_spawned_at: None,
+            spawn_count: 0,
+            aliases: vec![meta.name.clone()],
+        })
+        .await?;
+    Ok(())
+}
+
+/// The API key for the SDK settings: the one `sdk.env` holds while it is
+/// still valid, else a new one (and on first start, a team for it).
+async fn ensure_team(store: &Store, sdk_env: &Path, max_sandboxes: i64) -> anyhow::Result<String> {
+    if let Some(key) = read_key(sdk_env)
+        && store.authenticate(&key).await?.is_some()
+    {
+        return Ok(key);
+    }
+    let team = match store.teams().await?.into_iter().next() {
+        Some(team) => team,
+        None => store.create_team("default", max_sandboxes).await?,
+    };
+    let (_, key) = store.create_api_key(&team.team_id, "hearth up").await?;
+    Ok(key)
+}
+
+fn read_key(sdk_env: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(sdk_env).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("export E2B_API_KEY="))
+        .map(|key| key.trim().to_owned())
+}
+
+/// `sdk.env`: lines a shell can source, readable by root only (it holds a key).
+fn write_sdk_env(path: &Path, api_url: &str, key: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = format!(
+        "# hearth: settings for the E2B SDKs and CLI. Use: source {}\n\
+         export E2B_API_URL={api_url}\n\
+         export E2B_SANDBOX_URL={api_url}\n\
+         export E2B_API_KEY={key}\n",
+        path.display()
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temp = path.with_extension("env.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("writing {}", temp.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

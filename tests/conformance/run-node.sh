@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the end-to-end suites against `hearth up` with real VMs: the unmodified
+# E2B Python SDK (pytest, node/python) and JS SDK (node --test, js/node).
+#
+#   HEARTH_BIN=/abs/hearth ENVD_BIN=/abs/envd [DATABASE_URL=postgres://…] \
+#     [BUILD_DIR=<repo>/build] tests/conformance/run-node.sh
+#
+# scripts/with-hearth-up.sh starts and stops hearth and checks for leftovers.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$REPO/build}"
+[ "$(id -u)" -eq 0 ] || { echo "run-node.sh: must run as root" >&2; exit 2; }
+
+if [ "${1:-}" != "--suites" ]; then
+  mkdir -p "$BUILD_DIR"
+  export LOG_DIR="$BUILD_DIR/conformance-logs"
+  mkdir -p "$LOG_DIR"
+  . "$HERE/deps.sh"
+  exec "$REPO/scripts/with-hearth-up.sh" "$0" --suites
+fi
+
+# --- inside with-hearth-up.sh: hearth is up, E2B_* are set -------------------
+LOG_DIR="${LOG_DIR:-$BUILD_DIR/conformance-logs}"
+VENV="$BUILD_DIR/venv"
+export PYTHONDONTWRITEBYTECODE=1
+status=0
+echo "==> Python SDK against hearth up (pytest)"
+(cd "$HERE/node/python" && "$VENV/bin/python" -m pytest -q) || status=1
+
+echo "==> JS SDK against hearth up (node --test)"
+js_log="$LOG_DIR/node-js.log"
+if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec \
+    node/*.test.mjs) >"$js_log" 2>&1; then
+  grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
+else
+  cat "$js_log"
+  status=1
+fi
+exit "$status"
