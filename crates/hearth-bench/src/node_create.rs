@@ -185,7 +185,7 @@ async fn slot_costs(runtime: &NodeRuntime) -> anyhow::Result<()> {
         slot.destroy().await?;
     }
     println!(
-        "network slot creation (ip/nft commands), 10 runs, p50 / p95 in ms: {}",
+        "network slot creation (netlink), 10 runs, p50 / p95 in ms: {}",
         p50_p95(&times)
     );
     let pool = SlotPool::new(runtime.naming.clone(), POOL);

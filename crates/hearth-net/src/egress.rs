@@ -1,11 +1,12 @@
 //! A sandbox's egress policy: internet access on or off, and CIDRs allowed
-//! or denied, enforced by nftables sets in the slot's namespace.
+//! or denied, enforced by nftables sets in the slot's namespace (see
+//! [`crate::slot_table`]).
 
 use ipnet::Ipv4Net;
 
-use crate::command::run;
 use crate::error::NetError;
 use crate::slot::NetSlot;
+use crate::{netns, slot_table, worker};
 
 /// Where a guest may connect to. Addresses in private, loopback, link-local
 /// and shared ranges (the host's networks, other sandboxes) are always
@@ -57,28 +58,16 @@ impl EgressPolicy {
         })
     }
 
-    /// nft commands that replace the slot's sets with this policy, atomically.
-    pub fn nft_script(&self) -> String {
-        let mut script = String::from("flush set ip hearth allowed\nflush set ip hearth denied\n");
-        for (set, nets) in [("allowed", &self.allowed), ("denied", &self.denied)] {
-            if !nets.is_empty() {
-                let elements: Vec<String> = nets.iter().map(ToString::to_string).collect();
-                script.push_str(&format!(
-                    "add element ip hearth {set} {{ {} }}\n",
-                    elements.join(", ")
-                ));
-            }
-        }
-        script
-    }
-
-    /// Puts this policy into force in `slot`.
+    /// Puts this policy into force in `slot`: both sets are replaced in one
+    /// nftables transaction, so no packet sees half a policy.
     pub async fn apply(&self, slot: &NetSlot) -> Result<(), NetError> {
-        run(
-            "ip",
-            &["netns", "exec", &slot.netns, "nft", "-f", "-"],
-            Some(&self.nft_script()),
-        )
+        let netns = slot.netns.clone();
+        let policy = self.clone();
+        let what = format!("applying the egress policy in {netns}");
+        worker::on_own_thread(&what, move || {
+            netns::enter(&netns)?;
+            slot_table::set_policy(&policy.allowed, &policy.denied)
+        })
         .await
     }
 }
@@ -91,16 +80,8 @@ mod tests {
     fn internet_off_denies_everything_but_the_allowed() -> Result<(), NetError> {
         let policy = EgressPolicy::new(false, &["1.1.1.1".into(), "8.8.8.0/24".into()], &[])?;
         assert_eq!(policy.denied, vec![Ipv4Net::default()]);
-        assert_eq!(policy.allowed.len(), 2);
-        let script = policy.nft_script();
-        assert!(
-            script.contains("add element ip hearth allowed { 1.1.1.1/32, 8.8.8.0/24 }"),
-            "{script}"
-        );
-        assert!(
-            script.contains("add element ip hearth denied { 0.0.0.0/0 }"),
-            "{script}"
-        );
+        let allowed: Vec<String> = policy.allowed.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["1.1.1.1/32", "8.8.8.0/24"]);
         Ok(())
     }
 
@@ -111,13 +92,7 @@ mod tests {
         assert!(EgressPolicy::new(true, &[], &["example.com".into()]).is_err());
         let policy = EgressPolicy::new(true, &[], &["192.0.2.77/24".into()])?;
         assert_eq!(policy.denied[0].to_string(), "192.0.2.0/24");
-        assert_eq!(
-            EgressPolicy::new(true, &[], &[])?
-                .nft_script()
-                .lines()
-                .count(),
-            2
-        );
+        assert_eq!(EgressPolicy::new(true, &[], &[])?, EgressPolicy::default());
         Ok(())
     }
 }

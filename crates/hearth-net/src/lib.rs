@@ -12,13 +12,25 @@
 //! table. Inside, the table also masquerades the guest's traffic out of
 //! `eth0` and filters it ([`EgressPolicy`]); on the host, [`host::prepare`]
 //! masquerades it onward and keeps guests off the host and each other.
+//!
+//! All of it is made over netlink from Rust: namespaces, links, addresses
+//! and routes with rtnetlink, the tap with the tun ioctls, and the nftables
+//! tables as netlink transactions. No `ip` or `nft` process is run, so a
+//! slot takes a few milliseconds and needs no tools on the host.
 
-mod command;
 pub mod egress;
 pub mod error;
 pub mod host;
+mod links;
+mod netns;
+mod nft;
 pub mod pool;
 pub mod slot;
+mod slot_setup;
+mod slot_table;
+mod sysctl;
+mod tap;
+mod worker;
 
 pub use egress::EgressPolicy;
 pub use error::NetError;

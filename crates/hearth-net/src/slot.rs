@@ -3,9 +3,8 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::command::run;
 use crate::error::NetError;
-use crate::{GATEWAY, GUEST_ADDRESS, GUEST_PREFIX, TAP_MAC, TAP_NAME};
+use crate::{netns, slot_setup};
 
 /// How many /30s fit in a slot subnet (a /16).
 pub const MAX_SLOTS: u32 = 1 << 14;
@@ -64,7 +63,16 @@ impl SlotNaming {
     }
 
     pub fn host_veth(&self, index: u32) -> String {
-        format!("{}v{index}", self.prefix)
+        format!("{}{index}", self.host_veth_prefix())
+    }
+
+    /// What every host veth of this naming starts with.
+    pub(crate) fn host_veth_prefix(&self) -> String {
+        format!("{}v", self.prefix)
+    }
+
+    pub(crate) fn subnet_octet(&self) -> u8 {
+        self.subnet_octet
     }
 }
 
@@ -83,7 +91,7 @@ pub struct NetSlot {
 impl NetSlot {
     /// The namespace's bind-mount, which QEMU is started in.
     pub fn netns_path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.netns)
+        netns::path(&self.netns)
     }
 
     /// Slot `index` of `naming`, by name and address (whether or not it exists).
@@ -101,120 +109,37 @@ impl NetSlot {
     /// Creates slot `index`; fails if its namespace exists already.
     pub async fn create(naming: &SlotNaming, index: u32) -> Result<Self, NetError> {
         let slot = Self::at(naming, index)?;
-        run("ip", &["netns", "add", &slot.netns], None).await?;
-        if let Err(error) = slot.configure().await {
-            let _ = slot.clone().destroy().await;
-            return Err(error);
+        match slot_setup::build(&slot).await {
+            Ok(()) => Ok(slot),
+            // Someone else's: leave it alone.
+            Err(error @ NetError::NetnsExists(_)) => Err(error),
+            Err(error) => {
+                let _ = slot.clone().destroy().await;
+                Err(error)
+            }
         }
-        Ok(slot)
     }
 
     /// Creates the first free slot from `start` on.
     pub async fn create_free(naming: &SlotNaming, start: u32) -> Result<Self, NetError> {
         const TRIES: u32 = 256;
         for index in (start..MAX_SLOTS).take(TRIES as usize) {
-            if std::path::Path::new("/run/netns")
-                .join(naming.netns(index))
-                .exists()
-            {
+            if netns::path(&naming.netns(index)).exists() {
                 continue;
             }
             match Self::create(naming, index).await {
                 Ok(slot) => return Ok(slot),
-                // Another process took it between the check and the add.
-                Err(NetError::CommandFailed { command, .. })
-                    if command.starts_with("ip netns add") => {}
+                // Another process took it between the check and the create.
+                Err(NetError::NetnsExists(_)) => {}
                 Err(error) => return Err(error),
             }
         }
         Err(NetError::Exhausted { tried: TRIES })
     }
 
-    async fn configure(&self) -> Result<(), NetError> {
-        let ns = self.netns.as_str();
-        let host = format!("{}/30", self.host_address);
-        let sandbox = format!("{}/30", self.sandbox_address);
-        let tap = format!("{GATEWAY}/{GUEST_PREFIX}");
-        let steps: [&[&str]; 11] = [
-            &[
-                "link",
-                "add",
-                &self.host_veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            ],
-            &["addr", "add", &host, "dev", &self.host_veth],
-            &["link", "set", &self.host_veth, "up"],
-            &["-n", ns, "addr", "add", &sandbox, "dev", "eth0"],
-            &["-n", ns, "link", "set", "eth0", "up"],
-            &["-n", ns, "link", "set", "lo", "up"],
-            &["-n", ns, "tuntap", "add", "dev", TAP_NAME, "mode", "tap"],
-            &["-n", ns, "link", "set", TAP_NAME, "address", TAP_MAC],
-            &["-n", ns, "addr", "add", &tap, "dev", TAP_NAME],
-            &["-n", ns, "link", "set", TAP_NAME, "up"],
-            &[
-                "-n",
-                ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &self.host_address.to_string(),
-            ],
-        ];
-        for args in steps {
-            run("ip", args, None).await?;
-        }
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ],
-            None,
-        )
-        .await?;
-        let denied_always = crate::egress::ALWAYS_DENIED.join(", ");
-        let rules = format!(
-            "table ip hearth {{\n\
-  set allowed {{ type ipv4_addr; flags interval; }}\n\
-  set denied {{ type ipv4_addr; flags interval; }}\n\
-  chain prerouting {{\n\
-    type nat hook prerouting priority dstnat;\n\
-    iifname \"eth0\" meta l4proto tcp dnat to {GUEST_ADDRESS}\n\
-  }}\n\
-  chain postrouting {{\n\
-    type nat hook postrouting priority srcnat;\n\
-    oifname \"eth0\" ip saddr {GUEST_ADDRESS} masquerade\n\
-  }}\n\
-  chain forward {{\n\
-    type filter hook forward priority filter; policy accept;\n\
-    iifname != \"{TAP_NAME}\" accept\n\
-    ct state established,related accept\n\
-    ip daddr {{ {denied_always} }} drop\n\
-    ip daddr @allowed accept\n\
-    ip daddr @denied drop\n\
-  }}\n\
-}}\n"
-        );
-        run("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(&rules)).await
-    }
-
     /// Deletes the namespace and with it everything in the slot.
     pub async fn destroy(self) -> Result<(), NetError> {
-        run("ip", &["netns", "del", &self.netns], None).await?;
-        // The host veth goes with its peer; make sure even if it lingered.
-        let _ = run("ip", &["link", "del", &self.host_veth], None).await;
-        Ok(())
+        slot_setup::tear_down(&self).await
     }
 }
 
