@@ -76,6 +76,22 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+/// A path parameter (a sandbox, template or key id); one that cannot be
+/// read is a JSON 400 like every other error.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))
+    }
+}
+
 /// A JSON body; an empty body reads as `{}`, since several endpoints take
 /// an optional one.
 #[derive(Debug)]
@@ -87,7 +103,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge(format!("the request body is too large: {e}"))
+                } else {
+                    ApiError::BadRequest(format!("reading the request body: {e}"))
+                }
+            })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {

@@ -13,6 +13,7 @@ pub mod proxy;
 mod routes;
 pub mod secrets;
 pub mod server;
+mod starting;
 pub mod state;
 pub mod store;
 

@@ -21,6 +21,9 @@ pub struct NewSandbox {
     pub network: Option<NetworkConfig>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub env_vars: Option<BTreeMap<String, String>>,
+    /// Known E2B settings hearth refuses rather than ignores.
+    pub auto_resume: Option<serde_json::Value>,
+    pub volume_mounts: Option<serde_json::Value>,
 }
 
 /// `SandboxNetworkConfig`, as far as a node enforces it.
@@ -33,6 +36,43 @@ pub struct NetworkConfig {
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
+    /// E2B's egress proxy, DNS, host rules and host masking: not enforced
+    /// by hearth's nodes, so refused when set.
+    #[serde(default, skip_serializing)]
+    pub egress_proxy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub dns_servers: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub rules: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub mask_request_host: Option<serde_json::Value>,
+}
+
+/// Whether a JSON setting is present and not empty.
+fn set(value: Option<&serde_json::Value>) -> bool {
+    match value {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(serde_json::Value::Object(o)) => !o.is_empty(),
+        Some(serde_json::Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+impl NetworkConfig {
+    /// The settings given that hearth does not enforce.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        [
+            ("network.egressProxy", &self.egress_proxy),
+            ("network.dnsServers", &self.dns_servers),
+            ("network.rules", &self.rules),
+            ("network.maskRequestHost", &self.mask_request_host),
+        ]
+        .into_iter()
+        .filter(|(_, v)| set(v.as_ref()))
+        .map(|(name, _)| name)
+        .collect()
+    }
 }
 
 /// `PUT /sandboxes/{id}/network` (`SandboxNetworkUpdateConfig`).
@@ -43,6 +83,24 @@ pub struct NetworkUpdate {
     pub deny_out: Option<Vec<String>>,
     #[serde(rename = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
+    pub egress_proxy: Option<serde_json::Value>,
+    pub dns_servers: Option<serde_json::Value>,
+    pub rules: Option<serde_json::Value>,
+}
+
+impl NetworkUpdate {
+    /// The settings given that hearth does not enforce.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        [
+            ("egressProxy", &self.egress_proxy),
+            ("dnsServers", &self.dns_servers),
+            ("rules", &self.rules),
+        ]
+        .into_iter()
+        .filter(|(_, v)| set(v.as_ref()))
+        .map(|(name, _)| name)
+        .collect()
+    }
 }
 
 /// `ConnectSandbox` (v1: `timeout` required) and `ConnectSandboxV2`.

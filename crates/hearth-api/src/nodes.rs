@@ -13,6 +13,14 @@ use crate::error::{ApiError, ApiResult};
 /// How long a node may take to answer anything but a create.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A request to a node with the usual deadline, so one hung node cannot
+/// hold up an API request or the timeout enforcer for long.
+pub fn call<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
 /// One node: its name (which the store records for each sandbox), its
 /// address and its clients.
 #[derive(Debug, Clone)]
@@ -42,18 +50,19 @@ impl Node {
     }
 
     pub async fn info(&self) -> Result<ServiceInfoResponse, tonic::Status> {
-        let mut request = tonic::Request::new(());
-        request.set_timeout(CALL_TIMEOUT);
         Ok(InfoServiceClient::new(self.channel.clone())
-            .service_info(request)
+            .service_info(call(()))
             .await?
             .into_inner())
     }
 
     pub async fn list(&self) -> Result<Vec<RunningSandbox>, tonic::Status> {
-        let mut request = tonic::Request::new(());
-        request.set_timeout(CALL_TIMEOUT);
-        Ok(self.sandboxes().list(request).await?.into_inner().sandboxes)
+        Ok(self
+            .sandboxes()
+            .list(call(()))
+            .await?
+            .into_inner()
+            .sandboxes)
     }
 }
 

@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::error::error_body;
 use crate::secrets::same_secret;
@@ -40,9 +40,16 @@ const HOP_BY_HOP: [&str; 8] = [
 /// HTTP clients that talk to sandboxes: one per sandbox, because slot
 /// addresses are reused, and a kept-alive connection to a sandbox that is
 /// gone must never carry a request meant for the next one at its address.
+/// Upgraded connections (WebSockets) are tracked per sandbox too, so that
+/// they end with it.
 #[derive(Debug, Default)]
 pub struct Upstream {
     clients: Mutex<HashMap<String, Client<HttpConnector, Body>>>,
+    splices: Mutex<HashMap<String, Vec<tokio::task::AbortHandle>>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Upstream {
@@ -51,14 +58,16 @@ impl Upstream {
     }
 
     fn client(&self, sandbox_id: &str) -> Client<HttpConnector, Body> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
+        locked(&self.clients)
             .entry(sandbox_id.to_owned())
             .or_insert_with(|| {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(Duration::from_secs(5)));
+                // A VM that vanished sends no FIN; keepalives find out.
+                connector.set_keepalive(Some(Duration::from_secs(30)));
                 Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(Duration::from_secs(60))
                     .build(connector)
             })
@@ -75,12 +84,33 @@ impl Upstream {
         self.client(sandbox_id).request(request).await
     }
 
-    /// Drops the connections to a sandbox that is gone.
+    fn track_splice(&self, sandbox_id: &str, handle: tokio::task::AbortHandle) {
+        let mut splices = locked(&self.splices);
+        let handles = splices.entry(sandbox_id.to_owned()).or_default();
+        handles.retain(|h| !h.is_finished());
+        handles.push(handle);
+    }
+
+    /// Drops the connections to a sandbox that is gone, upgraded ones too.
     pub fn forget(&self, sandbox_id: &str) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(sandbox_id);
+        locked(&self.clients).remove(sandbox_id);
+        for handle in locked(&self.splices).remove(sandbox_id).unwrap_or_default() {
+            handle.abort();
+        }
+    }
+
+    /// Forgets every sandbox `keep` says no to (reconciliation with the
+    /// store, which other control planes may have changed).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = locked(&self.clients)
+            .keys()
+            .chain(locked(&self.splices).keys())
+            .filter(|id| !keep(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.forget(&id);
+        }
     }
 }
 
@@ -223,6 +253,9 @@ async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> R
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
 
     let (mut parts, body) = request.into_parts();
+    if parts.version == axum::http::Version::HTTP_2 {
+        to_http1_headers(&mut parts);
+    }
     parts.uri = uri;
     parts.version = axum::http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
@@ -244,7 +277,8 @@ async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> R
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let sandbox_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(splice(client_upgrade, sandbox_upgrade));
+            let task = tokio::spawn(splice(client_upgrade, sandbox_upgrade));
+            app.upstream.track_splice(id, task.abort_handle());
         }
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, Body::empty());
@@ -252,6 +286,29 @@ async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> R
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// An HTTP/2 request as HTTP/1.1 would carry it: the authority becomes
+/// the Host header (the guest sees the same Host either way) and split
+/// cookie headers are joined (RFC 9113 §8.2.3).
+fn to_http1_headers(parts: &mut axum::http::request::Parts) {
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    let cookies: Vec<String> = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    if cookies.len() > 1
+        && let Ok(joined) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        parts.headers.insert(header::COOKIE, joined);
+    }
 }
 
 /// The protocol an HTTP/1.1 upgrade request asks for (WebSocket, …).

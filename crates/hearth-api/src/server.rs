@@ -7,6 +7,15 @@ use axum::Router;
 
 use crate::state::AppState;
 
+/// Ends a task when dropped, also when the future holding it is.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Every route plus the proxy in front of them.
 pub fn app(state: Arc<AppState>) -> Router {
     crate::routes::router()
@@ -17,6 +26,32 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The proxy alone, for a port of its own: anything that names no sandbox
+/// is refused.
+pub fn proxy_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .fallback(|| async {
+            crate::error::ApiError::BadRequest(
+                "this port only carries sandbox traffic: name the sandbox with the \
+                 E2b-Sandbox-Id and E2b-Sandbox-Port headers or the host <port>-<sandboxID>.<domain>"
+                    .into(),
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::route_sandbox_traffic,
+        ))
+        .with_state(state)
+}
+
+/// Serves the proxy alone on `listener`, until the task is dropped.
+pub async fn serve_proxy(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<()> {
+    axum::serve(listener, proxy_app(state)).await
+}
+
 /// Serves `app` on `listener` (HTTP/1.1 and h2c) until `shutdown`, and
 /// enforces sandbox timeouts meanwhile.
 pub async fn serve(
@@ -24,13 +59,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let enforcer = tokio::spawn(crate::lifecycle::enforce(
+    let _enforcer = AbortOnDrop(tokio::spawn(crate::lifecycle::enforce(
         state.clone(),
         Duration::from_secs(1),
-    ));
-    let served = axum::serve(listener, app(state))
+    )));
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await;
-    enforcer.abort();
-    served
+        .await
 }

@@ -4,6 +4,7 @@ use crate::config::ApiConfig;
 use crate::extract::KeyTouches;
 use crate::nodes::Nodes;
 use crate::proxy::Upstream;
+use crate::starting::Starting;
 use crate::store::Store;
 
 #[derive(Debug)]
@@ -14,6 +15,8 @@ pub struct AppState {
     pub key_touches: KeyTouches,
     /// HTTP client for sandbox traffic and envd's metrics.
     pub upstream: Upstream,
+    /// Creates in flight per team.
+    pub starting: Starting,
 }
 
 impl AppState {
@@ -24,6 +27,7 @@ impl AppState {
             config,
             key_touches: KeyTouches::default(),
             upstream: Upstream::new(),
+            starting: Starting::default(),
         }
     }
 }

@@ -223,6 +223,17 @@ async fn teams_are_isolated_and_limited() -> TestResult {
         assert_error(response, 404).await?;
     }
     assert!(h.node.state().sandboxes.contains_key(&mine));
+    let detail: Value = h
+        .request(Method::GET, &format!("/sandboxes/{mine}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let end = chrono::DateTime::parse_from_rfc3339(detail["endAt"].as_str().unwrap_or_default())?;
+    assert!(
+        end.timestamp() > chrono::Utc::now().timestamp() + 200,
+        "the other team's timeout applied"
+    );
     // The other team may run one sandbox.
     let first = as_other(Method::POST, "/v2/sandboxes")
         .json(&json!({"templateID": "base"}))
@@ -503,5 +514,205 @@ async fn api_keys_are_shown_once_stored_hashed_and_revocable() -> TestResult {
         .send()
         .await?;
     assert_error(revoked, 401).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_written_deletes_the_vm() -> TestResult {
+    let h = Harness::start().await?;
+    h.node.state().conflicting_store = Some(h.state.store.clone());
+    let response = h
+        .request(Method::POST, "/v2/sandboxes")
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await?;
+    assert_error(response, 500).await?;
+    let state = h.node.state();
+    assert_eq!(state.deleted.len(), 1, "the VM was not deleted");
+    assert!(state.sandboxes.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_node_gets_every_new_end_with_its_grace() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({"timeout": 100})).await?;
+    let check = |detail: Value| -> TestResult {
+        let end =
+            chrono::DateTime::parse_from_rfc3339(detail["endAt"].as_str().unwrap_or_default())?
+                .timestamp();
+        let node_end = h
+            .node
+            .state()
+            .sandboxes
+            .get(&id)
+            .and_then(|s| s.end_time)
+            .ok_or("no node end")?
+            .seconds;
+        assert!(
+            (node_end - end - 60).abs() <= 1,
+            "node {node_end} vs api {end}"
+        );
+        Ok(())
+    };
+    for (path, body) in [
+        (
+            format!("/v2/sandboxes/{id}/connect"),
+            json!({"timeout": 500}),
+        ),
+        (format!("/sandboxes/{id}/timeout"), json!({"timeout": 30})),
+        (
+            format!("/sandboxes/{id}/refreshes"),
+            json!({"duration": 300}),
+        ),
+    ] {
+        let status = h
+            .request(Method::POST, &path)
+            .json(&body)
+            .send()
+            .await?
+            .status();
+        assert!(status.is_success(), "{path}: {status}");
+        check(
+            h.request(Method::GET, &format!("/sandboxes/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?,
+        )?;
+    }
+    // An extension right after the end passed wins over the enforcer.
+    h.request(Method::POST, &format!("/sandboxes/{id}/timeout"))
+        .json(&json!({"timeout": 0}))
+        .send()
+        .await?;
+    h.request(Method::POST, &format!("/sandboxes/{id}/timeout"))
+        .json(&json!({"timeout": 60}))
+        .send()
+        .await?;
+    hearth_api::lifecycle::kill_ended(&h.state).await;
+    assert!(h.node.state().sandboxes.contains_key(&id));
+    assert_eq!(
+        h.request(Method::GET, &format!("/sandboxes/{id}"))
+            .send()
+            .await?
+            .status(),
+        200
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn v1_create_can_skip_the_envd_token_and_v1_connect_answers_200() -> TestResult {
+    let h = Harness::start().await?;
+    let created: Value = h
+        .request(Method::POST, "/sandboxes")
+        .json(&json!({"templateID": "base", "timeout": 300, "secure": false, "allow_internet_access": true}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(created.get("envdAccessToken").is_none(), "{created}");
+    let id = created["sandboxID"].as_str().ok_or("no id")?;
+    let config = h
+        .node
+        .state()
+        .sandboxes
+        .get(id)
+        .and_then(|s| s.config.clone())
+        .ok_or("not on node")?;
+    assert_eq!(config.envd_access_token, None);
+    let connect = h
+        .request(Method::POST, &format!("/sandboxes/{id}/connect"))
+        .json(&json!({"timeout": 300}))
+        .send()
+        .await?;
+    assert_eq!(connect.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn network_updates_reach_the_node_and_unenforced_settings_are_refused() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({"allow_internet_access": false})).await?;
+    let put = h
+        .request(Method::PUT, &format!("/sandboxes/{id}/network"))
+        .json(&json!({"allow_internet_access": true, "allowOut": ["9.9.9.9/32"]}))
+        .send()
+        .await?;
+    assert_eq!(put.status(), 204);
+    let last = h.node.state().updates.last().cloned().ok_or("no update")?;
+    assert_eq!(last.allow_internet_access, Some(true));
+    assert_eq!(
+        last.egress.ok_or("no egress")?.allowed_cidrs,
+        ["9.9.9.9/32"]
+    );
+    let detail: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(detail["allowInternetAccess"], true);
+    let dns = h
+        .request(Method::PUT, &format!("/sandboxes/{id}/network"))
+        .json(&json!({"dnsServers": ["1.1.1.1"]}))
+        .send()
+        .await?;
+    assert_error(dns, 400).await?;
+    for network in [
+        json!({"egressProxy": {"address": "p:1"}}),
+        json!({"rules": {"a.com": []}}),
+        json!({"maskRequestHost": "x"}),
+    ] {
+        let response = h
+            .request(Method::POST, "/v2/sandboxes")
+            .json(&json!({"templateID": "base", "network": network}))
+            .send()
+            .await?;
+        assert_error(response, 400).await?;
+    }
+    assert_error(
+        h.request(Method::POST, &format!("/sandboxes/{id}/pause"))
+            .json(&json!({}))
+            .send()
+            .await?,
+        501,
+    )
+    .await?;
+    assert_error(
+        h.request(Method::GET, "/sandboxes/%FF%FE").send().await?,
+        400,
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_creates_respect_the_team_limit() -> TestResult {
+    let h = Harness::start().await?;
+    let key = h.other_team(2).await?;
+    let creates = (0..6).map(|_| {
+        h.http
+            .post(format!("{}/v2/sandboxes", h.url))
+            .header("X-API-Key", &key)
+            .json(&json!({"templateID": "base"}))
+            .send()
+    });
+    let statuses: Vec<u16> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|r| r.map(|r| r.status().as_u16()).unwrap_or(0))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
     Ok(())
 }

@@ -9,44 +9,87 @@ use axum::routing::{get, post};
 use common::{Harness, TestResult, assert_error};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
 
-/// A "guest service" on a loopback port; returns the port.
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// A "guest service" on a loopback port; returns the port. `/held` sends
+/// one chunk, then the rest only once `release` is notified.
 async fn guest_service() -> std::io::Result<u16> {
-    let app = axum::Router::new()
-        .route(
-            "/echo",
-            get(
-                |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
-                    let token = headers
-                        .get("x-access-token")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    axum::Json(json!({ "uri": uri.to_string(), "token": token }))
-                },
-            ),
-        )
-        .route(
-            "/count",
-            post(|body: Body| async move {
-                let mut stream = body.into_data_stream();
-                let mut total = 0usize;
-                while let Some(chunk) = stream.next().await {
-                    total += chunk.map(|c| c.len()).unwrap_or(0);
-                }
-                total.to_string()
-            }),
-        )
-        .route(
-            "/big",
-            get(|| async {
-                let chunks = futures::stream::iter(
-                    (0..320).map(|_| Ok::<_, std::io::Error>(vec![7u8; 64 * 1024])),
-                );
-                Body::from_stream(chunks)
-            }),
-        );
+    guest_service_with(Arc::new(Notify::new())).await
+}
+
+fn echo(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> axum::Json<Value> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    axum::Json(json!({
+        "uri": uri.to_string(),
+        "token": header("x-access-token"),
+        "host": header("host"),
+        "secret": header("x-secret"),
+        "cookie": header("cookie"),
+    }))
+}
+
+async fn guest_service_with(release: Arc<Notify>) -> std::io::Result<u16> {
+    let app =
+        axum::Router::new()
+            .route(
+                "/echo",
+                get(
+                    |uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
+                        echo(uri, headers)
+                    },
+                ),
+            )
+            .route(
+                "/held",
+                get(move || {
+                    let release = release.clone();
+                    async move {
+                        let chunks = futures::stream::unfold(0, move |n| {
+                            let release = release.clone();
+                            async move {
+                                match n {
+                                    0 => Some((Ok::<_, std::io::Error>(b"first".to_vec()), 1)),
+                                    1 => {
+                                        release.notified().await;
+                                        Some((Ok(b"second".to_vec()), 2))
+                                    }
+                                    _ => None,
+                                }
+                            }
+                        });
+                        Body::from_stream(chunks)
+                    }
+                }),
+            )
+            .route(
+                "/count",
+                post(|body: Body| async move {
+                    let mut stream = body.into_data_stream();
+                    let mut total = 0usize;
+                    while let Some(chunk) = stream.next().await {
+                        total += chunk.map(|c| c.len()).unwrap_or(0);
+                    }
+                    total.to_string()
+                }),
+            )
+            .route(
+                "/big",
+                get(|| async {
+                    let chunks = futures::stream::iter(
+                        (0..320).map(|_| Ok::<_, std::io::Error>(vec![7u8; 64 * 1024])),
+                    );
+                    Body::from_stream(chunks)
+                }),
+            );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     tokio::spawn(axum::serve(listener, app).into_future());
@@ -68,6 +111,16 @@ async fn upgrade_service() -> std::io::Result<u16> {
                         return;
                     }
                     head.push(byte[0]);
+                }
+                // Only a real upgrade request is switched.
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("\r\nupgrade: shout\r\n")
+                    || !head.contains("\r\nconnection: upgrade\r\n")
+                {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
                 }
                 let _ = conn
                     .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n")
@@ -267,5 +320,128 @@ async fn http2_clients_are_proxied_too() -> TestResult {
         .send()
         .await?;
     assert_eq!(api.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_proxy_alone_carries_sandbox_traffic_only() -> TestResult {
+    let h = Harness::start().await?;
+    let port = guest_service().await?;
+    let id = h.create(json!({})).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let proxy_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(hearth_api::server::serve_proxy(h.state.clone(), listener));
+    let echoed: Value = h
+        .http
+        .get(format!("{proxy_url}/echo?alone=1"))
+        .header("E2b-Sandbox-Id", &id)
+        .header("E2b-Sandbox-Port", port.to_string())
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(echoed["uri"], "/echo?alone=1");
+    // The API is not served there.
+    let api = h
+        .http
+        .get(format!("{proxy_url}/v2/sandboxes"))
+        .header("X-API-Key", &h.key)
+        .send()
+        .await?;
+    assert_error(api, 400).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn responses_stream_without_waiting_for_their_end() -> TestResult {
+    let h = Harness::start().await?;
+    let release = Arc::new(Notify::new());
+    let port = guest_service_with(release.clone()).await?;
+    let id = h.create(json!({})).await?;
+    let mut body = to_sandbox(&h, "/held", &id, port)
+        .send()
+        .await?
+        .bytes_stream();
+    // A proxy that buffered the response would never pass on the first
+    // chunk: the guest sends the rest only after the client has it.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        .await
+        .map_err(|_| "the first chunk did not arrive before the response ended")?
+        .ok_or("no body")??;
+    assert_eq!(&first[..], b"first");
+    release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = body.next().await {
+        rest.extend_from_slice(&chunk?);
+    }
+    assert_eq!(rest, b"second");
+    Ok(())
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stop_at_the_proxy() -> TestResult {
+    let h = Harness::start().await?;
+    let port = guest_service().await?;
+    let id = h.create(json!({})).await?;
+    let echoed: Value = to_sandbox(&h, "/echo", &id, port)
+        .header("Connection", "x-secret")
+        .header("X-Secret", "1")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        echoed["secret"], "",
+        "a header named by Connection was forwarded"
+    );
+    // HTTP/2 requests reach the guest with a Host and joined cookies, as
+    // HTTP/1.1 ones do.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build()?;
+    let echoed: Value = h2
+        .get(format!("{}/echo", h.url))
+        .header("E2b-Sandbox-Id", &id)
+        .header("E2b-Sandbox-Port", port.to_string())
+        .header("Cookie", "a=1")
+        .header("Cookie", "b=2")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(echoed["host"], h.url.trim_start_matches("http://"));
+    assert_eq!(echoed["cookie"], "a=1; b=2");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_sandbox_takes_its_upgraded_connections_with_it() -> TestResult {
+    let h = Harness::start().await?;
+    let port = upgrade_service().await?;
+    let id = h.create(json!({})).await?;
+    let address = h.url.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&address).await?;
+    conn.write_all(
+        format!(
+            "GET / HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\
+             E2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: {port}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).await?, 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    h.request(reqwest::Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await?;
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the spliced connection outlived its sandbox: {read:?}"
+    );
     Ok(())
 }

@@ -148,7 +148,15 @@ impl SandboxService for NodeService {
         request: Request<pb::SandboxCreateRequest>,
     ) -> Result<Response<pb::SandboxCreateResponse>, Status> {
         let spec = spec_from(request.into_inner())?;
-        let info = self.manager.create(spec).await.map_err(status)?;
+        // The create runs to its end even if the caller goes away (deadline,
+        // dropped connection): stopped halfway it would leave its id
+        // reserved and its VM or slot unaccounted for. The control plane
+        // deletes sandboxes it has no record of.
+        let manager = self.manager.clone();
+        let info = tokio::spawn(async move { manager.create(spec).await })
+            .await
+            .map_err(|e| Status::internal(format!("the create task failed: {e}")))?
+            .map_err(status)?;
         Ok(Response::new(pb::SandboxCreateResponse {
             client_id: self.node_id.clone(),
             host_address: info.host_address.to_string(),
@@ -160,12 +168,20 @@ impl SandboxService for NodeService {
         request: Request<pb::SandboxUpdateRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        if let Some(egress) = request.egress {
+        if request.egress.is_some() || request.allow_internet_access.is_some() {
+            let (allowed, denied) = match request.egress {
+                Some(egress) => (egress.allowed_cidrs, egress.denied_cidrs),
+                None => {
+                    let spec = self.manager.get(&request.sandbox_id).map_err(status)?.spec;
+                    (spec.allowed_cidrs, spec.denied_cidrs)
+                }
+            };
             self.manager
                 .update_egress(
                     &request.sandbox_id,
-                    egress.allowed_cidrs,
-                    egress.denied_cidrs,
+                    allowed,
+                    denied,
+                    request.allow_internet_access,
                 )
                 .await
                 .map_err(status)?;

@@ -405,11 +405,15 @@ impl SandboxManager {
         id: &str,
         allowed: Vec<String>,
         denied: Vec<String>,
+        allow_internet: Option<bool>,
     ) -> Result<(), SandboxError> {
         let live = self.live(id)?;
         let mut spec = lock(&live.info).spec.clone();
         spec.allowed_cidrs = allowed;
         spec.denied_cidrs = denied;
+        if let Some(allow) = allow_internet {
+            spec.allow_internet = allow;
+        }
         let policy = spec.egress()?;
         let guard = live.running.lock().await;
         let running = guard

@@ -211,6 +211,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
             sandbox_id: "life-1".into(),
             end_time: Some(past),
             egress: None,
+            allow_internet_access: None,
         })
         .await?;
     wait_until_gone(&mut node, "life-1").await?;
@@ -515,6 +516,7 @@ async fn network_isolation_and_egress_rules() -> TestResult {
         .update(pb::SandboxUpdateRequest {
             sandbox_id: "net-b".into(),
             end_time: None,
+            allow_internet_access: None,
             egress: Some(pb::SandboxNetworkEgressConfig {
                 allowed_cidrs: vec!["198.18.0.0/15".into()],
                 denied_cidrs: vec![],
@@ -529,6 +531,7 @@ async fn network_isolation_and_egress_rules() -> TestResult {
         .update(pb::SandboxUpdateRequest {
             sandbox_id: "net-a".into(),
             end_time: None,
+            allow_internet_access: None,
             egress: Some(pb::SandboxNetworkEgressConfig {
                 allowed_cidrs: vec![],
                 denied_cidrs: vec![format!("{INTERNET_ADDRESS}/32")],
@@ -539,11 +542,38 @@ async fn network_isolation_and_egress_rules() -> TestResult {
         !guest_reaches(&envd_a, INTERNET_ADDRESS, INTERNET_PORT).await?,
         "denied CIDR: A does not"
     );
+    // Internet access turns on and off live, the CIDR lists kept.
+    node.client
+        .update(pb::SandboxUpdateRequest {
+            sandbox_id: "net-b".into(),
+            end_time: None,
+            egress: Some(pb::SandboxNetworkEgressConfig::default()),
+            allow_internet_access: Some(true),
+        })
+        .await?;
+    assert!(
+        guest_reaches(&envd_b, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "internet turned on: B reaches out"
+    );
+    assert!(node.manager.get("net-b")?.spec.allow_internet);
+    node.client
+        .update(pb::SandboxUpdateRequest {
+            sandbox_id: "net-b".into(),
+            end_time: None,
+            egress: None,
+            allow_internet_access: Some(false),
+        })
+        .await?;
+    assert!(
+        !guest_reaches(&envd_b, INTERNET_ADDRESS, INTERNET_PORT).await?,
+        "internet turned off again: B does not"
+    );
     let bad = node
         .client
         .update(pb::SandboxUpdateRequest {
             sandbox_id: "net-a".into(),
             end_time: None,
+            allow_internet_access: None,
             egress: Some(pb::SandboxNetworkEgressConfig {
                 allowed_cidrs: vec!["not-a-cidr".into()],
                 denied_cidrs: vec![],

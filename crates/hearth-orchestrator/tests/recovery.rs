@@ -281,7 +281,7 @@ async fn a_killed_node_s_sandboxes_are_adopted() -> TestResult {
     // Updates reach the record, for the next restart.
     let later = SystemTime::now() + Duration::from_secs(7200);
     node.update_end_time(ids[0], later)?;
-    node.update_egress(ids[0], vec!["9.9.9.9/32".into()], vec![])
+    node.update_egress(ids[0], vec!["9.9.9.9/32".into()], vec![], None)
         .await?;
     let record = SandboxRecord::read(&dirs[0])?;
     assert_eq!(record.info.end_time, Some(later));

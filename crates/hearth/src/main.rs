@@ -92,6 +92,9 @@ enum Command {
         /// Address of the API and the sandbox proxy.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
+        /// Also serve the sandbox proxy alone on this address.
+        #[arg(long)]
+        proxy_listen: Option<std::net::SocketAddr>,
         /// The static envd binary (default: $HEARTH_ENVD, else next to this binary).
         #[arg(long)]
         envd: Option<PathBuf>,
@@ -207,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Up {
             listen,
+            proxy_listen,
             envd,
             database_url,
             sdk_env,
@@ -220,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let options = up::UpOptions {
                 listen,
+                proxy_listen,
                 envd: envd_path(envd)?,
                 naming: parse_slots(&slots)?,
                 database_url: Some(up::database_url(&data, database_url)?),

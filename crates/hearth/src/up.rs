@@ -26,6 +26,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub listen: SocketAddr,
+    /// A second port that carries sandbox traffic only.
+    pub proxy_listen: Option<SocketAddr>,
     pub envd: PathBuf,
     pub naming: SlotNaming,
     pub database_url: Option<String>,
@@ -42,6 +44,15 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("binding {}", options.listen))?;
+    let proxy_listener = match options.proxy_listen {
+        Some(address) => Some((
+            address,
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the proxy port {address}"))?,
+        )),
+        None => None,
+    };
     let sdk_env = options
         .sdk_env
         .clone()
@@ -61,7 +72,7 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
     .await?;
     let result = serve(
         &node,
-        listener,
+        (listener, proxy_listener),
         &database_url,
         &sdk_env,
         &options,
@@ -86,9 +97,14 @@ pub fn database_url(data: &DataDir, given: Option<String>) -> anyhow::Result<Str
     ))
 }
 
+type Listeners = (
+    tokio::net::TcpListener,
+    Option<(SocketAddr, tokio::net::TcpListener)>,
+);
+
 async fn serve(
     node: &LocalNode,
-    listener: tokio::net::TcpListener,
+    (listener, proxy_listener): Listeners,
     database_url: &str,
     sdk_env: &Path,
     options: &UpOptions,
@@ -133,6 +149,10 @@ async fn serve(
     );
     println!("Ctrl-C stops hearth and kills its sandboxes.");
 
+    let proxy = proxy_listener.map(|(address, listener)| {
+        println!("  sandbox traffic alone also on http://{address}");
+        tokio::spawn(hearth_api::server::serve_proxy(state.clone(), listener))
+    });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut api = tokio::spawn(hearth_api::server::serve(state.clone(), listener, async {
         let _ = api_stopped.await;
@@ -153,6 +173,9 @@ async fn serve(
             }
         }
     };
+    if let Some(proxy) = proxy {
+        proxy.abort();
+    }
     let _ = stop_grpc.send(());
     let _ = grpc_task.await;
     if !options.node.keep_sandboxes_on_exit {

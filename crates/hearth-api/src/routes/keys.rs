@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathParam};
 use crate::model::{ApiKey, NewApiKey, timestamp};
 use crate::state::AppState;
 use crate::store::ApiKeyRecord;
@@ -75,7 +75,7 @@ pub async fn create(
 pub async fn rename(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam,
     JsonBody(body): JsonBody<NewApiKey>,
 ) -> ApiResult<StatusCode> {
     let name = checked_name(&body.name)?;
@@ -92,7 +92,7 @@ pub async fn rename(
 pub async fn delete(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(key_id): Path<String>,
+    PathParam(key_id): PathParam,
 ) -> ApiResult<StatusCode> {
     if !app
         .store

@@ -15,7 +15,66 @@ use axum::routing::{get, post};
 use crate::error::{ApiError, error_body};
 use crate::state::AppState;
 
-pub use sandboxes::remove as remove_sandbox;
+pub use sandboxes::{CREATE_TIMEOUT, delete_on_node, forget as forget_sandbox};
+
+/// E2B endpoints hearth does not offer (yet): 501, not 404, which the SDKs
+/// would read as "no such sandbox".
+fn not_implemented() -> Router<Arc<AppState>> {
+    let refuse = |what: &'static str| {
+        move || async move { ApiError::NotImplemented(format!("{what} is not supported by hearth")) }
+    };
+    Router::new()
+        .route(
+            "/sandboxes/{sandbox_id}/pause",
+            post(refuse("pausing sandboxes")),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/resume",
+            post(refuse("resuming sandboxes")),
+        )
+        .route(
+            "/sandboxes/{sandbox_id}/snapshots",
+            post(refuse("sandbox snapshots")),
+        )
+        .route("/snapshots", get(refuse("sandbox snapshots")))
+        .route(
+            "/sandboxes/{sandbox_id}/fork",
+            post(refuse("forking sandboxes")),
+        )
+        .route("/v3/templates", post(refuse("building templates")))
+        .route(
+            "/v2/templates/{template_id}/builds/{build_id}",
+            post(refuse("building templates")),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}/status",
+            get(refuse("building templates")),
+        )
+        .route(
+            "/templates/{template_id}/files/{hash}",
+            get(refuse("building templates")),
+        )
+        .route(
+            "/templates/tags",
+            post(refuse("template tags")).delete(refuse("template tags")),
+        )
+        .route(
+            "/templates/{template_id}/tags",
+            get(refuse("template tags")),
+        )
+        .route("/volumes", get(refuse("volumes")).post(refuse("volumes")))
+        .route(
+            "/volumes/{volume_id}",
+            get(refuse("volumes")).delete(refuse("volumes")),
+        )
+        .route("/secrets", get(refuse("secrets")).post(refuse("secrets")))
+        .route(
+            "/secrets/{secret_id}",
+            get(refuse("secrets"))
+                .post(refuse("secrets"))
+                .delete(refuse("secrets")),
+        )
+}
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -67,6 +126,7 @@ pub fn router() -> Router<Arc<AppState>> {
             "/api-keys/{key_id}",
             axum::routing::patch(keys::rename).delete(keys::delete),
         )
+        .merge(not_implemented())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             error_body(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use hearth_proto::orchestrator::SandboxConsoleRequest;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::sandboxes::owned_sandbox;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, QueryPairs};
+use crate::extract::{Caller, PathParam, QueryPairs};
 use crate::model::{SandboxMetric, timestamp};
 use crate::proxy::ENVD_PORT;
 use crate::state::AppState;
@@ -88,7 +88,7 @@ async fn sample(app: &AppState, record: &SandboxRecord) -> ApiResult<SandboxMetr
 pub async fn metrics(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     query: QueryPairs,
 ) -> ApiResult<Json<Vec<SandboxMetric>>> {
     let record = owned_sandbox(&app, &caller, &id).await?;
@@ -119,16 +119,20 @@ pub async fn metrics_of_many(
             ids.len()
         )));
     }
-    let mut sandboxes = BTreeMap::new();
-    for id in ids {
-        // Unknown ids and sandboxes that do not answer are left out.
-        let Ok(record) = owned_sandbox(&app, &caller, id).await else {
-            continue;
-        };
-        if let Ok(metric) = sample(&app, &record).await {
-            sandboxes.insert(id.to_owned(), metric);
+    // Unknown ids and sandboxes that do not answer are left out.
+    let samples = ids.into_iter().map(|id| {
+        let (app, caller) = (&app, &caller);
+        async move {
+            let record = owned_sandbox(app, caller, id).await.ok()?;
+            let metric = sample(app, &record).await.ok()?;
+            Some((id.to_owned(), metric))
         }
-    }
+    });
+    let sandboxes: BTreeMap<String, SandboxMetric> = futures::future::join_all(samples)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     Ok(Json(serde_json::json!({ "sandboxes": sandboxes })))
 }
 
@@ -159,7 +163,7 @@ fn limit(query: &QueryPairs) -> ApiResult<usize> {
 pub async fn logs_v1(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     query: QueryPairs,
 ) -> ApiResult<Json<serde_json::Value>> {
     let record = owned_sandbox(&app, &caller, &id).await?;
@@ -186,7 +190,7 @@ pub async fn logs_v1(
 pub async fn logs_v2(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     query: QueryPairs,
 ) -> ApiResult<Json<serde_json::Value>> {
     let record = owned_sandbox(&app, &caller, &id).await?;

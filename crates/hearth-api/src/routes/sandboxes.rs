@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use hearth_proto::orchestrator::{
     SandboxConfig, SandboxCreateRequest, SandboxDeleteRequest, SandboxGetRequest,
     SandboxNetworkConfig, SandboxNetworkEgressConfig, SandboxUpdateRequest,
@@ -13,20 +14,21 @@ use hearth_proto::orchestrator::{
 
 use crate::config::millis;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{Caller, JsonBody, PathParam};
 use crate::model::{
     ConnectSandbox, NetworkConfig, NetworkUpdate, NewSandbox, RefreshRequest, SandboxCreated,
     TimeoutRequest,
 };
+use crate::nodes::{Node, call};
 use crate::secrets;
 use crate::state::AppState;
-use crate::store::{SandboxRecord, now_ms};
+use crate::store::{SandboxRecord, TemplateRecord, now_ms};
 
 /// A node keeps a sandbox this much past its end, in case the control
 /// plane is down when it should kill it.
 const NODE_GRACE: Duration = Duration::from_secs(60);
 /// A create may wait for a start slot on the node and then boot under TCG.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The lifetime a refresh gives when it names none (E2B's default).
 const DEFAULT_REFRESH_SECONDS: i64 = 15;
 const MAX_REFRESH_SECONDS: i64 = 3600;
@@ -70,7 +72,7 @@ pub async fn create_v1(
     state: State<Arc<AppState>>,
     caller: Caller,
     body: JsonBody<NewSandbox>,
-) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+) -> Response {
     create(state, caller, body).await
 }
 
@@ -78,36 +80,99 @@ pub async fn create_v2(
     state: State<Arc<AppState>>,
     caller: Caller,
     JsonBody(mut body): JsonBody<NewSandbox>,
-) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+) -> Response {
     // v2 sandboxes are always secured.
     body.secure = None;
     create(state, caller, JsonBody(body)).await
 }
 
+/// Runs the create in a task of its own, so that a client that gives up
+/// (its request timeout is shorter than a slow boot) cannot stop it between
+/// the node's create and the row: it finishes either way.
 async fn create(
     State(app): State<Arc<AppState>>,
     caller: Caller,
     JsonBody(body): JsonBody<NewSandbox>,
-) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
-    let timeout = app.config.timeout(body.timeout)?;
-    if body.auto_pause {
-        return Err(ApiError::BadRequest(
-            "autoPause is not supported: hearth kills sandboxes at their timeout".into(),
-        ));
-    }
-    let template = match app.store.template(&body.template_id).await? {
-        Some(t) if t.visible_to(&caller.team.team_id) => t,
-        _ => {
-            return Err(ApiError::NotFound(format!(
-                "template '{}' not found",
-                body.template_id
-            )));
-        }
+) -> Response {
+    let task = tokio::spawn(async move { create_sandbox(&app, &caller, body).await });
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => Err(ApiError::Internal(format!("the create task failed: {e}"))),
     };
+    match result {
+        Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
+        Err(error) => {
+            let busy = matches!(error, ApiError::Unavailable(_));
+            let mut response = error.into_response();
+            if busy {
+                // The SDKs retry a 503; a create the node may have begun
+                // must not be repeated behind the caller's back.
+                response
+                    .headers_mut()
+                    .insert("should-retry", HeaderValue::from_static("false"));
+            }
+            response
+        }
+    }
+}
+
+/// Settings hearth accepts but would not enforce are refused, so that a
+/// caller never believes a sandbox is confined when it is not.
+fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
+    let mut unsupported = Vec::new();
+    if body.auto_pause {
+        unsupported.push("autoPause (hearth kills sandboxes at their timeout)");
+    }
+    if body
+        .auto_resume
+        .as_ref()
+        .is_some_and(|r| r["enabled"] == true)
+    {
+        unsupported.push("autoResume");
+    }
+    if body
+        .volume_mounts
+        .as_ref()
+        .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        unsupported.push("volumeMounts");
+    }
+    if let Some(network) = &body.network {
+        unsupported.extend(network.unsupported());
+    }
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "not supported by hearth: {}",
+            unsupported.join(", ")
+        )))
+    }
+}
+
+async fn resolve_template(app: &AppState, caller: &Caller, id: &str) -> ApiResult<TemplateRecord> {
+    match app.store.template(id).await? {
+        Some(t) if t.visible_to(&caller.team.team_id) => Ok(t),
+        _ => Err(ApiError::NotFound(format!("template '{id}' not found"))),
+    }
+}
+
+async fn create_sandbox(
+    app: &AppState,
+    caller: &Caller,
+    body: NewSandbox,
+) -> ApiResult<SandboxCreated> {
+    let timeout = app.config.timeout(body.timeout)?;
+    refuse_unsupported(&body)?;
+    let template = resolve_template(app, caller, &body.template_id).await?;
+    // Creates in flight count against the limit, or concurrent creates
+    // would each see room for themselves.
+    let _starting = app.starting.begin(&caller.team.team_id);
     let running = app.store.count_sandboxes_of(&caller.team.team_id).await?;
-    if running >= caller.team.max_sandboxes {
+    let in_flight = app.starting.count(&caller.team.team_id) - 1;
+    if running + in_flight >= caller.team.max_sandboxes {
         return Err(ApiError::TooManyRequests(format!(
-            "your team runs {running} sandboxes, its limit is {}: kill some first",
+            "your team runs {running} sandboxes (and starts {in_flight}), its limit is {}: kill some first",
             caller.team.max_sandboxes
         )));
     }
@@ -172,11 +237,28 @@ async fn create(
     });
     request.set_timeout(CREATE_TIMEOUT);
     let mut client = node.sandboxes();
-    let response = client.create(request).await?.into_inner();
+    let response = match client.create(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            if matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unavailable
+            ) {
+                // The node may have started it anyway; it must not run on
+                // unseen. (Reconciliation catches what this misses.)
+                let _ = client
+                    .delete(call(SandboxDeleteRequest {
+                        sandbox_id: sandbox_id.clone(),
+                    }))
+                    .await;
+            }
+            return Err(status.into());
+        }
+    };
     let shape = client
-        .get(SandboxGetRequest {
+        .get(call(SandboxGetRequest {
             sandbox_id: sandbox_id.clone(),
-        })
+        }))
         .await;
     let (cpu_count, memory_mb, build_id) = match &shape {
         Ok(s) => {
@@ -212,27 +294,57 @@ async fn create(
     };
     if let Err(error) = app.store.insert_sandbox(&record).await {
         // No row, so no VM either: a failed create leaves nothing behind.
-        let _ = client.delete(SandboxDeleteRequest { sandbox_id }).await;
+        let _ = client
+            .delete(call(SandboxDeleteRequest { sandbox_id }))
+            .await;
         return Err(error.into());
     }
     if let Err(error) = app.store.template_spawned(&template.template_id).await {
         tracing::warn!(%error, "counting a template spawn failed");
     }
     tracing::info!(sandbox = %record.sandbox_id, team = %record.team_id, node = %record.node, "sandbox created");
-    Ok((StatusCode::CREATED, Json(created(&app, &record))))
+    Ok(created(app, &record))
 }
 
-/// Tells the node the sandbox's new end (plus grace).
-async fn push_end(app: &AppState, record: &SandboxRecord, end_at: i64) -> ApiResult<()> {
+/// Applies `update` on the sandbox's node. A node that no longer has the
+/// sandbox means it died: it is forgotten and the caller gets a 404.
+async fn update_on_node(
+    app: &AppState,
+    record: &SandboxRecord,
+    update: SandboxUpdateRequest,
+) -> ApiResult<()> {
     let node = app.nodes.get(&record.node)?;
-    node.sandboxes()
-        .update(SandboxUpdateRequest {
+    match node.sandboxes().update(call(update)).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            forget(app, &record.sandbox_id).await?;
+            Err(ApiError::sandbox_not_found(&record.sandbox_id))
+        }
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// Sets the sandbox's end in the store (only while it still exists, so a
+/// sandbox killed meanwhile is a 404) and then on its node.
+async fn set_end(app: &AppState, record: &SandboxRecord, end_at: i64) -> ApiResult<()> {
+    if !app
+        .store
+        .set_sandbox_end(&record.sandbox_id, end_at)
+        .await?
+    {
+        return Err(ApiError::sandbox_not_found(&record.sandbox_id));
+    }
+    update_on_node(
+        app,
+        record,
+        SandboxUpdateRequest {
             sandbox_id: record.sandbox_id.clone(),
             end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
             egress: None,
-        })
-        .await?;
-    Ok(())
+            allow_internet_access: None,
+        },
+    )
+    .await
 }
 
 /// `POST /sandboxes/{id}/connect` and v2: the sandbox is running, so this
@@ -240,7 +352,7 @@ async fn push_end(app: &AppState, record: &SandboxRecord, end_at: i64) -> ApiRes
 pub async fn connect(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(body): JsonBody<ConnectSandbox>,
 ) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
     let mut record = owned_sandbox(&app, &caller, &id).await?;
@@ -248,8 +360,7 @@ pub async fn connect(
         let timeout = app.config.timeout(body.timeout)?;
         let end_at = now_ms() + millis(timeout);
         if end_at > record.end_at {
-            push_end(&app, &record, end_at).await?;
-            app.store.set_sandbox_end(&id, end_at).await?;
+            set_end(&app, &record, end_at).await?;
             record.end_at = end_at;
         }
     }
@@ -259,21 +370,19 @@ pub async fn connect(
 pub async fn set_timeout(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(body): JsonBody<TimeoutRequest>,
 ) -> ApiResult<StatusCode> {
     let record = owned_sandbox(&app, &caller, &id).await?;
     let timeout = app.config.timeout(Some(body.timeout))?;
-    let end_at = now_ms() + millis(timeout);
-    push_end(&app, &record, end_at).await?;
-    app.store.set_sandbox_end(&id, end_at).await?;
+    set_end(&app, &record, now_ms() + millis(timeout)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn refresh(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(body): JsonBody<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
     let record = owned_sandbox(&app, &caller, &id).await?;
@@ -285,8 +394,7 @@ pub async fn refresh(
     }
     let end_at = now_ms() + seconds * 1000;
     if end_at > record.end_at {
-        push_end(&app, &record, end_at).await?;
-        app.store.set_sandbox_end(&id, end_at).await?;
+        set_end(&app, &record, end_at).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -294,10 +402,17 @@ pub async fn refresh(
 pub async fn update_network(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     JsonBody(body): JsonBody<NetworkUpdate>,
 ) -> ApiResult<StatusCode> {
     let record = owned_sandbox(&app, &caller, &id).await?;
+    let unsupported = body.unsupported();
+    if !unsupported.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "not supported by hearth: {}",
+            unsupported.join(", ")
+        )));
+    }
     let mut network: NetworkConfig =
         serde_json::from_value(record.network.clone()).unwrap_or_default();
     if let Some(allow_out) = body.allow_out {
@@ -307,61 +422,67 @@ pub async fn update_network(
         network.deny_out = deny_out;
     }
     let allow_internet = body.allow_internet_access.unwrap_or(record.allow_internet);
-    // The node's egress is "internet or not, plus CIDR lists"; internet off
-    // is the node denying everything the allow list does not name.
-    let mut denied = network.deny_out.clone();
-    if !allow_internet && !denied.iter().any(|c| c == "0.0.0.0/0") {
-        denied.push("0.0.0.0/0".into());
-    }
-    let node = app.nodes.get(&record.node)?;
-    node.sandboxes()
-        .update(SandboxUpdateRequest {
+    update_on_node(
+        &app,
+        &record,
+        SandboxUpdateRequest {
             sandbox_id: id.clone(),
             end_time: None,
             egress: Some(SandboxNetworkEgressConfig {
                 allowed_cidrs: network.allow_out.clone(),
-                denied_cidrs: denied,
+                denied_cidrs: network.deny_out.clone(),
             }),
-        })
-        .await?;
-    app.store
-        .set_sandbox_network(
-            &id,
-            allow_internet,
-            &serde_json::to_value(&network).unwrap_or_default(),
-        )
-        .await?;
+            allow_internet_access: Some(allow_internet),
+        },
+    )
+    .await?;
+    let value = serde_json::to_value(&network).unwrap_or_default();
+    if !app
+        .store
+        .set_sandbox_network(&id, allow_internet, &value)
+        .await?
+    {
+        return Err(ApiError::sandbox_not_found(&id));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Kills a sandbox on its node and forgets it. A node that no longer has
-/// it (it died) is not an error.
-pub async fn remove(app: &AppState, record: &SandboxRecord) -> ApiResult<()> {
-    app.upstream.forget(&record.sandbox_id);
-    let Some(node) = app.nodes.find(&record.node) else {
-        // Its node left the cluster, and its VMs with it.
-        app.store.delete_sandbox(&record.sandbox_id).await?;
-        return Ok(());
-    };
+/// Forgets a sandbox: its row and its proxy connections.
+pub async fn forget(app: &AppState, sandbox_id: &str) -> ApiResult<bool> {
+    let existed = app.store.delete_sandbox(sandbox_id).await?;
+    app.upstream.forget(sandbox_id);
+    Ok(existed)
+}
+
+/// Deletes a sandbox on `node`; one the node no longer has is gone already.
+pub async fn delete_on_node(node: &Node, sandbox_id: &str) -> ApiResult<()> {
     match node
         .sandboxes()
-        .delete(SandboxDeleteRequest {
-            sandbox_id: record.sandbox_id.clone(),
-        })
+        .delete(call(SandboxDeleteRequest {
+            sandbox_id: sandbox_id.to_owned(),
+        }))
         .await
     {
-        Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::NotFound => {}
-        Err(status) => return Err(status.into()),
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(status.into()),
     }
-    app.store.delete_sandbox(&record.sandbox_id).await?;
+}
+
+/// Kills a sandbox on its node and forgets it.
+pub async fn remove(app: &AppState, record: &SandboxRecord) -> ApiResult<()> {
+    // A node that left the cluster took its VMs with it.
+    if let Some(node) = app.nodes.find(&record.node) {
+        delete_on_node(node, &record.sandbox_id).await?;
+    }
+    forget(app, &record.sandbox_id).await?;
     Ok(())
 }
 
 pub async fn kill(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<StatusCode> {
     let record = owned_sandbox(&app, &caller, &id).await?;
     remove(&app, &record).await?;
@@ -372,7 +493,7 @@ pub async fn kill(
 pub async fn detail(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<Json<crate::model::SandboxDetail>> {
     let record = owned_sandbox(&app, &caller, &id).await?;
     Ok(Json(crate::model::SandboxDetail {

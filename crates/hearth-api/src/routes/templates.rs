@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Caller;
+use crate::extract::{Caller, PathParam};
 use crate::model::{Template, timestamp};
 use crate::state::AppState;
 use crate::store::TemplateRecord;
@@ -54,7 +54,7 @@ pub async fn list(
 pub async fn detail(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<Json<serde_json::Value>> {
     let t = visible(&app, &caller, &id).await?;
     let build = serde_json::json!({
@@ -86,7 +86,7 @@ pub async fn detail(
 pub async fn delete(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<StatusCode> {
     let t = visible(&app, &caller, &id).await?;
     if t.team_id.as_deref() != Some(caller.team.team_id.as_str()) {
@@ -103,7 +103,7 @@ pub async fn delete(
 pub async fn alias(
     State(app): State<Arc<AppState>>,
     caller: Caller,
-    Path(alias): Path<String>,
+    PathParam(alias): PathParam,
 ) -> ApiResult<Json<serde_json::Value>> {
     match app.store.template(&alias).await? {
         Some(t) if t.visible_to(&caller.team.team_id) => Ok(Json(serde_json::json!({

@@ -128,6 +128,28 @@ impl Store {
             .collect()
     }
 
+    /// Deletes the row if it is still past its end at `now_ms`; whether it
+    /// did (the caller then owns killing the VM).
+    pub async fn claim_ended(&self, sandbox_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let deleted = sqlx::query("DELETE FROM sandboxes WHERE sandbox_id = $1 AND end_at <= $2")
+            .bind(sandbox_id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    /// The ids of every sandbox.
+    pub async fn sandbox_ids(&self) -> StoreResult<std::collections::HashSet<String>> {
+        let rows = sqlx::query("SELECT sandbox_id FROM sandboxes")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>("sandbox_id")?))
+            .collect()
+    }
+
     /// Whether the sandbox existed.
     pub async fn set_sandbox_end(&self, sandbox_id: &str, end_at: i64) -> StoreResult<bool> {
         let updated = sqlx::query("UPDATE sandboxes SET end_at = $1 WHERE sandbox_id = $2")

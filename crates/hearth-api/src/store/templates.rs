@@ -76,7 +76,8 @@ impl Store {
     pub async fn template(&self, id_or_alias: &str) -> StoreResult<Option<TemplateRecord>> {
         let row = sqlx::query(
             "SELECT * FROM templates WHERE template_id = $1
-             OR template_id = (SELECT template_id FROM template_aliases WHERE alias = $1)",
+             OR template_id = (SELECT template_id FROM template_aliases WHERE alias = $1)
+             ORDER BY CASE WHEN template_id = $1 THEN 0 ELSE 1 END LIMIT 1",
         )
         .bind(id_or_alias)
         .fetch_optional(&self.pool)

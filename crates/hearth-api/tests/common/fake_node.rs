@@ -18,6 +18,9 @@ pub struct FakeState {
     /// Templates whose creates fail, as a broken snapshot would.
     pub failing_templates: Vec<String>,
     pub max_sandboxes: i64,
+    /// When set, each create also writes a row with the new sandbox's id
+    /// into this store, so that the control plane's own insert fails.
+    pub conflicting_store: Option<hearth_api::Store>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,36 +58,46 @@ impl SandboxService for FakeNode {
         let config = request
             .sandbox
             .ok_or_else(|| Status::invalid_argument("no sandbox"))?;
-        let mut state = self.state();
-        if state.failing_templates.contains(&config.template_id) {
-            return Err(Status::internal("the snapshot is corrupt"));
-        }
-        for cidr in config
-            .network
-            .iter()
-            .flat_map(|n| n.egress.iter())
-            .flat_map(|e| e.allowed_cidrs.iter().chain(&e.denied_cidrs))
-        {
-            if cidr.parse::<std::net::Ipv4Addr>().is_err() && !cidr.contains('/') {
-                return Err(Status::invalid_argument(format!("'{cidr}' is not a CIDR")));
+        let (id, conflicting_store) = {
+            let mut state = self.state();
+            if state.failing_templates.contains(&config.template_id) {
+                return Err(Status::internal("the snapshot is corrupt"));
             }
+            for cidr in config
+                .network
+                .iter()
+                .flat_map(|n| n.egress.iter())
+                .flat_map(|e| e.allowed_cidrs.iter().chain(&e.denied_cidrs))
+            {
+                if cidr.parse::<std::net::Ipv4Addr>().is_err() && !cidr.contains('/') {
+                    return Err(Status::invalid_argument(format!("'{cidr}' is not a CIDR")));
+                }
+            }
+            let id = config.sandbox_id.clone();
+            let conflicting_store = state.conflicting_store.clone();
+            state.sandboxes.insert(
+                id.clone(),
+                pb::RunningSandbox {
+                    sandbox_id: id.clone(),
+                    client_id: "fake-node".into(),
+                    vcpu: 2,
+                    ram_mb: 512,
+                    build_id: "fake-build".into(),
+                    host_address: "127.0.0.1".into(),
+                    start_time: request.start_time,
+                    end_time: request.end_time,
+                    config: Some(config),
+                    ..Default::default()
+                },
+            );
+            (id, conflicting_store)
+        };
+        if let Some(store) = conflicting_store {
+            store
+                .insert_sandbox(&crate::common::record(&id))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
         }
-        let id = config.sandbox_id.clone();
-        state.sandboxes.insert(
-            id.clone(),
-            pb::RunningSandbox {
-                sandbox_id: id,
-                client_id: "fake-node".into(),
-                vcpu: 2,
-                ram_mb: 512,
-                build_id: "fake-build".into(),
-                host_address: "127.0.0.1".into(),
-                start_time: request.start_time,
-                end_time: request.end_time,
-                config: Some(config),
-                ..Default::default()
-            },
-        );
         Ok(Response::new(pb::SandboxCreateResponse {
             client_id: "fake-node".into(),
             host_address: "127.0.0.1".into(),
@@ -102,6 +115,11 @@ impl SandboxService for FakeNode {
         };
         if let Some(end) = request.end_time {
             sandbox.end_time = Some(end);
+        }
+        if let (Some(allow), Some(config)) =
+            (request.allow_internet_access, sandbox.config.as_mut())
+        {
+            config.allow_internet_access = Some(allow);
         }
         state.updates.push(request);
         Ok(Response::new(()))

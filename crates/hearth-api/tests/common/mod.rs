@@ -38,6 +38,31 @@ pub async fn store(
     Ok(Store::open(&url).await?)
 }
 
+/// A row for sandbox `id` of nobody's team.
+pub fn record(id: &str) -> hearth_api::store::SandboxRecord {
+    hearth_api::store::SandboxRecord {
+        sandbox_id: id.into(),
+        team_id: "nobody".into(),
+        template_id: "base".into(),
+        alias: None,
+        build_id: "b".into(),
+        node: "elsewhere".into(),
+        client_id: "c".into(),
+        host_address: "127.0.0.1".into(),
+        envd_version: "0.6.5".into(),
+        envd_access_token: None,
+        traffic_access_token: None,
+        allow_internet: true,
+        network: serde_json::json!({}),
+        metadata: Default::default(),
+        cpu_count: 1,
+        memory_mb: 128,
+        disk_size_mb: 0,
+        started_at: 0,
+        end_at: i64::MAX,
+    }
+}
+
 pub fn template(id: &str, team: Option<&str>) -> TemplateRecord {
     TemplateRecord {
         template_id: id.into(),
