@@ -59,19 +59,24 @@ fn set(value: Option<&serde_json::Value>) -> bool {
     }
 }
 
+/// The names of the settings that are given.
+fn given(settings: &[(&'static str, &Option<serde_json::Value>)]) -> Vec<&'static str> {
+    settings
+        .iter()
+        .filter(|(_, value)| set(value.as_ref()))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 impl NetworkConfig {
     /// The settings given that hearth does not enforce.
     pub fn unsupported(&self) -> Vec<&'static str> {
-        [
+        given(&[
             ("network.egressProxy", &self.egress_proxy),
             ("network.dnsServers", &self.dns_servers),
             ("network.rules", &self.rules),
             ("network.maskRequestHost", &self.mask_request_host),
-        ]
-        .into_iter()
-        .filter(|(_, v)| set(v.as_ref()))
-        .map(|(name, _)| name)
-        .collect()
+        ])
     }
 }
 
@@ -91,15 +96,11 @@ pub struct NetworkUpdate {
 impl NetworkUpdate {
     /// The settings given that hearth does not enforce.
     pub fn unsupported(&self) -> Vec<&'static str> {
-        [
+        given(&[
             ("egressProxy", &self.egress_proxy),
             ("dnsServers", &self.dns_servers),
             ("rules", &self.rules),
-        ]
-        .into_iter()
-        .filter(|(_, v)| set(v.as_ref()))
-        .map(|(name, _)| name)
-        .collect()
+        ])
     }
 }
 

@@ -112,20 +112,10 @@ async fn create_answers_201_with_what_the_sdks_need_and_tells_the_node_everythin
         .await?;
     assert_eq!(kill.status(), 204);
     assert!(h.node.state().deleted.contains(&id));
-    assert_error(
-        h.request(Method::DELETE, &format!("/sandboxes/{id}"))
-            .send()
-            .await?,
-        404,
-    )
-    .await?;
-    assert_error(
-        h.request(Method::GET, &format!("/sandboxes/{id}"))
-            .send()
-            .await?,
-        404,
-    )
-    .await?;
+    h.expect_error(Method::DELETE, &format!("/sandboxes/{id}"), 404)
+        .await?;
+    h.expect_error(Method::GET, &format!("/sandboxes/{id}"), 404)
+        .await?;
     Ok(())
 }
 
@@ -166,8 +156,8 @@ async fn bad_input_is_refused_and_leaves_no_row_and_no_vm() -> TestResult {
     }
     assert!(h.node.state().sandboxes.is_empty());
     assert_eq!(h.state.store.count_sandboxes_of(&h.team_id).await?, 0);
-    assert_error(h.request(Method::GET, "/no/such/path").send().await?, 404).await?;
-    assert_error(h.request(Method::PUT, "/v2/sandboxes").send().await?, 405).await?;
+    h.expect_error(Method::GET, "/no/such/path", 404).await?;
+    h.expect_error(Method::PUT, "/v2/sandboxes", 405).await?;
     Ok(())
 }
 
@@ -395,13 +385,8 @@ async fn timeouts_extend_shorten_and_kill() -> TestResult {
     assert_eq!(set.status(), 204);
     hearth_api::lifecycle::kill_ended(&h.state).await;
     assert!(h.node.state().deleted.contains(&id));
-    assert_error(
-        h.request(Method::GET, &format!("/sandboxes/{id}"))
-            .send()
-            .await?,
-        404,
-    )
-    .await?;
+    h.expect_error(Method::GET, &format!("/sandboxes/{id}"), 404)
+        .await?;
     Ok(())
 }
 
@@ -411,13 +396,8 @@ async fn sandboxes_their_node_lost_are_forgotten() -> TestResult {
     let id = h.create(json!({})).await?;
     h.node.state().sandboxes.remove(&id);
     hearth_api::lifecycle::reconcile(&h.state).await;
-    assert_error(
-        h.request(Method::GET, &format!("/sandboxes/{id}"))
-            .send()
-            .await?,
-        404,
-    )
-    .await?;
+    h.expect_error(Method::GET, &format!("/sandboxes/{id}"), 404)
+        .await?;
     Ok(())
 }
 
@@ -453,11 +433,8 @@ async fn logs_come_from_the_console_and_templates_are_listed() -> TestResult {
     assert_eq!(base.len(), 1);
     assert!(base[0]["spawnCount"].as_i64().is_some_and(|n| n >= 1));
     assert_eq!(base[0]["public"], true);
-    assert_error(
-        h.request(Method::DELETE, "/templates/base").send().await?,
-        403,
-    )
-    .await?;
+    h.expect_error(Method::DELETE, "/templates/base", 403)
+        .await?;
     Ok(())
 }
 
@@ -672,19 +649,10 @@ async fn network_updates_reach_the_node_and_unenforced_settings_are_refused() ->
             .await?;
         assert_error(response, 400).await?;
     }
-    assert_error(
-        h.request(Method::POST, &format!("/sandboxes/{id}/pause"))
-            .json(&json!({}))
-            .send()
-            .await?,
-        501,
-    )
-    .await?;
-    assert_error(
-        h.request(Method::GET, "/sandboxes/%FF%FE").send().await?,
-        400,
-    )
-    .await?;
+    h.expect_error(Method::POST, &format!("/sandboxes/{id}/pause"), 501)
+        .await?;
+    h.expect_error(Method::GET, "/sandboxes/%FF%FE", 400)
+        .await?;
     Ok(())
 }
 

@@ -142,6 +142,37 @@ async fn upgrade_service() -> std::io::Result<u16> {
     Ok(port)
 }
 
+/// A connection through the proxy to `port` of sandbox `id`, upgraded
+/// (the guest's 101 received).
+async fn upgraded(
+    h: &Harness,
+    id: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream, Box<dyn std::error::Error + Send + Sync>> {
+    let address = h.url.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&address).await?;
+    conn.write_all(
+        format!(
+            "GET /socket HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\
+             E2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: {port}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await? == 0 {
+            return Err("closed before the response head".into());
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(format!("not upgraded: {}", String::from_utf8_lossy(&head)).into());
+    }
+    Ok(conn)
+}
+
 fn to_sandbox(h: &Harness, path: &str, id: &str, port: u16) -> reqwest::RequestBuilder {
     h.http
         .get(format!("{}{path}", h.url))
@@ -265,31 +296,7 @@ async fn upgrades_are_spliced_both_ways() -> TestResult {
     let h = Harness::start().await?;
     let port = upgrade_service().await?;
     let id = h.create(json!({})).await?;
-    let address = h.url.trim_start_matches("http://").to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&address).await?;
-    conn.write_all(
-        format!(
-            "GET /socket HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\
-             E2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: {port}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            conn.read(&mut byte).await?,
-            1,
-            "closed before the response head"
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut conn = upgraded(&h, &id, port).await?;
     for word in ["hello", "both ways"] {
         conn.write_all(word.as_bytes()).await?;
         let mut got = vec![0u8; word.len()];
@@ -417,23 +424,7 @@ async fn a_killed_sandbox_takes_its_upgraded_connections_with_it() -> TestResult
     let h = Harness::start().await?;
     let port = upgrade_service().await?;
     let id = h.create(json!({})).await?;
-    let address = h.url.trim_start_matches("http://").to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&address).await?;
-    conn.write_all(
-        format!(
-            "GET / HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\
-             E2b-Sandbox-Id: {id}\r\nE2b-Sandbox-Port: {port}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(conn.read(&mut byte).await?, 1);
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut conn = upgraded(&h, &id, port).await?;
     h.request(reqwest::Method::DELETE, &format!("/sandboxes/{id}"))
         .send()
         .await?;

@@ -159,6 +159,12 @@ fn limit(query: &QueryPairs) -> ApiResult<usize> {
         .map_err(|_| ApiError::BadRequest(format!("limit must not be negative, got {limit}")))
 }
 
+/// A console line as a `SandboxLogEntry`: the console has no levels or
+/// fields, and its lines no times of their own.
+fn log_entry(at: &str, line: &str) -> serde_json::Value {
+    serde_json::json!({ "timestamp": at, "level": "info", "message": line, "fields": {} })
+}
+
 /// `GET /sandboxes/{id}/logs` (`SandboxLogs`).
 pub async fn logs_v1(
     State(app): State<Arc<AppState>>,
@@ -175,12 +181,7 @@ pub async fn logs_v1(
         .iter()
         .map(|line| serde_json::json!({ "timestamp": at, "line": line }))
         .collect();
-    let entries: Vec<_> = tail
-        .iter()
-        .map(|line| {
-            serde_json::json!({ "timestamp": at, "level": "info", "message": line, "fields": {} })
-        })
-        .collect();
+    let entries: Vec<_> = tail.iter().map(|line| log_entry(&at, line)).collect();
     Ok(Json(
         serde_json::json!({ "logs": logs, "logEntries": entries }),
     ))
@@ -205,9 +206,7 @@ pub async fn logs_v2(
     let logs: Vec<_> = lines
         .iter()
         .take(limit)
-        .map(|line| {
-            serde_json::json!({ "timestamp": at, "level": "info", "message": line, "fields": {} })
-        })
+        .map(|line| log_entry(&at, line))
         .collect();
     Ok(Json(serde_json::json!({ "logs": logs })))
 }

@@ -168,6 +168,19 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Asserts that `method path` (with the harness's key and no body)
+    /// fails with `status` and E2B's error body.
+    pub async fn expect_error(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        status: u16,
+    ) -> TestResult {
+        assert_error(self.request(method, path).send().await?, status).await
+    }
+}
+
 /// Asserts the E2B error body and status.
 pub async fn assert_error(response: reqwest::Response, status: u16) -> TestResult {
     assert_eq!(response.status().as_u16(), status);
