@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the end-to-end suites against `hearth up` with real VMs: the unmodified
-# E2B Python SDK (pytest, node/python) and JS SDK (node --test, js/node).
+# E2B Python SDK (pytest, node/python) and JS SDK (node --test, js/node), then
+# the envd conformance suites (python/, js/test/) in node mode, where every test
+# gets its own VM (HEARTH_CONFORMANCE_TARGET=node; see python/helpers.py).
 #
 #   HEARTH_BIN=/abs/hearth ENVD_BIN=/abs/envd [DATABASE_URL=postgres://…] \
-#     [BUILD_DIR=<repo>/build] tests/conformance/run-node.sh
+#     [BUILD_DIR=<repo>/build] [ENVD_SUITES=0] tests/conformance/run-node.sh
 #
+# ENVD_SUITES=0 leaves out the envd suites (they do not depend on the database).
 # scripts/with-hearth-up.sh starts and stops hearth and checks for leftovers.
 set -euo pipefail
 
@@ -25,6 +28,7 @@ fi
 LOG_DIR="${LOG_DIR:-$BUILD_DIR/conformance-logs}"
 VENV="$BUILD_DIR/venv"
 export PYTHONDONTWRITEBYTECODE=1
+unset HEARTH_CONFORMANCE_TARGET
 status=0
 echo "==> Python SDK against hearth up (pytest)"
 (cd "$HERE/node/python" && "$VENV/bin/python" -m pytest -q) || status=1
@@ -37,5 +41,23 @@ if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=120000 --te
 else
   cat "$js_log"
   status=1
+fi
+
+if [ "${ENVD_SUITES:-1}" != 0 ]; then
+  # The same tests as tests/conformance/run.sh, each in a VM of its own. Under
+  # TCG a VM is slower than a local envd, hence the longer per-test limits.
+  echo "==> envd suite, Python SDK, in VMs (pytest, HEARTH_CONFORMANCE_TARGET=node)"
+  (cd "$HERE/python" && HEARTH_CONFORMANCE_TARGET=node "$VENV/bin/python" -m pytest -q -o timeout=120) \
+    || status=1
+
+  echo "==> envd suite, JS SDK, in VMs (node --test, HEARTH_CONFORMANCE_TARGET=node)"
+  js_log="$LOG_DIR/node-envd-js.log"
+  if (cd "$HERE/js" && HEARTH_CONFORMANCE_TARGET=node node --test --test-concurrency=1 \
+      --test-timeout=120000 --test-reporter=spec test/*.test.mjs) >"$js_log" 2>&1; then
+    grep -E '^ℹ (tests|pass|fail|skipped) ' "$js_log" || tail -n 5 "$js_log"
+  else
+    cat "$js_log"
+    status=1
+  fi
 fi
 exit "$status"

@@ -64,6 +64,7 @@ port_in_use() {
 . "$HERE/deps.sh"
 
 export ENVD_BIN ENVD_LOG_DIR="$LOG_DIR" E2B_DEBUG=true PYTHONDONTWRITEBYTECODE=1
+export HEARTH_CONFORMANCE_TARGET=debug  # run-node.sh runs the same suites with `node`
 unset E2B_SANDBOX_URL E2B_API_URL E2B_DOMAIN
 
 port_in_use && die "port $PORT is already in use; stop the process listening on it"

@@ -7,7 +7,7 @@ import pytest
 
 from e2b import AsyncSandbox, CommandExitException, TimeoutException
 
-from helpers import ROOT_HOME, unique, user_entry
+from helpers import DEFAULT_HOME, DEFAULT_USER, unique, user_entry
 
 
 async def running_pids(sbx):
@@ -36,7 +36,7 @@ async def test_envs_and_cwd(async_sandbox, tmp_dir):
 async def test_users(async_sandbox):
     u = user_entry()
     r = await async_sandbox.commands.run('whoami; echo "$HOME"; pwd')
-    assert r.stdout == f"root\n{ROOT_HOME}\n{ROOT_HOME}\n"
+    assert r.stdout == f"{DEFAULT_USER}\n{DEFAULT_HOME}\n{DEFAULT_HOME}\n"
     r = await async_sandbox.commands.run('whoami; echo "$HOME"; pwd', user="user")
     assert r.stdout == f"user\n{u.pw_dir}\n{u.pw_dir}\n"
 
@@ -112,7 +112,7 @@ async def test_stream_input(async_sandbox):
 
 async def test_connect_from_second_client(async_sandbox):
     h = await async_sandbox.commands.run("sleep 2; echo later", background=True)
-    other = await AsyncSandbox.create()
+    other = await AsyncSandbox.connect(async_sandbox.sandbox_id)  # a second client
     got = []
     h2 = await other.commands.connect(h.pid, on_stdout=got.append)
     r = await h2.wait()

@@ -7,7 +7,7 @@ import pytest
 
 from e2b import CommandExitException, Sandbox, TimeoutException
 
-from helpers import ROOT_HOME, unique, user_entry, wait_until
+from helpers import DEFAULT_HOME, DEFAULT_USER, ROOT_HOME, unique, user_entry, wait_until
 
 
 def running_pids(sandbox):
@@ -33,9 +33,12 @@ def test_run_in_cwd(sandbox, tmp_dir):
     assert r.stdout == f"{tmp_dir}\n"
 
 
-def test_default_user_is_root_in_its_home(sandbox):
+def test_default_user_runs_in_its_home(sandbox):
+    # root for a debug-mode envd, `user` in a hearth VM (see helpers.DEFAULT_USER).
+    uid = 0 if DEFAULT_USER == "root" else user_entry().pw_uid
     r = sandbox.commands.run('whoami; echo "$HOME"; pwd; echo "$USER:$LOGNAME"; id -u')
-    assert r.stdout == f"root\n{ROOT_HOME}\n{ROOT_HOME}\nroot:root\n0\n"
+    assert r.stdout == (f"{DEFAULT_USER}\n{DEFAULT_HOME}\n{DEFAULT_HOME}\n"
+                        f"{DEFAULT_USER}:{DEFAULT_USER}\n{uid}\n")
 
 
 def test_explicit_root_user(sandbox):
@@ -87,7 +90,7 @@ def test_background_command_and_wait(sandbox):
     assert r.exit_code == 0
 
 
-def test_list_shows_running_command(sandbox, tmp_dir):
+def test_list_shows_running_command(sandbox, tmp_dir, machine):
     marker = unique("mark")
     h = sandbox.commands.run("sleep 30", background=True, cwd=tmp_dir,
                              envs={"HEARTH_MARK": marker})
@@ -101,8 +104,7 @@ def test_list_shows_running_command(sandbox, tmp_dir):
         assert p.cwd == tmp_dir
         assert p.tag is None
         # The pid is the real process id on the machine.
-        with open(f"/proc/{h.pid}/cmdline", "rb") as f:
-            assert b"sleep" in f.read()
+        assert b"sleep" in machine.read(f"/proc/{h.pid}/cmdline")
     finally:
         sandbox.commands.kill(h.pid)
 
@@ -193,7 +195,7 @@ def test_iterating_a_handle_yields_stdout_and_stderr(sandbox):
 
 def test_connect_receives_later_output(sandbox):
     h = sandbox.commands.run("sleep 2; echo later; echo err-later >&2", background=True)
-    other = Sandbox.create()
+    other = Sandbox.connect(sandbox.sandbox_id)  # a second client of the same sandbox
     h2 = other.commands.connect(h.pid)
     assert h2.pid == h.pid
     r2 = h2.wait()

@@ -1,4 +1,5 @@
-"""The Connect protocol on the wire (contract §5.2), spoken raw to the shared envd."""
+"""The Connect protocol on the wire (contract §5.2), spoken raw to the shared envd
+(debug mode) or to the test's VM through hearth's sandbox proxy (node mode)."""
 
 import base64
 import json
@@ -8,8 +9,6 @@ import pytest
 
 from helpers import (
     FLAG_END_STREAM,
-    SHARED_PORT,
-    base_url,
     envelope,
     iter_envelopes,
     json_envelope,
@@ -26,8 +25,9 @@ STREAM_PROTO = {"Content-Type": "application/connect+proto", "Connect-Protocol-V
 
 
 @pytest.fixture
-def client(envd_server):
-    with httpx.Client(base_url=base_url(SHARED_PORT), timeout=15) as c:
+def client(envd_endpoint):
+    with httpx.Client(base_url=envd_endpoint.url, headers=envd_endpoint.headers(),
+                      timeout=15) as c:
         yield c
 
 

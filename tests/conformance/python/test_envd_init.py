@@ -1,10 +1,13 @@
 """`POST /init` (env vars, default user/workdir, access token) and signed `/files` URLs.
 
-These change envd's global state, so every test gets its own private envd on a
-free port; the shared instance on 49983 is never touched. The SDK reaches a
-private instance through `sandbox_url` (which wins over debug mode's
-localhost:49983); with an access token the Sandbox is built through its
-constructor, exactly as `Sandbox.create()` does after a real API call.
+These change envd's global state, so every test gets an envd of its own. In
+debug mode that is a private envd on a free port (the shared instance on 49983
+is never touched), reached by the SDK through `sandbox_url` (which wins over
+debug mode's localhost:49983). In node mode it is the envd of the test's VM,
+reached through hearth's sandbox proxy; hearth has already initialised it with
+an access token, which a repeated /init must present. Either way the SDK's
+Sandbox is built through its constructor, exactly as `Sandbox.create()` does
+after a real API call.
 """
 
 import base64
@@ -19,16 +22,20 @@ import pytest
 from e2b import AsyncSandbox, AuthenticationException, ConnectionConfig, Sandbox
 from e2b.envd.versions import ENVD_DEBUG_FALLBACK
 
-from helpers import EnvdProcess, free_port
+from helpers import NODE, Endpoint, EnvdProcess, free_port, proxy_endpoint
 
 TOKEN = "hearth-secret-token"
 
 
 @pytest.fixture
 def envd(request):
+    """An Endpoint for an envd this test may re-initialise."""
+    if NODE:
+        yield proxy_endpoint(request.getfixturevalue("sandbox"))
+        return
     server = EnvdProcess(free_port(), name=f"private-{request.node.name}").start()
     try:
-        yield server
+        yield Endpoint(server.url, "hearth-conf", envd_version=ENVD_DEBUG_FALLBACK)
     finally:
         server.stop()
 
@@ -40,26 +47,36 @@ def now_rfc3339() -> str:
 def init(envd, **body):
     # A current timestamp: an old or future one could make envd adjust the clock.
     body["timestamp"] = now_rfc3339()
-    return httpx.post(f"{envd.url}/init", json=body, timeout=10)
+    r = httpx.post(f"{envd.url}/init", json=body, headers=envd.headers(), timeout=10)
+    if r.status_code == 204 and "accessToken" in body:
+        envd.token = body["accessToken"] or None
+    return r
 
 
-def sandbox_headers(token):
-    headers = {"E2b-Sandbox-Id": "hearth-conf", "E2b-Sandbox-Port": "49983"}
+def sandbox_headers(envd, token):
+    headers = {"E2b-Sandbox-Id": envd.sandbox_id, "E2b-Sandbox-Port": "49983"}
     if token is not None:
         headers["X-Access-Token"] = token
     return headers
 
 
 def token_sandbox(envd, token, cls=Sandbox):
+    """An SDK client of `envd` that sends `token` (None: no token)."""
     return cls(
-        sandbox_id="hearth-conf",
+        sandbox_id=envd.sandbox_id,
         sandbox_domain=None,
-        envd_version=ENVD_DEBUG_FALLBACK,
+        envd_version=envd.envd_version,
         envd_access_token=token,
         traffic_access_token=None,
         connection_config=ConnectionConfig(sandbox_url=envd.url,
-                                           extra_sandbox_headers=sandbox_headers(token)),
+                                           extra_sandbox_headers=sandbox_headers(envd, token)),
     )
+
+
+def current_sandbox(envd):
+    """An SDK client with the token `envd` currently requires (none in debug mode
+    until a test sets one)."""
+    return token_sandbox(envd, envd.token)
 
 
 def signature(path, op, user, token, expiration=None):
@@ -70,10 +87,10 @@ def signature(path, op, user, token, expiration=None):
 def test_init_env_vars(envd):
     r = init(envd, envVars={"HEARTH_FOO": "bar", "HEARTH_BAZ": "q"})
     assert r.status_code == 204
-    envs = httpx.get(f"{envd.url}/envs").json()
+    envs = httpx.get(f"{envd.url}/envs", headers=envd.headers()).json()
     assert envs["HEARTH_FOO"] == "bar"
     assert envs["HEARTH_BAZ"] == "q"
-    sbx = Sandbox.create(sandbox_url=envd.url)
+    sbx = current_sandbox(envd)
     assert sbx.commands.run('echo "$HEARTH_FOO"').stdout == "bar\n"
     # Request envs win over the global ones.
     assert sbx.commands.run('echo "$HEARTH_FOO"', envs={"HEARTH_FOO": "mine"}).stdout == "mine\n"
@@ -81,7 +98,7 @@ def test_init_env_vars(envd):
 
 def test_init_default_user_and_workdir(envd, user_dir):
     assert init(envd, defaultUser="user", defaultWorkdir=user_dir).status_code == 204
-    sbx = Sandbox.create(sandbox_url=envd.url)
+    sbx = current_sandbox(envd)
     assert sbx.commands.run("whoami; pwd").stdout == f"user\n{user_dir}\n"
     assert sbx.commands.run("whoami; pwd", user="root").stdout == f"root\n{user_dir}\n"
     assert sbx.commands.run("pwd", cwd="/tmp").stdout == "/tmp\n"
@@ -99,7 +116,7 @@ def test_access_token_guards_rpc_and_internal_endpoints(envd):
         ("GET", "/envs", None),
         ("GET", "/metrics", None),
     ]
-    with httpx.Client(base_url=envd.url, timeout=10) as c:
+    with httpx.Client(base_url=envd.url, headers=envd.route, timeout=10) as c:
         for method, path, body in unauthenticated:
             for headers in ({}, {"X-Access-Token": "wrong"}):
                 r = c.request(method, path, json=body, headers=headers)
@@ -122,7 +139,7 @@ def test_sdk_with_access_token(envd, tmp_dir):
     assert good.files.read(f"{tmp_dir}/t.txt") == "guarded"
     assert {e.name for e in good.files.list(tmp_dir)} == {"t.txt"}
 
-    for bad in (token_sandbox(envd, "wrong-token"), Sandbox.create(sandbox_url=envd.url)):
+    for bad in (token_sandbox(envd, "wrong-token"), token_sandbox(envd, None)):
         with pytest.raises(AuthenticationException):
             bad.commands.run("echo no")
         with pytest.raises(AuthenticationException):
@@ -151,30 +168,30 @@ def test_signed_download_and_upload_urls(envd, tmp_dir):
     url = sbx.download_url(path)
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
     assert query["signature"] == signature(path, "read", None, TOKEN)
-    r = httpx.get(url)
+    # The URLs carry no token; in node mode the proxy still needs the routing headers.
+    r = httpx.get(url, headers=envd.route)
     assert r.status_code == 200 and r.text == "signed content"
 
     # Signed for the user `user`, and with an expiration in the future.
-    r = httpx.get(sbx.download_url(path, user="user"))
+    r = httpx.get(sbx.download_url(path, user="user"), headers=envd.route)
     assert r.status_code == 200 and r.text == "signed content"
-    r = httpx.get(sbx.download_url(path, use_signature_expiration=120))
+    r = httpx.get(sbx.download_url(path, use_signature_expiration=120), headers=envd.route)
     assert r.status_code == 200
 
     upload = sbx.upload_url(f"{tmp_dir}/up.txt")
-    r = httpx.post(upload, files=[("file", ("up.txt", b"uploaded"))])
+    r = httpx.post(upload, files=[("file", ("up.txt", b"uploaded"))], headers=envd.route)
     assert r.status_code == 200, r.text
     assert sbx.files.read(f"{tmp_dir}/up.txt") == "uploaded"
 
 
-def test_bad_or_expired_signatures_are_rejected(envd, tmp_dir):
-    assert init(envd, accessToken=TOKEN).status_code == 204
+def test_bad_or_expired_signatures_are_rejected(envd, tmp_dir, machine):
     path = f"{tmp_dir}/s.txt"
-    with open(path, "w") as f:
-        f.write("s")
+    machine.write(path, b"s")  # before /init: in node mode `machine` uses the old token
+    assert init(envd, accessToken=TOKEN).status_code == 204
     files_url = f"{envd.url}/files"
 
     def get(**params):
-        return httpx.get(files_url, params={"path": path, **params})
+        return httpx.get(files_url, params={"path": path, **params}, headers=envd.route)
 
     assert get(signature=signature(path, "read", None, TOKEN)).status_code == 200
     expired = int(time.time()) - 10
@@ -197,5 +214,5 @@ def test_bad_or_expired_signatures_are_rejected(envd, tmp_dir):
     up = httpx.post(files_url, params={"path": f"{tmp_dir}/x.txt",
                                        "signature": signature(f"{tmp_dir}/x.txt", "read", None,
                                                               TOKEN)},
-                    files=[("file", ("x.txt", b"x"))])
+                    files=[("file", ("x.txt", b"x"))], headers=envd.route)
     assert up.status_code == 401

@@ -1,7 +1,5 @@
 """Error mapping: Connect codes and envd HTTP statuses → SDK exceptions (contract §5.7)."""
 
-import os
-
 import pytest
 
 from e2b import (
@@ -20,14 +18,13 @@ def test_unknown_user_on_rpc_is_authentication_error(sandbox):
         sandbox.files.list("/", user="nosuchuser")
 
 
-def test_unknown_user_on_files_is_authentication_error(sandbox, tmp_dir):
-    with open(f"{tmp_dir}/f", "w") as f:
-        f.write("x")
+def test_unknown_user_on_files_is_authentication_error(sandbox, tmp_dir, machine):
+    machine.write(f"{tmp_dir}/f", b"x")
     with pytest.raises(AuthenticationException):
         sandbox.files.read(f"{tmp_dir}/f", user="nosuchuser")
     with pytest.raises(AuthenticationException):
         sandbox.files.write(f"{tmp_dir}/g", "x", user="nosuchuser")
-    assert not os.path.exists(f"{tmp_dir}/g")
+    assert not machine.exists(f"{tmp_dir}/g")
 
 
 async def test_unknown_user_async(async_sandbox):

@@ -5,7 +5,6 @@ RemoveWatcher. Async SDK: the WatchDir server stream with an `on_event` callback
 """
 
 import asyncio
-import os
 import time
 
 import pytest
@@ -64,9 +63,8 @@ def test_sync_watch_returns_only_new_events(sandbox, tmp_dir):
         handle.stop()
 
 
-def test_sync_watch_rename_and_chmod(sandbox, tmp_dir):
-    with open(f"{tmp_dir}/a.txt", "w") as f:
-        f.write("a")
+def test_sync_watch_rename_and_chmod(sandbox, tmp_dir, machine):
+    machine.write(f"{tmp_dir}/a.txt", b"a")
     handle = sandbox.files.watch_dir(tmp_dir)
     try:
         sandbox.files.rename(f"{tmp_dir}/a.txt", f"{tmp_dir}/b.txt")
@@ -77,8 +75,8 @@ def test_sync_watch_rename_and_chmod(sandbox, tmp_dir):
         handle.stop()
 
 
-def test_sync_watch_recursive_sees_subdirectory(sandbox, tmp_dir):
-    os.makedirs(f"{tmp_dir}/sub")
+def test_sync_watch_recursive_sees_subdirectory(sandbox, tmp_dir, machine):
+    machine.make_dir(f"{tmp_dir}/sub")
     handle = sandbox.files.watch_dir(tmp_dir, recursive=True)
     try:
         sandbox.files.write(f"{tmp_dir}/sub/g.txt", "g")
@@ -87,8 +85,8 @@ def test_sync_watch_recursive_sees_subdirectory(sandbox, tmp_dir):
         handle.stop()
 
 
-def test_sync_watch_non_recursive_ignores_subdirectory(sandbox, tmp_dir):
-    os.makedirs(f"{tmp_dir}/sub")
+def test_sync_watch_non_recursive_ignores_subdirectory(sandbox, tmp_dir, machine):
+    machine.make_dir(f"{tmp_dir}/sub")
     handle = sandbox.files.watch_dir(tmp_dir)
     try:
         sandbox.files.write(f"{tmp_dir}/sub/g.txt", "g")
@@ -129,8 +127,8 @@ async def test_async_watch_streams_events(async_sandbox, tmp_dir):
     assert exits == [None]
 
 
-async def test_async_watch_recursive(async_sandbox, tmp_dir):
-    os.makedirs(f"{tmp_dir}/d1/d2")
+async def test_async_watch_recursive(async_sandbox, tmp_dir, machine):
+    machine.make_dir(f"{tmp_dir}/d1/d2")
     events = []
     handle = await async_sandbox.files.watch_dir(tmp_dir, on_event=events.append,
                                                  recursive=True)

@@ -1,16 +1,16 @@
 // Process service through the JS SDK: sandbox.commands.
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import { test } from 'node:test'
 
 import { CommandExitError, TimeoutError } from 'e2b'
 
-import { createSandbox, passwd, useSandbox, waitFor } from './helpers.mjs'
+import { DEFAULT_USER, connectAgain, passwd, useSandbox, waitFor } from './helpers.mjs'
 
 let sbx
 let tmp
+let machine
 
-useSandbox((ready) => ({ sbx, tmp } = ready))
+useSandbox((ready) => ({ sbx, tmp, machine } = ready))
 
 async function pids() {
   return new Set((await sbx.commands.list()).map((p) => p.pid))
@@ -28,11 +28,12 @@ test('envs and cwd', async () => {
   assert.equal(r.stdout, `v\n${tmp}\n`)
 })
 
-test('default user is root, user "user" gets its own home', async () => {
-  const root = passwd('root')
+test('the default user and user "user" run in their homes', async () => {
+  // root for a debug-mode envd, `user` in a hearth VM (see helpers.DEFAULT_USER).
+  const def = passwd(DEFAULT_USER)
   const user = passwd('user')
   let r = await sbx.commands.run('whoami; echo "$HOME"; pwd')
-  assert.equal(r.stdout, `root\n${root.home}\n${root.home}\n`)
+  assert.equal(r.stdout, `${DEFAULT_USER}\n${def.home}\n${def.home}\n`)
   r = await sbx.commands.run('whoami; echo "$HOME"; pwd; id -u', { user: 'user' })
   assert.equal(r.stdout, `user\n${user.home}\n${user.home}\n${user.uid}\n`)
 })
@@ -96,7 +97,7 @@ test('sendStdin and closeStdin', async () => {
 
 test('connect to a running command receives its later output', async () => {
   const h = await sbx.commands.run('sleep 2; echo later', { background: true })
-  const other = await createSandbox()
+  const other = await connectAgain(sbx)
   const got = []
   const h2 = await other.commands.connect(h.pid, { onStdout: (s) => got.push(s) })
   assert.equal(h2.pid, h.pid)
@@ -125,5 +126,5 @@ test('timeoutMs ends the command with TimeoutError', async () => {
 
 test('files written by a command are visible on the machine', async () => {
   await sbx.commands.run(`echo content > ${tmp}/from-cmd.txt`, { user: 'root' })
-  assert.equal(fs.readFileSync(`${tmp}/from-cmd.txt`, 'utf8'), 'content\n')
+  assert.equal((await machine.read(`${tmp}/from-cmd.txt`)).toString('utf8'), 'content\n')
 })

@@ -1,16 +1,18 @@
 // Filesystem through the JS SDK: sandbox.files (/files upload/download + Filesystem RPCs).
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import { test } from 'node:test'
 
 import { FileNotFoundError, FileType, NotFoundError } from 'e2b'
 
-import { passwd, removeDir, useSandbox } from './helpers.mjs'
+import { DEFAULT_USER, account, useSandbox } from './helpers.mjs'
 
 let sbx
 let tmp
+let machine
 
-useSandbox((ready) => ({ sbx, tmp } = ready))
+useSandbox((ready) => ({ sbx, tmp, machine } = ready))
+
+const readText = async (p) => (await machine.read(p)).toString('utf8')
 
 const BINARY = new Uint8Array(256 * 16).map((_, i) => i % 256)
 
@@ -19,7 +21,7 @@ test('write a string and read it as text', async () => {
   assert.equal(info.path, `${tmp}/a.txt`)
   assert.equal(info.name, 'a.txt')
   assert.equal(info.type, FileType.FILE)
-  assert.equal(fs.readFileSync(`${tmp}/a.txt`, 'utf8'), 'héllo')
+  assert.equal(await readText(`${tmp}/a.txt`), 'héllo')
   assert.equal(await sbx.files.read(`${tmp}/a.txt`), 'héllo')
 })
 
@@ -35,7 +37,7 @@ test('write ArrayBuffer, Blob and ReadableStream data; read bytes, blob and stre
   })
   await sbx.files.write(`${tmp}/stream.bin`, stream)
   for (const name of ['ab.bin', 'blob.bin', 'stream.bin']) {
-    assert.deepEqual(new Uint8Array(fs.readFileSync(`${tmp}/${name}`)), BINARY, name)
+    assert.deepEqual(new Uint8Array(await machine.read(`${tmp}/${name}`)), BINARY, name)
   }
   assert.deepEqual(await sbx.files.read(`${tmp}/ab.bin`, { format: 'bytes' }), BINARY)
   const blob = await sbx.files.read(`${tmp}/ab.bin`, { format: 'blob' })
@@ -49,7 +51,7 @@ test('write ArrayBuffer, Blob and ReadableStream data; read bytes, blob and stre
 test('gzip upload and download', async () => {
   const text = 'gzip ✓ '.repeat(500)
   await sbx.files.write(`${tmp}/gz.txt`, text, { gzip: true })
-  assert.equal(fs.readFileSync(`${tmp}/gz.txt`, 'utf8'), text)
+  assert.equal(await readText(`${tmp}/gz.txt`), text)
   assert.equal(await sbx.files.read(`${tmp}/gz.txt`, { gzip: true }), text)
 })
 
@@ -59,7 +61,7 @@ test('write multiple files at once', async () => {
     { path: `${tmp}/m/sub/two.txt`, data: 'two' },
   ])
   assert.deepEqual(infos.map((i) => i.path).sort(), [`${tmp}/m/one.txt`, `${tmp}/m/sub/two.txt`])
-  assert.equal(fs.readFileSync(`${tmp}/m/sub/two.txt`, 'utf8'), 'two')
+  assert.equal(await readText(`${tmp}/m/sub/two.txt`), 'two')
 })
 
 test('reading a missing file throws FileNotFoundError', async () => {
@@ -75,9 +77,9 @@ test('reading a missing file throws FileNotFoundError', async () => {
 
 test('list with depth 1 and 2', async () => {
   const root = `${tmp}/tree`
-  fs.mkdirSync(`${root}/sub/deeper`, { recursive: true })
-  fs.writeFileSync(`${root}/a.txt`, 'aaaa')
-  fs.writeFileSync(`${root}/sub/b.txt`, 'b')
+  await machine.mkdir(`${root}/sub/deeper`)
+  await machine.write(`${root}/a.txt`, 'aaaa')
+  await machine.write(`${root}/sub/b.txt`, 'b')
   const one = await sbx.files.list(root)
   assert.deepEqual(
     one.map((e) => [e.name, e.type, e.path]).sort(),
@@ -95,8 +97,7 @@ test('list with depth 1 and 2', async () => {
 })
 
 test('exists and getInfo', async () => {
-  fs.writeFileSync(`${tmp}/info.txt`, '12345')
-  fs.chmodSync(`${tmp}/info.txt`, 0o640)
+  await machine.write(`${tmp}/info.txt`, '12345', { mode: 0o640 })
   assert.equal(await sbx.files.exists(`${tmp}/info.txt`), true)
   assert.equal(await sbx.files.exists(`${tmp}/nope`), false)
   const info = await sbx.files.getInfo(`${tmp}/info.txt`)
@@ -105,39 +106,38 @@ test('exists and getInfo', async () => {
   assert.equal(info.size, 5)
   assert.equal(info.mode, 0o640)
   assert.equal(info.permissions, '-rw-r-----')
-  assert.equal(info.owner, 'root')
-  assert.equal(info.group, 'root')
+  // The test made the file as the default user.
+  assert.equal(info.owner, DEFAULT_USER)
+  assert.equal(info.group, DEFAULT_USER)
   assert.ok(info.modifiedTime instanceof Date)
-  assert.ok(Math.abs(info.modifiedTime.getTime() - fs.statSync(`${tmp}/info.txt`).mtimeMs) < 1000)
+  assert.ok(Math.abs(info.modifiedTime.getTime() - (await machine.stat(`${tmp}/info.txt`)).mtimeMs) < 1000)
 })
 
 test('makeDir, rename and remove', async () => {
   assert.equal(await sbx.files.makeDir(`${tmp}/d/e`), true)
   assert.equal(await sbx.files.makeDir(`${tmp}/d/e`), false)
-  assert.ok(fs.statSync(`${tmp}/d/e`).isDirectory())
-  fs.writeFileSync(`${tmp}/d/old.txt`, 'x')
+  assert.ok(await machine.isDir(`${tmp}/d/e`))
+  await machine.write(`${tmp}/d/old.txt`, 'x')
   const moved = await sbx.files.rename(`${tmp}/d/old.txt`, `${tmp}/d/new.txt`)
   assert.equal(moved.path, `${tmp}/d/new.txt`)
   assert.equal(moved.name, 'new.txt')
-  assert.equal(fs.existsSync(`${tmp}/d/old.txt`), false)
+  assert.equal(await machine.exists(`${tmp}/d/old.txt`), false)
   await sbx.files.remove(`${tmp}/d`)
-  assert.equal(fs.existsSync(`${tmp}/d`), false)
+  assert.equal(await machine.exists(`${tmp}/d`), false)
 })
 
 test('files written as user "user" are owned by it', async () => {
-  const user = passwd('user')
-  const dir = `${user.home}/hearth-conf-js-${process.pid}`
-  fs.mkdirSync(dir)
-  fs.chownSync(dir, user.uid, user.gid)
+  const user = account('user')
+  const dir = await machine.mkdir(`${user.home}/hearth-conf-js-${process.pid}`, { owner: user })
   try {
     await sbx.files.write(`${dir}/n/u.txt`, 'mine', { user: 'user' })
-    const st = fs.statSync(`${dir}/n/u.txt`)
+    const st = await machine.stat(`${dir}/n/u.txt`)
     assert.deepEqual([st.uid, st.gid], [user.uid, user.gid])
-    assert.equal(fs.statSync(`${dir}/n`).uid, user.uid)
+    assert.equal((await machine.stat(`${dir}/n`)).uid, user.uid)
     const info = await sbx.files.getInfo(`${dir}/n/u.txt`, { user: 'user' })
     assert.equal(info.owner, 'user')
     assert.equal(await sbx.files.read(`${dir}/n/u.txt`, { user: 'user' }), 'mine')
   } finally {
-    removeDir(dir)
+    await machine.remove(dir)
   }
 })

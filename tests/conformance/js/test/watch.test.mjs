@@ -1,6 +1,5 @@
 // Directory watching through the JS SDK: the streaming Filesystem.WatchDir RPC.
 import assert from 'node:assert/strict'
-import fs from 'node:fs'
 import { test } from 'node:test'
 
 import { FilesystemEventType } from 'e2b'
@@ -9,15 +8,16 @@ import { useSandbox, waitFor } from './helpers.mjs'
 
 let sbx
 let tmp
+let machine
 
-useSandbox((ready) => ({ sbx, tmp } = ready))
+useSandbox((ready) => ({ sbx, tmp, machine } = ready))
 
 const seen = (events, name, type) => events.some((e) => e.name === name && e.type === type)
 const describeEvents = (events) => JSON.stringify(events.map((e) => [e.name, e.type]))
 
 test('watchDir streams create, write and remove events', async () => {
   const dir = `${tmp}/w`
-  fs.mkdirSync(dir)
+  await machine.mkdir(dir)
   const events = []
   let exited = 0
   const handle = await sbx.files.watchDir(dir, (e) => events.push(e), { onExit: () => exited++ })
@@ -38,7 +38,7 @@ test('watchDir streams create, write and remove events', async () => {
 
 test('recursive watchDir reports events in subdirectories', async () => {
   const dir = `${tmp}/r`
-  fs.mkdirSync(`${dir}/sub`, { recursive: true })
+  await machine.mkdir(`${dir}/sub`)
   const events = []
   const handle = await sbx.files.watchDir(dir, (e) => events.push(e), { recursive: true })
   try {
@@ -55,7 +55,7 @@ test('recursive watchDir reports events in subdirectories', async () => {
 
 test('includeEntry attaches entry info', async () => {
   const dir = `${tmp}/e`
-  fs.mkdirSync(dir)
+  await machine.mkdir(dir)
   const events = []
   const handle = await sbx.files.watchDir(dir, (e) => events.push(e), { includeEntry: true })
   try {
