@@ -160,6 +160,9 @@ impl SandboxService for NodeService {
         Ok(Response::new(pb::SandboxCreateResponse {
             client_id: self.node_id.clone(),
             host_address: info.host_address.to_string(),
+            vcpu: i64::from(info.vcpus),
+            ram_mb: i64::from(info.memory_mib),
+            build_id: info.build_id,
         }))
     }
 

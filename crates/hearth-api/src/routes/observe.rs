@@ -15,6 +15,7 @@ use super::sandboxes::owned_sandbox;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, PathParam, QueryPairs};
 use crate::model::{SandboxMetric, timestamp};
+use crate::nodes::call;
 use crate::proxy::ENVD_PORT;
 use crate::state::AppState;
 use crate::store::{SandboxRecord, now_ms};
@@ -141,9 +142,9 @@ async fn console_lines(app: &AppState, record: &SandboxRecord) -> ApiResult<Vec<
     let node = app.nodes.get(&record.node)?;
     let console = node
         .sandboxes()
-        .console(SandboxConsoleRequest {
+        .console(call(SandboxConsoleRequest {
             sandbox_id: record.sandbox_id.clone(),
-        })
+        }))
         .await?
         .into_inner();
     Ok(String::from_utf8_lossy(&console.output)

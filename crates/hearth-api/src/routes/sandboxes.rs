@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hearth_proto::orchestrator::{
-    SandboxConfig, SandboxCreateRequest, SandboxDeleteRequest, SandboxGetRequest,
-    SandboxNetworkConfig, SandboxNetworkEgressConfig, SandboxUpdateRequest,
+    SandboxConfig, SandboxCreateRequest, SandboxDeleteRequest, SandboxNetworkConfig,
+    SandboxNetworkEgressConfig, SandboxUpdateRequest,
 };
 
 use crate::config::millis;
@@ -236,8 +236,7 @@ async fn create_sandbox(
         end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
     });
     request.set_timeout(CREATE_TIMEOUT);
-    let mut client = node.sandboxes();
-    let response = match client.create(request).await {
+    let response = match node.sandboxes().create(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             if matches!(
@@ -246,37 +245,17 @@ async fn create_sandbox(
             ) {
                 // The node may have started it anyway; it must not run on
                 // unseen. (Reconciliation catches what this misses.)
-                let _ = client
-                    .delete(call(SandboxDeleteRequest {
-                        sandbox_id: sandbox_id.clone(),
-                    }))
-                    .await;
+                let _ = delete_on_node(node, &sandbox_id).await;
             }
             return Err(status.into());
         }
-    };
-    let shape = client
-        .get(call(SandboxGetRequest {
-            sandbox_id: sandbox_id.clone(),
-        }))
-        .await;
-    let (cpu_count, memory_mb, build_id) = match &shape {
-        Ok(s) => {
-            let s = s.get_ref();
-            (s.vcpu, s.ram_mb, s.build_id.clone())
-        }
-        Err(_) => (
-            template.cpu_count,
-            template.memory_mb,
-            template.build_id.clone(),
-        ),
     };
     let record = SandboxRecord {
         sandbox_id: sandbox_id.clone(),
         team_id: caller.team.team_id.clone(),
         template_id: template.template_id.clone(),
         alias,
-        build_id,
+        build_id: response.build_id,
         node: node.name.clone(),
         client_id: response.client_id,
         host_address: response.host_address,
@@ -286,17 +265,15 @@ async fn create_sandbox(
         allow_internet,
         network: serde_json::to_value(&network).unwrap_or_default(),
         metadata: body.metadata.unwrap_or_default(),
-        cpu_count,
-        memory_mb,
+        cpu_count: response.vcpu,
+        memory_mb: response.ram_mb,
         disk_size_mb: template.disk_size_mb,
         started_at,
         end_at,
     };
     if let Err(error) = app.store.insert_sandbox(&record).await {
         // No row, so no VM either: a failed create leaves nothing behind.
-        let _ = client
-            .delete(call(SandboxDeleteRequest { sandbox_id }))
-            .await;
+        let _ = delete_on_node(node, &sandbox_id).await;
         return Err(error.into());
     }
     if let Err(error) = app.store.template_spawned(&template.template_id).await {

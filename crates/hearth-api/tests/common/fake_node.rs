@@ -101,6 +101,9 @@ impl SandboxService for FakeNode {
         Ok(Response::new(pb::SandboxCreateResponse {
             client_id: "fake-node".into(),
             host_address: "127.0.0.1".into(),
+            vcpu: 2,
+            ram_mb: 512,
+            build_id: "fake-build".into(),
         }))
     }
 
