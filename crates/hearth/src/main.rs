@@ -227,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
                 proxy_listen,
                 envd: envd_path(envd)?,
                 naming: parse_slots(&slots)?,
-                database_url: Some(up::database_url(&data, database_url)?),
+                database_url: up::database_url(&data, database_url)?,
                 sdk_env,
                 api: hearth_api::ApiConfig {
                     default_timeout: Duration::from_secs(default_timeout),

@@ -30,7 +30,7 @@ pub struct UpOptions {
     pub proxy_listen: Option<SocketAddr>,
     pub envd: PathBuf,
     pub naming: SlotNaming,
-    pub database_url: Option<String>,
+    pub database_url: String,
     /// Where the SDK settings go (default `<data>/sdk.env`).
     pub sdk_env: Option<PathBuf>,
     pub api: ApiConfig,
@@ -57,10 +57,7 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         .sdk_env
         .clone()
         .unwrap_or_else(|| data.root().join("sdk.env"));
-    let database_url = match &options.database_url {
-        Some(url) => url.clone(),
-        None => database_url(&data, None)?,
-    };
+    let database_url = options.database_url.clone();
     let node = LocalNode::start(
         data,
         options.naming.clone(),

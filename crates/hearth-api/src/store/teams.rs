@@ -105,16 +105,23 @@ impl Store {
 
     /// The team and key record a presented key belongs to, if any.
     pub async fn authenticate(&self, key: &str) -> StoreResult<Option<(TeamRecord, ApiKeyRecord)>> {
-        let Some(row) = sqlx::query("SELECT * FROM api_keys WHERE key_hash = $1")
-            .bind(secrets::key_hash(key))
-            .fetch_optional(&self.pool)
-            .await?
+        // Every API request comes through here: one query, not two.
+        let Some(row) = sqlx::query(
+            "SELECT k.*, t.name AS team_name, t.max_sandboxes, t.created_at AS team_created_at
+             FROM api_keys k JOIN teams t ON t.team_id = k.team_id WHERE k.key_hash = $1",
+        )
+        .bind(secrets::key_hash(key))
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
         let key = api_key(&row)?;
-        let Some(team) = self.team(&key.team_id).await? else {
-            return Ok(None);
+        let team = TeamRecord {
+            team_id: key.team_id.clone(),
+            name: row.try_get("team_name")?,
+            max_sandboxes: row.try_get("max_sandboxes")?,
+            created_at: row.try_get("team_created_at")?,
         };
         Ok(Some((team, key)))
     }
