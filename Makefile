@@ -77,7 +77,7 @@ conformance: envd
 # The envd suites in VMs (one per test) do not depend on the database: SQLite run only.
 node-conformance: template
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run-node.sh
-	ENVD_SUITES=0 HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) scripts/with-test-postgres.sh tests/conformance/run-node.sh
+	ENVD_SUITES=0 TEMPLATE_SUITES=0 HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) scripts/with-test-postgres.sh tests/conformance/run-node.sh
 
 bench: deps envd template
 	cargo build --locked --release -p envd-bench -p hearth-bench

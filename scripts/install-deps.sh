@@ -21,11 +21,15 @@ command -v qemu-img >/dev/null || missing+=(qemu-utils)
 command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v curl >/dev/null || missing+=(curl)
+# Template builds put a static tini and busybox into images that lack them.
+[ -x /usr/bin/tini-static ] || missing+=(tini)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 
 # `--test`: also what only the test suite needs (PostgreSQL for the store's
-# second backend).
+# second backend; an OCI registry for hearth-oci's pulls).
 if [ "${1:-}" = "--test" ]; then
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
 fi
 
 updated=0

@@ -56,6 +56,7 @@ trap 'exit 130' INT TERM
 echo "==> starting hearth up on $LISTEN (database ${DATABASE_URL%%:*})"
 setsid "$HEARTH_BIN" up --listen "$LISTEN" --envd "$ENVD_BIN" --slots "$SLOTS" --slot-pool 4 \
   --database-url "$DATABASE_URL" --sdk-env "$WORK/sdk.env" --max-timeout 3600 \
+  --ca-bundle /etc/ssl/certs/ca-certificates.crt \
   >"$HEARTH_LOG_FILE" 2>&1 &
 hearth_pid=$!
 ready=0

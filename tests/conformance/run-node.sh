@@ -7,7 +7,8 @@
 #   HEARTH_BIN=/abs/hearth ENVD_BIN=/abs/envd [DATABASE_URL=postgres://…] \
 #     [BUILD_DIR=<repo>/build] [ENVD_SUITES=0] tests/conformance/run-node.sh
 #
-# ENVD_SUITES=0 leaves out the envd suites (they do not depend on the database).
+# ENVD_SUITES=0 leaves out the envd suites and TEMPLATE_SUITES=0 the template
+# builds (neither depends on the database).
 # scripts/with-hearth-up.sh starts and stops hearth and checks for leftovers.
 set -euo pipefail
 
@@ -21,6 +22,7 @@ if [ "${1:-}" != "--suites" ]; then
   export LOG_DIR="$BUILD_DIR/conformance-logs"
   mkdir -p "$LOG_DIR"
   . "$HERE/deps.sh"
+  (cd "$REPO" && cargo build -q --locked -p hearth-oci --example push_image)
   exec "$REPO/scripts/with-hearth-up.sh" "$0" --suites
 fi
 
@@ -41,6 +43,15 @@ if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=120000 --te
 else
   cat "$js_log"
   status=1
+fi
+
+if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
+  # Builds boot VMs: they run once, not again on PostgreSQL. The image tests
+  # push to a registry on loopback that with-test-registry.sh runs.
+  echo "==> Template builds, Python SDK against hearth up (pytest)"
+  export PUSH_IMAGE_BIN="$REPO/target/debug/examples/push_image"
+  (cd "$HERE/node/templates" && "$REPO/scripts/with-test-registry.sh" "$VENV/bin/python" -m pytest -q) \
+    || status=1
 fi
 
 if [ "${ENVD_SUITES:-1}" != 0 ]; then

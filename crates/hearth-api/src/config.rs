@@ -15,6 +15,19 @@ pub struct ApiConfig {
     pub domain: Option<String>,
     /// Sandboxes a new team may run at once.
     pub team_max_sandboxes: i64,
+    /// The URL the SDKs reach this API at (`http://host:port`), for the
+    /// upload URLs it hands out; `None` takes the request's `Host`.
+    pub public_url: Option<String>,
+    /// Template builds that run at once; more wait (status `waiting`).
+    pub max_concurrent_builds: usize,
+    /// The longest a template build may take on its node.
+    pub build_timeout: Duration,
+    /// The largest build-context archive an upload may carry.
+    pub max_upload_bytes: u64,
+    /// How long an upload URL stays valid once handed out.
+    pub upload_url_ttl: Duration,
+    /// The longest one upload may take, start to end.
+    pub upload_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -24,6 +37,13 @@ impl Default for ApiConfig {
             max_timeout: Duration::from_secs(24 * 3600),
             domain: None,
             team_max_sandboxes: 100,
+            public_url: None,
+            max_concurrent_builds: 2,
+            build_timeout: Duration::from_secs(3600),
+            max_upload_bytes: 1 << 30,
+            upload_url_ttl: Duration::from_secs(3600),
+            // The SDKs give an upload an hour too.
+            upload_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -23,6 +23,10 @@ pub enum ApiError {
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
+    LengthRequired(String),
+    #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     TooManyRequests(String),
     #[error("{0}")]
     NotImplemented(String),
@@ -41,6 +45,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -50,6 +56,10 @@ impl ApiError {
 
     pub fn sandbox_not_found(id: &str) -> Self {
         Self::NotFound(format!("sandbox \"{id}\" not found"))
+    }
+
+    pub fn template_not_found(id: &str) -> Self {
+        Self::NotFound(format!("template '{id}' not found"))
     }
 }
 
@@ -62,7 +72,12 @@ pub fn error_body(status: StatusCode, message: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(message) = &self {
+            // The detail (SQL, paths, a node's words) stays in the log.
             tracing::error!(%message, "request failed");
+            return error_body(
+                self.status(),
+                "internal error; the control plane's log has the details",
+            );
         }
         error_body(self.status(), &self.to_string())
     }

@@ -92,6 +92,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     }
 }
 
+/// Two path parameters (a template and a build or hash).
+#[derive(Debug)]
+pub struct PathPair(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathPair {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path((a, b))| Self(a, b))
+            .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))
+    }
+}
+
 /// A JSON body; an empty body reads as `{}`, since several endpoints take
 /// an optional one.
 #[derive(Debug)]

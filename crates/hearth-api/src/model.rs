@@ -243,3 +243,5 @@ pub fn timestamp(ms: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+pub mod builds;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hearth_proto::orchestrator::info_service_client::InfoServiceClient;
 use hearth_proto::orchestrator::sandbox_service_client::SandboxServiceClient;
+use hearth_proto::orchestrator::template_service_client::TemplateServiceClient;
 use hearth_proto::orchestrator::{RunningSandbox, ServiceInfoResponse};
 use tonic::transport::{Channel, Endpoint};
 
@@ -47,6 +48,10 @@ impl Node {
 
     pub fn sandboxes(&self) -> SandboxServiceClient<Channel> {
         SandboxServiceClient::new(self.channel.clone())
+    }
+
+    pub fn templates(&self) -> TemplateServiceClient<Channel> {
+        TemplateServiceClient::new(self.channel.clone())
     }
 
     pub async fn info(&self) -> Result<ServiceInfoResponse, tonic::Status> {
@@ -125,6 +130,23 @@ impl Nodes {
             None => Err(ApiError::Unavailable(
                 "every node is at its sandbox limit; try again later".into(),
             )),
+        }
+    }
+
+    /// The node for a template build: the one with the most room, else
+    /// (all at their sandbox limit, which a build does not count against)
+    /// the first that answers.
+    pub async fn place_build(&self) -> ApiResult<&Node> {
+        match self.place().await {
+            Ok(node) => Ok(node),
+            Err(error) => {
+                for node in &self.nodes {
+                    if node.info().await.is_ok() {
+                        return Ok(node);
+                    }
+                }
+                Err(error)
+            }
         }
     }
 }

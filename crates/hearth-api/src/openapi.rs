@@ -45,6 +45,9 @@ fn object(properties: &[(&str, &str)], required: &[&str]) -> Value {
                 "map" => json!({ "type": "object", "additionalProperties": { "type": "string" } }),
                 "strings" => json!({ "type": "array", "items": { "type": "string" } }),
                 "date-time" => json!({ "type": "string", "format": "date-time" }),
+                other if other.starts_with("[#") => {
+                    json!({ "type": "array", "items": schema_ref(other.trim_start_matches("[#")) })
+                }
                 other if other.starts_with('#') => schema_ref(&other[1..]),
                 other => json!({ "type": other }),
             };
@@ -118,6 +121,54 @@ pub fn spec() -> Value {
                     ("updatedAt", "date-time"), ("spawnCount", "integer"), ("envdVersion", "string"),
                     ("buildStatus", "string"),
                 ], &["templateID", "buildID", "public", "aliases"]),
+                "TemplateBuildRequestV3": object(&[
+                    ("name", "string"), ("tags", "strings"), ("alias", "string"), ("teamID", "string"),
+                    ("cpuCount", "integer"), ("memoryMB", "integer"), ("minFreeDiskMb", "integer"),
+                ], &[]),
+                "TemplateRequestResponseV3": object(&[
+                    ("templateID", "string"), ("buildID", "string"), ("public", "boolean"),
+                    ("names", "strings"), ("tags", "strings"), ("aliases", "strings"),
+                ], &["templateID", "buildID", "public", "names", "tags", "aliases"]),
+                "TemplateBuildRequestV2": object(&[
+                    ("alias", "string"), ("teamID", "string"), ("cpuCount", "integer"), ("memoryMB", "integer"),
+                ], &["alias"]),
+                "TemplateStep": object(&[
+                    ("type", "string"), ("args", "strings"), ("filesHash", "string"), ("force", "boolean"),
+                ], &["type"]),
+                "TemplateBuildStartV2": object(&[
+                    ("fromImage", "string"), ("fromTemplate", "string"), ("fromImageRegistry", "object"),
+                    ("force", "boolean"), ("steps", "[#TemplateStep"), ("startCmd", "string"),
+                    ("readyCmd", "string"),
+                ], &[]),
+                "TemplateBuildFileUpload": object(&[("present", "boolean"), ("url", "string")], &["present"]),
+                "BuildLogEntry": object(&[
+                    ("timestamp", "date-time"), ("level", "string"), ("message", "string"), ("step", "string"),
+                ], &["timestamp", "level", "message"]),
+                "BuildStatusReason": object(&[
+                    ("message", "string"), ("step", "string"), ("logEntries", "[#BuildLogEntry"),
+                ], &["message"]),
+                "TemplateBuildInfo": object(&[
+                    ("templateID", "string"), ("buildID", "string"), ("status", "string"),
+                    ("logs", "strings"), ("logEntries", "[#BuildLogEntry"), ("reason", "#BuildStatusReason"),
+                ], &["templateID", "buildID", "status", "logs", "logEntries"]),
+                "TemplateBuildLogsResponse": object(&[("logs", "[#BuildLogEntry")], &["logs"]),
+                "TemplateBuild": object(&[
+                    ("buildID", "string"), ("status", "string"), ("createdAt", "date-time"),
+                    ("updatedAt", "date-time"), ("finishedAt", "date-time"), ("cpuCount", "integer"),
+                    ("memoryMB", "integer"), ("diskSizeMB", "integer"), ("envdVersion", "string"),
+                ], &["buildID", "status", "createdAt", "updatedAt", "cpuCount", "memoryMB"]),
+                "TemplateWithBuilds": object(&[
+                    ("templateID", "string"), ("public", "boolean"), ("aliases", "strings"),
+                    ("names", "strings"), ("createdAt", "date-time"), ("updatedAt", "date-time"),
+                    ("lastSpawnedAt", "date-time"), ("spawnCount", "integer"), ("builds", "[#TemplateBuild"),
+                ], &["templateID", "public", "aliases", "names", "createdAt", "updatedAt", "spawnCount", "builds"]),
+                "TemplateUpdateRequest": object(&[("public", "boolean")], &[]),
+                "AssignTemplateTagsRequest": object(&[("target", "string"), ("tags", "strings")], &["target", "tags"]),
+                "AssignedTemplateTags": object(&[("tags", "strings"), ("buildID", "string")], &["tags", "buildID"]),
+                "DeleteTemplateTagsRequest": object(&[("name", "string"), ("tags", "strings")], &["name", "tags"]),
+                "TemplateTag": object(&[
+                    ("tag", "string"), ("buildID", "string"), ("createdAt", "date-time"),
+                ], &["tag", "buildID", "createdAt"]),
                 "TeamAPIKey": object(&[
                     ("id", "string"), ("key", "string"), ("name", "string"), ("createdAt", "date-time"),
                     ("lastUsed", "date-time"),
@@ -153,13 +204,46 @@ pub fn spec() -> Value {
             "/sandboxes/metrics": { "get": op("Metrics of several sandboxes (query sandbox_ids, comma-separated, ≤ 100)", ("200", body("By sandbox id", json!({ "type": "object" }))), &[("400", "Bad query")], None) },
             "/sandboxes/{sandboxID}/logs": { "get": op("The sandbox's console (query limit)", ("200", body("logs and logEntries", json!({ "type": "object" }))), &not_found, None) },
             "/v2/sandboxes/{sandboxID}/logs": { "get": op("The sandbox's console (query limit, direction, search)", ("200", body("logs", json!({ "type": "object" }))), &not_found, None) },
-            "/templates": { "get": op("Templates the team may use", ("200", body("Templates", json!({ "type": "array", "items": schema_ref("Template") }))), &[], None) },
-            "/v2/templates": { "get": op("Templates the team may use", ("200", body("Templates", json!({ "type": "array", "items": schema_ref("Template") }))), &[], None) },
-            "/templates/{templateID}": {
-                "get": op("A template and its builds", ("200", body("TemplateWithBuilds", json!({ "type": "object" }))), &[("404", "No such template")], None),
-                "delete": op("Delete one of the team's templates", no_content(), &[("403", "A public template"), ("404", "No such template")], None),
+            "/templates": { "get": op("Templates the team may use: its own and the public ones (buildStatus: the newest build's)", ("200", body("Templates", json!({ "type": "array", "items": schema_ref("Template") }))), &[], None) },
+            "/v2/templates": {
+                "get": op("Templates the team may use", ("200", body("Templates", json!({ "type": "array", "items": schema_ref("Template") }))), &[], None),
+                "post": op("Request a template build (deprecated; `alias` is the name)", ("202", body("TemplateLegacy", json!({ "type": "object" }))), &[("400", "Bad name or shape"), ("403", "The name is another team's"), ("409", "The name is a template ID")], Some("TemplateBuildRequestV2")),
             },
-            "/templates/aliases/{alias}": { "get": op("Whether an alias exists", ("200", body("templateID and public", json!({ "type": "object" }))), &[("403", "Another team's"), ("404", "No such alias")], None) },
+            "/v3/templates": { "post": op("Request a build of a new template or of the team's template of that name (`name` or `name:tag`; `tags`; cpuCount 1–8, default 2; memoryMB 128–16384 and even, default 1024). The build waits for its start.", ("202", body("The template and build", schema_ref("TemplateRequestResponseV3"))), &[("400", "Bad name, tag or shape"), ("403", "The name is another team's"), ("409", "The name is a template ID")], Some("TemplateBuildRequestV3")) },
+            "/templates/{templateID}": {
+                "get": op("A template and its builds, newest first (query limit ≤ 100, nextToken; X-Next-Token names the next page)", ("200", body("TemplateWithBuilds", schema_ref("TemplateWithBuilds"))), &[("404", "No such template")], None),
+                "delete": op("Delete one of the team's templates: cancels its builds, makes its nodes forget it, removes its tags, names and uploads", no_content(), &[("400", "The team runs sandboxes from it"), ("403", "Another team's (public) template"), ("404", "No such template")], None),
+                "patch": op("Make the team's template public or private (deprecated; answers null)", ("200", json!({ "description": "Updated" })), &[("403", "Another team's"), ("404", "No such template")], Some("TemplateUpdateRequest")),
+            },
+            "/v2/templates/{templateID}": { "patch": op("Make the team's template public or private", ("200", body("names", json!({ "type": "object" }))), &[("403", "Another team's"), ("404", "No such template")], Some("TemplateUpdateRequest")) },
+            "/templates/{templateID}/files/{hash}": { "get": op("Where to upload a COPY step's files (hash: 64 hex digits): present, or a signed upload URL valid for an hour", ("201", body("TemplateBuildFileUpload", schema_ref("TemplateBuildFileUpload"))), &[("400", "Bad hash"), ("403", "Another team's template"), ("404", "No such template")], None) },
+            "/templates/{templateID}/files/{hash}/upload": { "put": {
+                "summary": "Upload a COPY step's files (a tar or tar.gz) to the URL files/{hash} gave; no API key, the URL's signature is its authority. Needs Content-Length.",
+                "security": [],
+                "parameters": [
+                    { "name": "expires", "in": "query", "required": true, "schema": { "type": "integer" } },
+                    { "name": "signature", "in": "query", "required": true, "schema": { "type": "string" } },
+                ],
+                "requestBody": { "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } },
+                "responses": {
+                    "200": { "description": "Stored" },
+                    "400": error("Wrong length, or not a tar or gzip archive"),
+                    "403": error("Bad signature, or the URL expired"),
+                    "404": error("The template was deleted"),
+                    "408": error("The upload took too long"),
+                    "411": error("No Content-Length"),
+                    "413": error("Over the size limit (1 GiB by default)"),
+                },
+            } },
+            "/v2/templates/{templateID}/builds/{buildID}": { "post": op("Start a waiting build: exactly one of fromImage and fromTemplate; steps COPY [src, dest, user, mode] with an uploaded filesHash, RUN [cmd] or [cmd, user], ENV [k, v, …], WORKDIR [path], USER [user]; at most 1000 steps, 64 KiB per argument. It runs in the background.", ("202", json!({ "description": "Started" })), &[("400", "Bad steps or base, or not waiting"), ("403", "Another team's template"), ("404", "No such template, build or base template"), ("503", "No node answers")], Some("TemplateBuildStartV2")) },
+            "/templates/{templateID}/builds/{buildID}/status": { "get": op("A build's status and log entries from logsOffset (query logsOffset, limit ≤ 100, level: that level and above)", ("200", body("TemplateBuildInfo", schema_ref("TemplateBuildInfo"))), &[("400", "Bad query"), ("403", "Another team's template"), ("404", "No such template or build")], None) },
+            "/templates/{templateID}/builds/{buildID}/logs": { "get": op("A build's log entries from a time (query cursor: Unix ms, direction forward|backward, limit ≤ 100, level, source)", ("200", body("TemplateBuildLogsResponse", schema_ref("TemplateBuildLogsResponse"))), &[("400", "Bad query"), ("403", "Another team's template"), ("404", "No such template or build")], None) },
+            "/templates/tags": {
+                "post": op("Point tags at the build `target` (name:tag) names", ("201", body("AssignedTemplateTags", schema_ref("AssignedTemplateTags"))), &[("400", "Bad tags"), ("403", "Another team's template"), ("404", "No such template or tag")], Some("AssignTemplateTagsRequest")),
+                "delete": op("Remove tags from a template (not `default`)", no_content(), &[("400", "Bad tags or name"), ("403", "Another team's template"), ("404", "No such template")], Some("DeleteTemplateTagsRequest")),
+            },
+            "/templates/{templateID}/tags": { "get": op("A template's tags", ("200", body("Tags", json!({ "type": "array", "items": schema_ref("TemplateTag") }))), &[("403", "Another team's template"), ("404", "No such template")], None) },
+            "/templates/aliases/{alias}": { "get": op("Whether a name (or name:tag) exists", ("200", body("templateID and public", json!({ "type": "object" }))), &[("400", "Bad name"), ("403", "Another team's"), ("404", "No such name or tag")], None) },
             "/teams": { "get": op("The caller's team", ("200", body("Teams", json!({ "type": "array" }))), &[], None) },
             "/api-keys": {
                 "get": op("The team's API keys (masked)", ("200", body("Keys", json!({ "type": "array", "items": schema_ref("TeamAPIKey") }))), &[], None),

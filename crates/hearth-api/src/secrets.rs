@@ -23,6 +23,11 @@ pub fn sandbox_id() -> Result<String, getrandom::Error> {
         .collect())
 }
 
+/// A template ID like E2B's: the same shape as a sandbox ID.
+pub fn template_id() -> Result<String, getrandom::Error> {
+    sandbox_id()
+}
+
 /// A new API key: `e2b_` and 40 hex digits, the shape SDKs ≤ 2.45 check.
 pub fn api_key() -> Result<String, getrandom::Error> {
     Ok(format!("e2b_{}", hex(&random_bytes::<20>()?)))

@@ -53,12 +53,21 @@ pub async fn serve_proxy(
 }
 
 /// Serves `app` on `listener` (HTTP/1.1 and h2c) until `shutdown`, and
-/// enforces sandbox timeouts meanwhile.
+/// enforces sandbox timeouts meanwhile. Builds that a previous process left
+/// running on these nodes are ended first (their streams died with it).
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match crate::builds::interrupt_leftovers(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            builds = n,
+            "ended template builds a previous process left unfinished"
+        ),
+        Err(error) => tracing::warn!(%error, "ending unfinished template builds failed"),
+    }
     let _enforcer = AbortOnDrop(tokio::spawn(crate::lifecycle::enforce(
         state.clone(),
         Duration::from_secs(1),

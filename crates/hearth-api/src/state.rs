@@ -1,11 +1,13 @@
 //! What every request handler shares.
 
+use crate::builds::Builds;
 use crate::config::ApiConfig;
 use crate::extract::KeyTouches;
 use crate::nodes::Nodes;
 use crate::proxy::Upstream;
 use crate::starting::Starting;
 use crate::store::Store;
+use crate::uploads::Uploads;
 
 #[derive(Debug)]
 pub struct AppState {
@@ -17,10 +19,15 @@ pub struct AppState {
     pub upstream: Upstream,
     /// Creates in flight per team.
     pub starting: Starting,
+    /// Build-context archives and the key their upload URLs are signed with.
+    pub uploads: Uploads,
+    /// Template builds this process runs.
+    pub builds: Builds,
 }
 
 impl AppState {
-    pub fn new(store: Store, nodes: Nodes, config: ApiConfig) -> Self {
+    pub fn new(store: Store, nodes: Nodes, config: ApiConfig, uploads: Uploads) -> Self {
+        let builds = Builds::new(config.max_concurrent_builds);
         Self {
             store,
             nodes,
@@ -28,6 +35,8 @@ impl AppState {
             key_touches: KeyTouches::default(),
             upstream: Upstream::new(),
             starting: Starting::default(),
+            uploads,
+            builds,
         }
     }
 }

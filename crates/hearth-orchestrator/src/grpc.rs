@@ -18,11 +18,25 @@ use crate::sandboxes::{SandboxError, SandboxInfo, SandboxManager, SandboxSpec};
 pub struct NodeService {
     manager: Arc<SandboxManager>,
     node_id: String,
+    builds: Option<crate::grpc_templates::TemplateBuilds>,
 }
 
 impl NodeService {
     pub fn new(manager: Arc<SandboxManager>, node_id: String) -> Self {
-        Self { manager, node_id }
+        Self {
+            manager,
+            node_id,
+            builds: None,
+        }
+    }
+
+    /// Also serves `TemplateService` with this builder.
+    pub fn with_builder(mut self, builder: Arc<crate::build::TemplateBuilder>) -> Self {
+        self.builds = Some(crate::grpc_templates::TemplateBuilds::new(
+            self.manager.clone(),
+            builder,
+        ));
+        self
     }
 
     /// Serves the node's gRPC API on `listener` until `shutdown` resolves.
@@ -38,6 +52,11 @@ impl NodeService {
         tonic::transport::Server::builder()
             .add_service(health)
             .add_service(SandboxServiceServer::new(self.clone()))
+            .add_optional_service(
+                self.builds
+                    .clone()
+                    .map(pb::template_service_server::TemplateServiceServer::new),
+            )
             .add_service(InfoServiceServer::new(self))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

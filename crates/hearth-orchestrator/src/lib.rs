@@ -2,9 +2,11 @@
 //! runtime (accelerator, guest images, templates, clones in network slots),
 //! its sandboxes and the gRPC API the control plane calls.
 
+pub mod build;
 pub mod data_dir;
 pub mod error;
 pub mod grpc;
+pub mod grpc_templates;
 pub mod metrics;
 pub mod record;
 pub mod runtime;

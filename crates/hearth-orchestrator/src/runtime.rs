@@ -40,10 +40,11 @@ pub fn base_template_config() -> TemplateConfig {
         memory_mib: BASE_MEMORY_MIB,
         network: guest_network(),
         boot_deadline: TEMPLATE_BOOT_DEADLINE,
+        init: None,
     }
 }
 
-fn guest_network() -> GuestNetwork {
+pub fn guest_network() -> GuestNetwork {
     GuestNetwork {
         address: format!("{}/{}", hearth_net::GUEST_ADDRESS, hearth_net::GUEST_PREFIX),
         gateway: hearth_net::GATEWAY.to_string(),
@@ -407,7 +408,7 @@ impl NodeRuntime {
         Ok(built)
     }
 
-    fn attachment(&self, slot: &NetSlot) -> NetAttachment {
+    pub fn attachment(&self, slot: &NetSlot) -> NetAttachment {
         NetAttachment {
             netns: Some(slot.netns_path()),
             tap: hearth_net::TAP_NAME.into(),

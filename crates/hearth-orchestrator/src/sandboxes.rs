@@ -156,6 +156,9 @@ pub struct SandboxManager {
     runtime: Arc<NodeRuntime>,
     limits: NodeLimits,
     templates: Mutex<HashMap<String, Template>>,
+    /// Every build of every template, by template id and build id; tags
+    /// may name builds older than the current one.
+    builds: Mutex<HashMap<(String, String), Template>>,
     sandboxes: Mutex<HashMap<String, Entry>>,
     starts: Semaphore,
 }
@@ -179,6 +182,7 @@ impl SandboxManager {
             runtime,
             limits,
             templates: Mutex::new(HashMap::new()),
+            builds: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
         }
     }
@@ -193,24 +197,59 @@ impl SandboxManager {
 
     /// Makes `template` the current build of its name.
     pub fn register_template(&self, template: Template) {
+        lock(&self.builds).insert(
+            (template.name().to_owned(), template.meta.build_id.clone()),
+            template.clone(),
+        );
         lock(&self.templates).insert(template.name().to_owned(), template);
     }
 
+    /// Adds an older build of a template without making it current.
+    pub fn register_build(&self, template: Template) {
+        lock(&self.builds).insert(
+            (template.name().to_owned(), template.meta.build_id.clone()),
+            template,
+        );
+    }
+
+    /// The current build of template `id`.
+    pub fn template(&self, id: &str) -> Option<Template> {
+        lock(&self.templates).get(id).cloned()
+    }
+
+    /// Forgets every build of template `id`; returns them.
+    pub fn forget_template(&self, id: &str) -> Vec<Template> {
+        lock(&self.templates).remove(id);
+        let mut builds = lock(&self.builds);
+        let forgotten = builds
+            .iter()
+            .filter(|((template, _), _)| template == id)
+            .map(|(_, t)| t.clone())
+            .collect();
+        builds.retain(|(template, _), _| template != id);
+        forgotten
+    }
+
+    /// Whether a running sandbox is a clone of that build.
+    pub fn runs_build(&self, template_id: &str, build_id: &str) -> bool {
+        self.list()
+            .iter()
+            .any(|info| info.spec.template_id == template_id && info.build_id == build_id)
+    }
+
     fn template_for(&self, spec: &SandboxSpec) -> Result<Template, SandboxError> {
-        let template = lock(&self.templates)
-            .get(&spec.template_id)
-            .cloned()
-            .ok_or_else(|| SandboxError::UnknownTemplate(spec.template_id.clone()))?;
-        if let Some(build) = spec
-            .build_id
-            .as_deref()
-            .filter(|b| *b != template.meta.build_id)
-        {
-            return Err(SandboxError::UnknownTemplate(format!(
-                "{} (build {build})",
-                spec.template_id
-            )));
-        }
+        let template = match spec.build_id.as_deref().filter(|b| !b.is_empty()) {
+            Some(build) => lock(&self.builds)
+                .get(&(spec.template_id.clone(), build.to_owned()))
+                .cloned()
+                .ok_or_else(|| {
+                    SandboxError::UnknownTemplate(format!("{} (build {build})", spec.template_id))
+                })?,
+            None => lock(&self.templates)
+                .get(&spec.template_id)
+                .cloned()
+                .ok_or_else(|| SandboxError::UnknownTemplate(spec.template_id.clone()))?,
+        };
         let meta = &template.meta;
         if spec.vcpus != 0 && spec.vcpus != u32::from(meta.vcpus) {
             return Err(SandboxError::InvalidArgument(format!(
@@ -308,10 +347,20 @@ impl SandboxManager {
                 ))
             })?
             .map_err(|_| SandboxError::ResourceExhausted("the node is shutting down".into()))?;
+        // A built template's final USER, WORKDIR and ENV are its sandboxes'
+        // defaults; the create's own env vars win over the template's.
+        let defaults = &template.meta.defaults;
+        let mut env_vars: HashMap<String, String> = defaults
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env_vars.extend(spec.env_vars.clone());
         let init = InitParams {
-            env_vars: Some(spec.env_vars.clone()),
+            env_vars: Some(env_vars),
             access_token: spec.access_token.clone(),
-            default_user: spec.default_user.clone(),
+            default_user: defaults.user.clone().or_else(|| spec.default_user.clone()),
+            default_workdir: defaults.workdir.clone(),
             hostname: Some(spec.sandbox_id.clone()),
             ..InitParams::default()
         };

@@ -46,9 +46,9 @@ pub struct CommandOutput {
 /// An HTTP client for one VM's envd.
 #[derive(Debug, Clone)]
 pub struct EnvdClient {
-    vm: String,
-    base: String,
-    http: reqwest::Client,
+    pub(crate) vm: String,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
     access_token: Option<String>,
 }
 
@@ -74,7 +74,7 @@ impl EnvdClient {
         self
     }
 
-    fn error(&self, message: impl Into<String>) -> VmmError {
+    pub(crate) fn error(&self, message: impl Into<String>) -> VmmError {
         VmmError::Envd {
             vm: self.vm.clone(),
             message: message.into(),
@@ -136,7 +136,7 @@ impl EnvdClient {
         Ok(())
     }
 
-    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub(crate) fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.access_token {
             Some(token) => request.header("X-Access-Token", token),
             None => request,

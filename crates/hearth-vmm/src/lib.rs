@@ -18,16 +18,18 @@ pub use vmm::{
     AdoptSpec, BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm,
 };
 pub mod envd_client;
+pub mod envd_process;
 pub mod sandbox;
 pub mod template;
 
 pub use envd_client::{CommandOutput, EnvdClient, InitParams};
+pub use envd_process::{OutputStream, ProcessSpec};
 pub use sandbox::{
     AdoptRequest, CloneRequest, CloneTimings, Sandbox, adopt_sandbox, clone_sandbox, destroy,
     detach,
 };
 pub use template::{
-    BuildHost, BuildRequest, GuestNetwork, Template, TemplateConfig, TemplateImage, TemplateMeta,
-    TemplateStore,
+    BuildHost, BuildRequest, GuestDefaults, GuestNetwork, Template, TemplateConfig, TemplateImage,
+    TemplateMeta, TemplateStore,
 };
 pub use vmm::StartupTimings;

@@ -521,6 +521,22 @@ impl Vmm for QemuVmm {
         }
     }
 
+    async fn snapshot_disk(&self, vm: &QemuVm, new_top: &Path) -> Result<()> {
+        vm.ensure_alive()?;
+        vm.qmp
+            .execute(qmp::blockdev_snapshot_sync(qmp::BlockdevSnapshotSync {
+                device: Some("root".into()),
+                node_name: None,
+                snapshot_file: new_top.display().to_string(),
+                snapshot_node_name: None,
+                format: Some("qcow2".into()),
+                // The caller made the file, with a relative backing name.
+                mode: Some(qmp::NewImageMode::existing),
+            }))
+            .await
+            .map(drop)
+    }
+
     fn startup_timings(&self, vm: &QemuVm) -> StartupTimings {
         vm.timings
     }

@@ -32,13 +32,13 @@ use crate::vmm::{BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vm
 
 /// Version of the directory layout and of `template.json`.
 pub const LAYOUT_VERSION: u32 = 1;
-const META: &str = "template.json";
-const KERNEL: &str = "vmlinuz";
-const INITRAMFS: &str = "initramfs.img";
-const ROOTFS: &str = "rootfs.ext4";
-const DISK: &str = "disk.qcow2";
-const MEMORY: &str = "memory.ram";
-const DEVICE_STATE: &str = "device.state";
+pub const META: &str = "template.json";
+pub const KERNEL: &str = "vmlinuz";
+pub const INITRAMFS: &str = "initramfs.img";
+pub const ROOTFS: &str = "rootfs.ext4";
+pub const DISK: &str = "disk.qcow2";
+pub const MEMORY: &str = "memory.ram";
+pub const DEVICE_STATE: &str = "device.state";
 /// QEMU's migration stream starts with "QEVM".
 const DEVICE_STATE_MAGIC: &[u8; 4] = b"QEVM";
 const MIB: u64 = 1 << 20;
@@ -77,14 +77,21 @@ pub struct TemplateConfig {
     pub network: GuestNetwork,
     /// How long the boot may take until envd answers.
     pub boot_deadline: Duration,
+    /// The root filesystem's init, when it is not the initramfs's default
+    /// (`/sbin/hearth-init`).
+    pub init: Option<String>,
 }
 
 impl TemplateConfig {
-    fn cmdline(&self) -> String {
-        format!(
+    pub fn cmdline(&self) -> String {
+        let mut line = format!(
             "console=ttyS0 panic=-1 reboot=t random.trust_cpu=on hearth.ip={} hearth.gw={}",
             self.network.address, self.network.gateway
-        )
+        );
+        if let Some(init) = &self.init {
+            line.push_str(&format!(" hearth.init={init}"));
+        }
+        line
     }
 }
 
@@ -108,6 +115,30 @@ pub struct TemplateMeta {
     pub envd_version: String,
     /// From QEMU start to envd answering, during the build.
     pub boot_seconds: f64,
+    /// The images under `disk.qcow2`, bottom first, when they are not just
+    /// `rootfs.ext4`: a built template's base image and step layers (hard
+    /// links into the layer store, under their store names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disk_chain: Vec<String>,
+    /// The disk's size as the guest sees it, when it is not the rootfs's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size_mib: Option<u64>,
+    /// envd's defaults for the template's sandboxes (from its build's
+    /// final USER, WORKDIR and ENV).
+    #[serde(default)]
+    pub defaults: GuestDefaults,
+}
+
+/// The user, working directory and environment a sandbox's commands get
+/// unless they name others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// A finished template on disk.
@@ -134,6 +165,9 @@ impl Template {
     /// The size of the guest's disk in bytes: the rootfs its overlays are
     /// backed by (0 when unreadable).
     pub fn disk_size(&self) -> u64 {
+        if let Some(mib) = self.meta.disk_size_mib {
+            return mib * MIB;
+        }
         std::fs::metadata(self.dir.join(ROOTFS)).map_or(0, |m| m.len())
     }
 
@@ -169,8 +203,14 @@ impl Template {
                 meta.layout
             )));
         }
-        for file in [KERNEL, INITRAMFS, ROOTFS, DISK, MEMORY, DEVICE_STATE] {
-            if !dir.join(file).is_file() {
+        let disk_images: Vec<&str> = if meta.disk_chain.is_empty() {
+            vec![ROOTFS]
+        } else {
+            meta.disk_chain.iter().map(String::as_str).collect()
+        };
+        let files = [KERNEL, INITRAMFS, DISK, MEMORY, DEVICE_STATE];
+        for file in files.into_iter().chain(disk_images) {
+            if file.contains('/') || !dir.join(file).is_file() {
                 return Err(invalid(format!(
                     "snapshot file {file} is missing from {}",
                     dir.display()
@@ -446,13 +486,16 @@ impl TemplateStore {
             rootfs_key: image.rootfs_key.clone(),
             envd_version: image.envd_version.clone(),
             boot_seconds,
+            disk_chain: Vec::new(),
+            disk_size_mib: None,
+            defaults: GuestDefaults::default(),
         })
     }
 }
 
 /// Adds the end of the guest console to a timeout, which is where the
 /// reason a guest never answered usually shows.
-fn annotate_with_console(error: VmmError, serial: &Path) -> VmmError {
+pub fn annotate_with_console(error: VmmError, serial: &Path) -> VmmError {
     match error {
         VmmError::Timeout { vm, what, after } => {
             let tail = crate::qemu::log_tail(serial);
@@ -465,7 +508,7 @@ fn annotate_with_console(error: VmmError, serial: &Path) -> VmmError {
     }
 }
 
-fn write_meta(dir: &Path, meta: &TemplateMeta) -> Result<()> {
+pub fn write_meta(dir: &Path, meta: &TemplateMeta) -> Result<()> {
     let json = serde_json::to_vec_pretty(meta)
         .map_err(|e| VmmError::Invalid(format!("encoding template metadata: {e}")))?;
     let temporary = dir.join(".template.json.tmp");
@@ -473,7 +516,7 @@ fn write_meta(dir: &Path, meta: &TemplateMeta) -> Result<()> {
     std::fs::rename(&temporary, dir.join(META)).map_err(VmmError::io("writing", dir.join(META)))
 }
 
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     if std::fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
@@ -482,7 +525,7 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
         .map_err(VmmError::io("copying", from))
 }
 
-fn make_read_only(path: &Path) -> Result<()> {
+pub fn make_read_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
         .map_err(VmmError::io("making read-only", path))
@@ -539,6 +582,7 @@ mod tests {
                 mac: "02:00:00:00:00:01".into(),
             },
             boot_deadline: Duration::from_secs(1),
+            init: None,
         }
     }
 

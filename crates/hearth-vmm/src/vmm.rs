@@ -146,6 +146,16 @@ pub trait Vmm: Send + Sync {
         device_state: &Path,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Freezes the VM's root disk as it is now: `new_top` (a qcow2 file
+    /// whose backing file is the disk's current top image, made by the
+    /// caller) becomes the image the VM writes to, and the old top is never
+    /// written again, so it can serve as a cached layer.
+    fn snapshot_disk(
+        &self,
+        vm: &Self::Vm,
+        new_top: &Path,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// How long starting `vm` took.
     fn startup_timings(&self, vm: &Self::Vm) -> StartupTimings;
 

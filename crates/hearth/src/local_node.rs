@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hearth_guest::Progress;
 use hearth_net::SlotNaming;
+use hearth_orchestrator::build::{BuildSettings, TemplateBuilder};
 use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime, SandboxManager};
 use hearth_vmm::Template;
 
@@ -25,6 +26,7 @@ pub struct NodeOptions {
 pub struct LocalNode {
     pub manager: Arc<SandboxManager>,
     pub template: Template,
+    pub builder: Arc<TemplateBuilder>,
     options: NodeOptions,
     reaper: tokio::task::JoinHandle<()>,
 }
@@ -36,6 +38,7 @@ impl LocalNode {
         envd: &Path,
         limits: NodeLimits,
         options: NodeOptions,
+        build: BuildSettings,
         progress: &Progress,
     ) -> anyhow::Result<Self> {
         let mut runtime = NodeRuntime::open(data, naming, progress).await?;
@@ -56,6 +59,11 @@ impl LocalNode {
         runtime.keep_slots_ready(options.slot_pool);
         let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
         manager.register_template(template.clone());
+        let built = hearth_orchestrator::build::recover_built_templates(&manager);
+        if built > 0 {
+            progress.say(&format!("{built} built templates on this node"));
+        }
+        let builder = Arc::new(TemplateBuilder::new(manager.clone(), envd, build).await?);
         let adopted = manager.adopt(recovery.adopted).await;
         if adopted > 0 || reclaimed != Default::default() {
             progress.say(&format!(
@@ -67,6 +75,7 @@ impl LocalNode {
         Ok(Self {
             manager,
             template,
+            builder,
             options,
             reaper,
         })

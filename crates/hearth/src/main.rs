@@ -1,5 +1,6 @@
 //! The `hearth` host binary.
 
+mod build_args;
 mod local_node;
 mod up;
 
@@ -80,6 +81,8 @@ enum Command {
         /// of deleting them.
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
+        #[command(flatten)]
+        build: build_args::BuildArgs,
     },
     /// Manage the control plane's teams.
     Team {
@@ -126,6 +129,8 @@ enum Command {
         /// On Ctrl-C, leave sandboxes running for the next start to adopt.
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
+        #[command(flatten)]
+        build: build_args::BuildArgs,
     },
 }
 
@@ -179,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
             slot_pool,
             min_free_memory_mib,
             keep_sandboxes_on_exit,
+            build,
         } => {
             let limits = NodeLimits {
                 max_starting,
@@ -190,7 +196,15 @@ async fn main() -> anyhow::Result<()> {
                 slot_pool,
                 keep_sandboxes_on_exit,
             };
-            run_node(data, listen, envd_path(envd)?, limits, options).await
+            run_node(
+                data,
+                listen,
+                envd_path(envd)?,
+                limits,
+                options,
+                build.settings()?,
+            )
+            .await
         }
         Command::Team {
             command:
@@ -221,8 +235,10 @@ async fn main() -> anyhow::Result<()> {
             slot_pool,
             max_sandboxes,
             keep_sandboxes_on_exit,
+            build,
         } => {
             let options = up::UpOptions {
+                build: build.settings()?,
                 listen,
                 proxy_listen,
                 envd: envd_path(envd)?,
@@ -283,17 +299,27 @@ async fn run_node(
     envd: PathBuf,
     limits: NodeLimits,
     options: local_node::NodeOptions,
+    build: hearth_orchestrator::build::BuildSettings,
 ) -> anyhow::Result<()> {
     let progress = Progress::new(false);
     // Bind first: a port in use should fail before the template work.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let node = local_node::LocalNode::start(data, node_slots()?, &envd, limits, options, &progress)
-        .await?;
+    let node = local_node::LocalNode::start(
+        data,
+        node_slots()?,
+        &envd,
+        limits,
+        options,
+        build,
+        &progress,
+    )
+    .await?;
     eprintln!("node gRPC API on {listen}");
     let node_id = format!("node-{}", std::process::id());
     let served = NodeService::new(node.manager.clone(), node_id)
+        .with_builder(node.builder.clone())
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -36,6 +36,7 @@ pub struct UpOptions {
     pub api: ApiConfig,
     pub limits: NodeLimits,
     pub node: NodeOptions,
+    pub build: hearth_orchestrator::build::BuildSettings,
 }
 
 pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
@@ -58,18 +59,21 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data.root().join("sdk.env"));
     let database_url = options.database_url.clone();
+    let uploads_dir = data.root().join("v1/uploads");
     let node = LocalNode::start(
         data,
         options.naming.clone(),
         &options.envd,
         options.limits.clone(),
         options.node,
+        options.build.clone(),
         &progress,
     )
     .await?;
     let result = serve(
         &node,
         (listener, proxy_listener),
+        &uploads_dir,
         &database_url,
         &sdk_env,
         &options,
@@ -102,6 +106,7 @@ type Listeners = (
 async fn serve(
     node: &LocalNode,
     (listener, proxy_listener): Listeners,
+    uploads_dir: &Path,
     database_url: &str,
     sdk_env: &Path,
     options: &UpOptions,
@@ -122,17 +127,24 @@ async fn serve(
     let grpc_address = grpc.local_addr()?;
     let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
     let node_id = format!("node-{}", std::process::id());
-    let grpc_task = tokio::spawn(NodeService::new(node.manager.clone(), node_id).serve(
-        grpc,
-        async {
-            let _ = grpc_stopped.await;
-        },
-    ));
+    let grpc_task = tokio::spawn(
+        NodeService::new(node.manager.clone(), node_id)
+            .with_builder(node.builder.clone())
+            .serve(grpc, async {
+                let _ = grpc_stopped.await;
+            }),
+    );
     let nodes = Nodes::new(vec![Node::new(
         LOCAL_NODE,
         &format!("http://{grpc_address}"),
     )?]);
-    let state = Arc::new(AppState::new(store.clone(), nodes, options.api.clone()));
+    // Template build uploads: stored by the control plane, read by the node
+    // (same host). A fresh signing key each start: old upload URLs expire.
+    let uploads = hearth_api::Uploads::with_random_key(uploads_dir)
+        .map_err(|e| anyhow::anyhow!("making the upload signing key: {e}"))?;
+    let mut api = options.api.clone();
+    api.public_url.get_or_insert_with(|| api_url.clone());
+    let state = Arc::new(AppState::new(store.clone(), nodes, api, uploads));
 
     progress.say(&format!("hearth is up on {api_url}"));
     println!("hearth is up: API and sandbox traffic on {api_url}");

@@ -1,10 +1,16 @@
 //! The REST API's routes.
 
+mod build_logs;
+mod build_steps;
 mod keys;
 mod listing;
 mod observe;
+mod resolve;
 mod sandboxes;
+mod tags;
+mod template_builds;
 mod templates;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -41,26 +47,9 @@ fn not_implemented() -> Router<Arc<AppState>> {
             "/sandboxes/{sandbox_id}/fork",
             post(refuse("forking sandboxes")),
         )
-        .route("/v3/templates", post(refuse("building templates")))
         .route(
-            "/v2/templates/{template_id}/builds/{build_id}",
-            post(refuse("building templates")),
-        )
-        .route(
-            "/templates/{template_id}/builds/{build_id}/status",
-            get(refuse("building templates")),
-        )
-        .route(
-            "/templates/{template_id}/files/{hash}",
-            get(refuse("building templates")),
-        )
-        .route(
-            "/templates/tags",
-            post(refuse("template tags")).delete(refuse("template tags")),
-        )
-        .route(
-            "/templates/{template_id}/tags",
-            get(refuse("template tags")),
+            "/templates/{template_id}/builds/{build_id}",
+            post(refuse("the v1 template build start (use POST /v2/templates/{templateID}/builds/{buildID})")),
         )
         .route("/volumes", get(refuse("volumes")).post(refuse("volumes")))
         .route(
@@ -114,12 +103,41 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/sandboxes/{sandbox_id}/logs", get(observe::logs_v1))
         .route("/v2/sandboxes/{sandbox_id}/logs", get(observe::logs_v2))
         .route("/templates", get(templates::list))
-        .route("/v2/templates", get(templates::list))
+        .route(
+            "/v2/templates",
+            get(templates::list).post(template_builds::request_v2),
+        )
+        .route("/v3/templates", post(template_builds::request_v3))
         .route(
             "/templates/{template_id}",
-            get(templates::detail).delete(templates::delete),
+            get(templates::detail)
+                .delete(templates::delete)
+                .patch(templates::update_v1),
+        )
+        .route(
+            "/v2/templates/{template_id}",
+            axum::routing::patch(templates::update_v2),
         )
         .route("/templates/aliases/{alias}", get(templates::alias))
+        .route("/templates/{template_id}/files/{hash}", get(uploads::link))
+        .route(
+            "/templates/{template_id}/files/{hash}/upload",
+            axum::routing::put(uploads::upload),
+        )
+        .route(
+            "/v2/templates/{template_id}/builds/{build_id}",
+            post(template_builds::start),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}/status",
+            get(build_logs::status),
+        )
+        .route(
+            "/templates/{template_id}/builds/{build_id}/logs",
+            get(build_logs::logs),
+        )
+        .route("/templates/tags", post(tags::assign).delete(tags::remove))
+        .route("/templates/{template_id}/tags", get(tags::list))
         .route("/teams", get(keys::teams))
         .route("/api-keys", get(keys::list).post(keys::create))
         .route(

@@ -22,7 +22,7 @@ use crate::model::{
 use crate::nodes::{Node, call};
 use crate::secrets;
 use crate::state::AppState;
-use crate::store::{SandboxRecord, TemplateRecord, now_ms};
+use crate::store::{SandboxRecord, now_ms};
 
 /// A node keeps a sandbox this much past its end, in case the control
 /// plane is down when it should kill it.
@@ -150,13 +150,6 @@ fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
     }
 }
 
-async fn resolve_template(app: &AppState, caller: &Caller, id: &str) -> ApiResult<TemplateRecord> {
-    match app.store.template(id).await? {
-        Some(t) if t.visible_to(&caller.team.team_id) => Ok(t),
-        _ => Err(ApiError::NotFound(format!("template '{id}' not found"))),
-    }
-}
-
 async fn create_sandbox(
     app: &AppState,
     caller: &Caller,
@@ -164,7 +157,8 @@ async fn create_sandbox(
 ) -> ApiResult<SandboxCreated> {
     let timeout = app.config.timeout(body.timeout)?;
     refuse_unsupported(&body)?;
-    let template = resolve_template(app, caller, &body.template_id).await?;
+    let resolved = super::resolve::resolve(app, caller, &body.template_id).await?;
+    let template = &resolved.template;
     // Creates in flight count against the limit, or concurrent creates
     // would each see room for themselves.
     let _starting = app.starting.begin(&caller.team.team_id);
@@ -189,18 +183,26 @@ async fn create_sandbox(
     } else {
         None
     };
-    let alias = template
-        .aliases
-        .iter()
-        .find(|a| **a == body.template_id)
-        .or(template.aliases.first())
-        .cloned();
+    let alias = resolved
+        .alias
+        .clone()
+        .or_else(|| template.aliases.first().cloned());
     let started_at = now_ms();
     let end_at = started_at + millis(timeout);
-    let node = app.nodes.place().await?;
+    // A built template's files are on the node that built it; a template
+    // every node has (`base`) goes where there is most room.
+    let node = match resolved.node() {
+        Some(name) => app.nodes.get(name)?,
+        None => app.nodes.place().await?,
+    };
     let config = SandboxConfig {
         template_id: template.template_id.clone(),
-        build_id: String::new(),
+        // Empty for a node's own template: its current build there.
+        build_id: if resolved.build.is_some() {
+            resolved.build_id().to_owned()
+        } else {
+            String::new()
+        },
         sandbox_id: sandbox_id.clone(),
         env_vars: body
             .env_vars
@@ -215,7 +217,7 @@ async fn create_sandbox(
             .into_iter()
             .collect(),
         alias: alias.clone().unwrap_or_default(),
-        envd_version: template.envd_version.clone(),
+        envd_version: resolved.envd_version().to_owned(),
         vcpu: 0,
         ram_mb: 0,
         team_id: caller.team.team_id.clone(),
@@ -259,7 +261,7 @@ async fn create_sandbox(
         node: node.name.clone(),
         client_id: response.client_id,
         host_address: response.host_address,
-        envd_version: template.envd_version.clone(),
+        envd_version: resolved.envd_version().to_owned(),
         envd_access_token,
         traffic_access_token,
         allow_internet,
@@ -267,7 +269,7 @@ async fn create_sandbox(
         metadata: body.metadata.unwrap_or_default(),
         cpu_count: response.vcpu,
         memory_mb: response.ram_mb,
-        disk_size_mb: template.disk_size_mb,
+        disk_size_mb: resolved.disk_size_mb(),
         started_at,
         end_at,
     };

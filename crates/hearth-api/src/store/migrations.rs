@@ -5,7 +5,9 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use super::{Backend, StoreResult};
 
 /// Each step is a list of statements; a step never changes once released.
-const STEPS: &[&[&str]] = &[&[
+const STEPS: &[&[&str]] = &[TEAMS_KEYS_TEMPLATES_SANDBOXES, TEMPLATE_BUILDS];
+
+const TEAMS_KEYS_TEMPLATES_SANDBOXES: &[&str] = &[
     "CREATE TABLE teams (
         team_id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -64,7 +66,49 @@ const STEPS: &[&[&str]] = &[&[
     )",
     "CREATE INDEX sandboxes_team ON sandboxes (team_id)",
     "CREATE INDEX sandboxes_end ON sandboxes (end_at)",
-]];
+];
+
+/// Template builds, their logs and tags. A team's template row keeps its
+/// current build (`build_id`, empty until one is ready) and shape.
+const TEMPLATE_BUILDS: &[&str] = &[
+    "CREATE TABLE template_builds (
+        build_id TEXT PRIMARY KEY,
+        template_id TEXT NOT NULL,
+        team_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started BIGINT NOT NULL,
+        tags TEXT NOT NULL,
+        cpu_count BIGINT NOT NULL,
+        memory_mb BIGINT NOT NULL,
+        disk_size_mb BIGINT NOT NULL,
+        envd_version TEXT NOT NULL,
+        node TEXT NOT NULL,
+        reason_message TEXT,
+        reason_step TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        finished_at BIGINT
+    )",
+    "CREATE INDEX template_builds_template ON template_builds (template_id, created_at)",
+    "CREATE INDEX template_builds_status ON template_builds (status)",
+    "CREATE TABLE template_build_logs (
+        build_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        logged_at BIGINT NOT NULL,
+        severity BIGINT NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL,
+        step TEXT,
+        PRIMARY KEY (build_id, seq)
+    )",
+    "CREATE TABLE template_tags (
+        template_id TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        build_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (template_id, tag)
+    )",
+];
 
 /// Any number, the same in every hearth: the PostgreSQL advisory lock that
 /// makes control planes starting together migrate one after the other.

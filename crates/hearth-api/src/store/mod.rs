@@ -1,18 +1,24 @@
-//! The control plane's state: teams, API keys, templates and running
-//! sandboxes, in SQLite (one file, the default) or PostgreSQL (cluster
+//! The control plane's state: teams, API keys, templates (with their
+//! builds, build logs and tags) and running sandboxes, in SQLite (one file, the default) or PostgreSQL (cluster
 //! mode). One SQL dialect serves both: portable types (TEXT, BIGINT), `$n`
 //! placeholders, times as Unix milliseconds.
 
+mod builds;
 mod migrations;
 mod records;
 mod sandboxes;
+mod tags;
 mod teams;
 mod templates;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-pub use records::{ApiKeyRecord, SandboxRecord, TeamRecord, TemplateRecord};
+pub use builds::{BuildShape, severity};
+pub use records::{
+    ApiKeyRecord, BuildLogRecord, BuildRecord, BuildStatus, SandboxRecord, TagRecord, TeamRecord,
+    TemplateRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

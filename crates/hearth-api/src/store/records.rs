@@ -76,3 +76,84 @@ pub struct SandboxRecord {
     pub started_at: i64,
     pub end_at: i64,
 }
+
+/// Where a template build is: E2B's `TemplateBuildStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStatus {
+    /// Requested, not started, or started and queued for a build slot.
+    Waiting,
+    Building,
+    Ready,
+    Error,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Building => "building",
+            Self::Ready => "ready",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "waiting" => Some(Self::Waiting),
+            "building" => Some(Self::Building),
+            "ready" => Some(Self::Ready),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Ready | Self::Error)
+    }
+}
+
+/// One build of a team's template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRecord {
+    /// A UUID: the SDKs parse it as one.
+    pub build_id: String,
+    pub template_id: String,
+    pub team_id: String,
+    pub status: BuildStatus,
+    /// Whether its start was accepted (a `waiting` build may be either).
+    pub started: bool,
+    /// The tags that point at it once it is ready.
+    pub tags: Vec<String>,
+    pub cpu_count: i64,
+    pub memory_mb: i64,
+    pub disk_size_mb: i64,
+    /// Empty until it is ready.
+    pub envd_version: String,
+    /// The node that builds (built) it, which runs its sandboxes; empty
+    /// until started.
+    pub node: String,
+    pub reason_message: Option<String>,
+    pub reason_step: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// What a build's node logged, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildLogRecord {
+    pub timestamp: i64,
+    /// debug, info, warn or error.
+    pub level: String,
+    pub message: String,
+    pub step: Option<String>,
+}
+
+/// A tag: which build of its template `name:tag` starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRecord {
+    pub template_id: String,
+    pub tag: String,
+    pub build_id: String,
+    pub created_at: i64,
+}

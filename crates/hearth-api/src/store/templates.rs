@@ -107,13 +107,22 @@ impl Store {
         Ok(templates)
     }
 
-    /// Whether the template existed.
+    /// Deletes the template with its aliases, builds, build logs and tags;
+    /// whether it existed.
     pub async fn delete_template(&self, template_id: &str) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM template_aliases WHERE template_id = $1")
-            .bind(template_id)
-            .execute(&mut *tx)
-            .await?;
+        for statement in [
+            "DELETE FROM template_aliases WHERE template_id = $1",
+            "DELETE FROM template_tags WHERE template_id = $1",
+            "DELETE FROM template_build_logs WHERE build_id IN
+                (SELECT build_id FROM template_builds WHERE template_id = $1)",
+            "DELETE FROM template_builds WHERE template_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(template_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let deleted = sqlx::query("DELETE FROM templates WHERE template_id = $1")
             .bind(template_id)
             .execute(&mut *tx)
@@ -121,6 +130,31 @@ impl Store {
             .rows_affected();
         tx.commit().await?;
         Ok(deleted > 0)
+    }
+
+    /// Whether the template existed.
+    pub async fn set_template_public(&self, template_id: &str, public: bool) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE templates SET public = $1, updated_at = $2 WHERE template_id = $3")
+                .bind(i64::from(public))
+                .bind(now_ms())
+                .bind(template_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// How many sandboxes of `team_id` run from the template.
+    pub async fn count_sandboxes_from(&self, team_id: &str, template_id: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sandboxes WHERE team_id = $1 AND template_id = $2",
+        )
+        .bind(team_id)
+        .bind(template_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
     }
 
     /// Counts a sandbox started from the template.

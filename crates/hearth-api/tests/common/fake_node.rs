@@ -4,10 +4,39 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::pin::Pin;
+
 use hearth_proto::orchestrator as pb;
 use pb::info_service_server::{InfoService, InfoServiceServer};
 use pb::sandbox_service_server::{SandboxService, SandboxServiceServer};
+use pb::template_build_event::Event;
+use pb::template_service_server::{TemplateService, TemplateServiceServer};
 use tonic::{Request, Response, Status};
+
+/// How the fake node's next builds go.
+#[derive(Debug, Clone)]
+pub enum BuildPlan {
+    /// Streams `lines` log lines (the first step "base", then "1", …),
+    /// then a result with the requested shape and envd 0.6.5.
+    Succeed { lines: usize },
+    /// Streams `lines` log lines, then a failure at `step`.
+    Fail {
+        lines: usize,
+        message: String,
+        step: String,
+    },
+    /// Streams `lines` log lines and then never ends (until the stream is
+    /// dropped, which it records as a cancel).
+    Hang { lines: usize },
+    /// Refuses the build outright.
+    Refuse(tonic::Code, String),
+}
+
+impl Default for BuildPlan {
+    fn default() -> Self {
+        Self::Succeed { lines: 3 }
+    }
+}
 
 /// What the fake node holds and was asked.
 #[derive(Debug, Default)]
@@ -21,6 +50,13 @@ pub struct FakeState {
     /// When set, each create also writes a row with the new sandbox's id
     /// into this store, so that the control plane's own insert fails.
     pub conflicting_store: Option<hearth_api::Store>,
+    pub build_plan: BuildPlan,
+    /// Every build request, in order.
+    pub builds: Vec<pb::TemplateBuildRequest>,
+    /// Builds whose stream the control plane dropped before their end.
+    pub cancelled_builds: Vec<String>,
+    /// Templates the control plane asked this node to forget.
+    pub deleted_templates: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +78,8 @@ impl FakeNode {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let router = tonic::transport::Server::builder()
             .add_service(SandboxServiceServer::new(node.clone()))
-            .add_service(InfoServiceServer::new(node.clone()));
+            .add_service(InfoServiceServer::new(node.clone()))
+            .add_service(TemplateServiceServer::new(node.clone()));
         tokio::spawn(router.serve_with_incoming(incoming));
         Ok((node, address))
     }
@@ -195,5 +232,94 @@ impl InfoService for FakeNode {
             max_sandboxes: state.max_sandboxes,
             ..Default::default()
         }))
+    }
+}
+
+fn log_line(i: usize) -> pb::TemplateBuildEvent {
+    let step = if i == 0 {
+        "base".to_owned()
+    } else {
+        i.to_string()
+    };
+    pb::TemplateBuildEvent {
+        event: Some(Event::Log(pb::TemplateBuildLogEntry {
+            timestamp: Some(prost_types::Timestamp {
+                seconds: chrono::Utc::now().timestamp(),
+                nanos: 0,
+            }),
+            level: if i % 10 == 9 { "warn" } else { "info" }.into(),
+            message: format!("line {i}"),
+            step,
+        })),
+    }
+}
+
+type BuildStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::TemplateBuildEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TemplateService for FakeNode {
+    type BuildStream = BuildStream;
+
+    async fn build(
+        &self,
+        request: Request<pb::TemplateBuildRequest>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let request = request.into_inner();
+        let plan = {
+            let mut state = self.state();
+            state.builds.push(request.clone());
+            state.build_plan.clone()
+        };
+        let lines = match &plan {
+            BuildPlan::Refuse(code, message) => return Err(Status::new(*code, message.clone())),
+            BuildPlan::Succeed { lines }
+            | BuildPlan::Fail { lines, .. }
+            | BuildPlan::Hang { lines } => *lines,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let build_id = request.build_id.clone();
+            let cancelled = || node.state().cancelled_builds.push(build_id.clone());
+            for i in 0..lines {
+                if tx.send(Ok(log_line(i))).await.is_err() {
+                    cancelled();
+                    return;
+                }
+            }
+            let end = match plan {
+                BuildPlan::Succeed { .. } => Event::Result(pb::TemplateBuildResult {
+                    envd_version: "0.6.5".into(),
+                    vcpu: request.vcpu,
+                    ram_mb: request.ram_mb,
+                    disk_size_mb: 2048,
+                }),
+                BuildPlan::Fail { message, step, .. } => {
+                    Event::Failure(pb::TemplateBuildFailure { message, step })
+                }
+                _ => {
+                    tx.closed().await;
+                    cancelled();
+                    return;
+                }
+            };
+            let _ = tx
+                .send(Ok(pb::TemplateBuildEvent { event: Some(end) }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::TemplateDeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.state()
+            .deleted_templates
+            .push(request.into_inner().template_id);
+        Ok(Response::new(()))
     }
 }

@@ -10,7 +10,7 @@ pub mod fake_node;
 use std::sync::Arc;
 
 use hearth_api::store::TemplateRecord;
-use hearth_api::{ApiConfig, AppState, Node, Nodes, Store};
+use hearth_api::{ApiConfig, AppState, Node, Nodes, Store, Uploads};
 
 pub use fake_node::FakeNode;
 
@@ -108,7 +108,8 @@ impl Harness {
         store.put_template(&base).await?;
         let team = store.create_team("tests", 10).await?;
         let (_, key) = store.create_api_key(&team.team_id, "tests").await?;
-        let state = Arc::new(AppState::new(store, Nodes::new(nodes), config));
+        let uploads = Uploads::new(dir.path().join("uploads"), b"test upload key".to_vec());
+        let state = Arc::new(AppState::new(store, Nodes::new(nodes), config, uploads));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(axum::serve(listener, hearth_api::server::app(state.clone())).into_future());

@@ -1,0 +1,289 @@
+//! Build-context archives the SDKs upload for COPY steps. Each is stored
+//! content-addressed under its template, `<dir>/<templateID>/<hash>`, so one
+//! team can never plant content another team's build reads. Uploads go to
+//! URLs signed with a key only this process holds: the SDKs send no API key
+//! with them, as they would to a presigned object-store URL.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::AsyncWriteExt;
+
+/// How many leading bytes tell a tar from anything else: the `ustar` magic
+/// sits at offset 257.
+const SNIFF_LEN: usize = 262;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the body is longer than its Content-Length of {0} bytes")]
+    TooLong(u64),
+    #[error("the body ended after {got} of its {expected} bytes")]
+    TooShort { got: u64, expected: u64 },
+    #[error("the upload is neither a gzip nor a tar archive")]
+    NotAnArchive,
+    #[error("no upload place for template '{0}' and hash '{1}'")]
+    NoPlace(String, String),
+    #[error("the upload did not finish within {0:?}")]
+    TimedOut(Duration),
+    #[error("reading the request body: {0}")]
+    Body(String),
+    #[error("storing the upload: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where uploads live and the key their URLs are signed with.
+pub struct Uploads {
+    dir: PathBuf,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A files hash as the SDKs compute it: hex SHA-256.
+pub fn is_hash(value: &str) -> bool {
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A template ID that is safe as a directory name.
+fn is_safe_component(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Uploads {
+    /// Uploads under `dir` (made absolute: nodes read them by path), with
+    /// URLs signed by `key`.
+    pub fn new(dir: impl Into<PathBuf>, key: Vec<u8>) -> Self {
+        let dir = dir.into();
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Self { dir, key }
+    }
+
+    /// Uploads under `dir` with a fresh random key: URLs handed out by an
+    /// earlier process stop working, which only makes a client upload again.
+    pub fn with_random_key(dir: impl Into<PathBuf>) -> Result<Self, getrandom::Error> {
+        let mut key = vec![0u8; 32];
+        getrandom::fill(&mut key)?;
+        Ok(Self::new(dir, key))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of a template's uploads; `None` for an ID that is no
+    /// safe directory name (hearth's IDs always are).
+    pub fn template_dir(&self, template_id: &str) -> Option<PathBuf> {
+        is_safe_component(template_id).then(|| self.dir.join(template_id))
+    }
+
+    /// Where the upload with `hash` of a template is kept.
+    pub fn path(&self, template_id: &str, hash: &str) -> Option<PathBuf> {
+        if !is_hash(hash) {
+            return None;
+        }
+        Some(self.template_dir(template_id)?.join(hash))
+    }
+
+    /// Whether the upload is stored.
+    pub async fn present(&self, template_id: &str, hash: &str) -> bool {
+        match self.path(template_id, hash) {
+            Some(path) => tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()),
+            None => false,
+        }
+    }
+
+    /// The URL a node reads the upload from (it shares the host for now).
+    pub fn file_url(&self, template_id: &str, hash: &str) -> Option<String> {
+        Some(format!(
+            "file://{}",
+            self.path(template_id, hash)?.display()
+        ))
+    }
+
+    fn mac(&self, template_id: &str, hash: &str, expires: i64) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).ok()?;
+        mac.update(format!("PUT\n{template_id}\n{hash}\n{expires}").as_bytes());
+        Some(mac)
+    }
+
+    /// The signature of an upload URL valid until `expires` (Unix seconds).
+    pub fn sign(&self, template_id: &str, hash: &str, expires: i64) -> String {
+        self.mac(template_id, hash, expires)
+            .map(|mac| hex(&mac.finalize().into_bytes()))
+            .unwrap_or_default()
+    }
+
+    /// Whether `signature` is ours for these parameters (compared in
+    /// constant time).
+    pub fn verify(&self, template_id: &str, hash: &str, expires: i64, signature: &str) -> bool {
+        let (Some(mac), Some(given)) = (self.mac(template_id, hash, expires), unhex(signature))
+        else {
+            return false;
+        };
+        mac.verify_slice(&given).is_ok()
+    }
+
+    /// Stores the body of an upload: streamed to a temporary file beside
+    /// the target (never held in memory), checked for its length and for
+    /// being an archive, then renamed into place, so a reader sees the old
+    /// file or the whole new one. `deadline` bounds the whole exchange.
+    pub async fn receive<S, E>(
+        &self,
+        template_id: &str,
+        hash: &str,
+        length: u64,
+        body: S,
+        deadline: Duration,
+    ) -> Result<(), UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (Some(dir), Some(target)) =
+            (self.template_dir(template_id), self.path(template_id, hash))
+        else {
+            return Err(UploadError::NotAnArchive);
+        };
+        tokio::fs::create_dir_all(&dir).await?;
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let temp = dir.join(format!(".{hash}.{}.part", hex(&suffix)));
+        let written = tokio::time::timeout(deadline, write(&temp, length, body)).await;
+        let result = match written {
+            Ok(Ok(())) => tokio::fs::rename(&temp, &target)
+                .await
+                .map_err(UploadError::from),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(UploadError::TimedOut(deadline)),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    /// Removes every upload of a template.
+    pub async fn remove_template(&self, template_id: &str) -> std::io::Result<()> {
+        let Some(dir) = self.template_dir(template_id) else {
+            return Ok(());
+        };
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn is_archive(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b]) || head.get(257..262) == Some(b"ustar".as_slice())
+}
+
+async fn write<S, E>(temp: &Path, length: u64, mut body: S) -> Result<(), UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut file = tokio::fs::File::create(temp).await?;
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut got: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
+        got += chunk.len() as u64;
+        if got > length {
+            return Err(UploadError::TooLong(length));
+        }
+        if head.len() < SNIFF_LEN {
+            let take = (SNIFF_LEN - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() == SNIFF_LEN && !is_archive(&head) {
+                return Err(UploadError::NotAnArchive);
+            }
+        }
+        file.write_all(&chunk).await?;
+    }
+    if got < length {
+        return Err(UploadError::TooShort {
+            got,
+            expected: length,
+        });
+    }
+    if !is_archive(&head) {
+        return Err(UploadError::NotAnArchive);
+    }
+    file.sync_all().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_bind_every_parameter() {
+        let uploads = Uploads::new("/tmp/u", b"key".to_vec());
+        let hash = "a".repeat(64);
+        let sig = uploads.sign("t1", &hash, 100);
+        assert!(uploads.verify("t1", &hash, 100, &sig));
+        assert!(!uploads.verify("t2", &hash, 100, &sig));
+        assert!(!uploads.verify("t1", &"b".repeat(64), 100, &sig));
+        assert!(!uploads.verify("t1", &hash, 101, &sig));
+        assert!(!uploads.verify("t1", &hash, 100, "zz"));
+        assert!(!uploads.verify("t1", &hash, 100, ""));
+        let other = Uploads::new("/tmp/u", b"other".to_vec());
+        assert!(!other.verify("t1", &hash, 100, &sig));
+    }
+
+    #[test]
+    fn paths_stay_inside_the_directory() {
+        let uploads = Uploads::new("/tmp/u", vec![1]);
+        let hash = "0".repeat(64);
+        assert_eq!(
+            uploads.path("abc", &hash),
+            Some(PathBuf::from(format!("/tmp/u/abc/{hash}")))
+        );
+        assert_eq!(uploads.path("../x", &hash), None);
+        assert_eq!(uploads.path("abc", "../../etc/passwd"), None);
+        assert_eq!(uploads.path("abc", &"G".repeat(64)), None);
+        assert!(is_hash(&"f".repeat(64)) && !is_hash(&"F".repeat(64)) && !is_hash("ab"));
+    }
+
+    #[test]
+    fn archives_are_recognised_by_their_magic() {
+        assert!(is_archive(&[0x1f, 0x8b, 8]));
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(is_archive(&tar));
+        assert!(!is_archive(b"PK\x03\x04"));
+        assert!(!is_archive(&[0u8; 512]));
+    }
+}

@@ -1,0 +1,162 @@
+//! The node's store of disk layers, addressed by content: a build's base
+//! image (`<key>.ext4`, raw) and one qcow2 image per step (`<key>.qcow2`),
+//! each backed by the one below it under its store name (a relative
+//! backing path), so a chain can be hard-linked into a template's
+//! directory, or later copied to object storage, as it is.
+//!
+//! Beside each image, `<key>.json` records its chain and the build context
+//! after it; it is written last, so an image without one is unfinished.
+
+use std::path::{Path, PathBuf};
+
+use hearth_vmm::GuestDefaults;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NodeError, Result};
+
+/// What the store records about a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerMeta {
+    /// Image file names, bottom (the base image) first, this layer's last.
+    pub chain: Vec<String>,
+    /// User, working directory and environment after this layer's step.
+    pub context: GuestDefaults,
+    /// The disk's size as the guest sees it.
+    pub disk_size_mib: u64,
+    /// The init the disk boots when it is not the initramfs's default (an
+    /// image-built disk has hearth's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+impl LayerMeta {
+    pub fn top(&self) -> &str {
+        self.chain.last().map_or("", String::as_str)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerStore {
+    root: PathBuf,
+}
+
+fn io<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> NodeError + 'a {
+    move |source| NodeError::Io {
+        context,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl LayerStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.root.join(format!("{key}.json"))
+    }
+
+    /// The finished layer `key`, if every image of its chain is present.
+    /// Its files' times are refreshed, for pruning least recently used.
+    pub fn get(&self, key: &str) -> Option<LayerMeta> {
+        let bytes = std::fs::read(self.meta_path(key)).ok()?;
+        let meta: LayerMeta = serde_json::from_slice(&bytes).ok()?;
+        let complete = !meta.chain.is_empty()
+            && meta
+                .chain
+                .iter()
+                .all(|name| !name.contains('/') && self.file(name).is_file());
+        if !complete {
+            return None;
+        }
+        let now = std::time::SystemTime::now();
+        for path in [self.meta_path(key), self.file(meta.top())] {
+            if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                let _ = file.set_modified(now);
+            }
+        }
+        Some(meta)
+    }
+
+    /// Adds the finished image `image` (whose backing names are store
+    /// names) as layer `key`; the image is hard-linked (or copied) in.
+    pub fn publish(&self, key: &str, image: &Path, meta: &LayerMeta) -> Result<()> {
+        std::fs::create_dir_all(&self.root).map_err(io("creating", &self.root))?;
+        let target = self.file(meta.top());
+        if !target.is_file() {
+            let temporary = self
+                .root
+                .join(format!(".{}.{}", meta.top(), std::process::id()));
+            let _ = std::fs::remove_file(&temporary);
+            if std::fs::hard_link(image, &temporary).is_err() {
+                std::fs::copy(image, &temporary).map_err(io("copying", image))?;
+            }
+            std::fs::rename(&temporary, &target).map_err(io("publishing", &target))?;
+        }
+        let json = serde_json::to_vec_pretty(meta)
+            .map_err(|e| NodeError::Invalid(format!("encoding layer metadata: {e}")))?;
+        let path = self.meta_path(key);
+        let temporary = self
+            .root
+            .join(format!(".{key}.json.{}", std::process::id()));
+        std::fs::write(&temporary, json).map_err(io("writing", &temporary))?;
+        std::fs::rename(&temporary, &path).map_err(io("publishing", &path))
+    }
+
+    /// Hard-links the chain's images into `dir` under their store names, so
+    /// their relative backing names resolve there too.
+    pub fn link_chain(&self, meta: &LayerMeta, dir: &Path) -> Result<()> {
+        for name in &meta.chain {
+            let target = dir.join(name);
+            if target.exists() {
+                continue;
+            }
+            hearth_vmm::template::link_or_copy(&self.file(name), &target)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_is_found_only_when_published_whole() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("hearth-layers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = LayerStore::new(dir.join("store"));
+        std::fs::create_dir_all(dir.join("work")).map_err(io("creating", &dir))?;
+        let base = dir.join("work/base.ext4");
+        std::fs::write(&base, b"base").map_err(io("writing", &base))?;
+        let meta = LayerMeta {
+            chain: vec!["k1.ext4".into()],
+            context: GuestDefaults::default(),
+            disk_size_mib: 10,
+            init: None,
+        };
+        assert!(store.get("k1").is_none());
+        store.publish("k1", &base, &meta)?;
+        assert_eq!(store.get("k1"), Some(meta.clone()));
+        // A chain whose lower image went missing is no layer.
+        let step = LayerMeta {
+            chain: vec!["k1.ext4".into(), "k2.qcow2".into()],
+            ..meta
+        };
+        store.publish("k2", &base, &step)?;
+        assert!(store.get("k2").is_some());
+        std::fs::remove_file(store.file("k1.ext4")).map_err(io("removing", &dir))?;
+        assert!(store.get("k2").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}
