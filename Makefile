@@ -11,6 +11,10 @@ ENVD_TARGET := x86_64-unknown-linux-gnu
 ENVD_BIN := $(REPO)/target/$(ENVD_TARGET)/release/envd
 HEARTH_BIN := $(REPO)/target/release/hearth
 FUZZ_SECONDS ?= 60
+# Templates trust what this host trusts (e.g. a TLS-intercepting gateway's CA),
+# so their build steps reach the package registries as the host does.
+HOST_CA_BUNDLE := /etc/ssl/certs/ca-certificates.crt
+HEARTH_UP_ARGS ?= $(if $(wildcard $(HOST_CA_BUNDLE)),--ca-bundle $(HOST_CA_BUNDLE))
 
 .PHONY: help up test deps deps-test check fmt-check clippy unit api-postgres envd hearth template vm-test conformance node-conformance bench fuzz clean
 
@@ -30,7 +34,7 @@ deps-test:
 # builds the base template (minutes) and writes <data dir>/sdk.env
 # (data dir: $$HEARTH_DATA_DIR, default /var/lib/hearth).
 up: deps envd hearth
-	$(HEARTH_BIN) up --envd $(ENVD_BIN)
+	$(HEARTH_BIN) up --envd $(ENVD_BIN) $(HEARTH_UP_ARGS)
 
 test: deps-test check unit api-postgres envd vm-test conformance node-conformance
 	@echo "make test: all suites passed"
@@ -84,6 +88,7 @@ bench: deps envd template
 	ENVD_BIN=$(ENVD_BIN) $(REPO)/target/release/envd-bench
 	HEARTH_ENVD=$(ENVD_BIN) $(REPO)/target/release/hearth-bench --build-from-nothing
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-sdk-bench.sh 20 8
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-template-bench.sh 10
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_SECONDS)

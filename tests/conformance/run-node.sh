@@ -52,6 +52,16 @@ if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
   export PUSH_IMAGE_BIN="$REPO/target/debug/examples/push_image"
   (cd "$HERE/node/templates" && "$REPO/scripts/with-test-registry.sh" "$VENV/bin/python" -m pytest -q) \
     || status=1
+
+  echo "==> Template builds, JS SDK against hearth up (node --test)"
+  js_log="$LOG_DIR/node-templates-js.log"
+  if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec \
+      templates/*.test.mjs) >"$js_log" 2>&1; then
+    grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
+  else
+    cat "$js_log"
+    status=1
+  fi
 fi
 
 if [ "${ENVD_SUITES:-1}" != 0 ]; then

@@ -33,7 +33,7 @@ pub const CLONE_READY_DEADLINE: Duration = Duration::from_secs(30);
 pub const ADOPT_READY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The shape of the base template.
-pub fn base_template_config() -> TemplateConfig {
+pub fn base_template_config(tsc_khz: Option<u32>) -> TemplateConfig {
     TemplateConfig {
         name: BASE_TEMPLATE.into(),
         vcpus: BASE_VCPUS,
@@ -41,6 +41,7 @@ pub fn base_template_config() -> TemplateConfig {
         network: guest_network(),
         boot_deadline: TEMPLATE_BOOT_DEADLINE,
         init: None,
+        tsc_khz,
     }
 }
 
@@ -371,7 +372,7 @@ impl NodeRuntime {
             rootfs_key: artifacts.rootfs.key.clone(),
             envd_version: envd_version(envd).await?,
         };
-        let config = base_template_config();
+        let config = base_template_config(self.accel.guest_tsc_khz());
         let qemu_version = self.accel.qemu_version.clone();
         let id = TemplateStore::build_id(&image, &config, self.accel.accel, &qemu_version);
         if let Ok(template) = Template::open(&config.name, &self.templates.dir(&config.name, &id)) {

@@ -56,6 +56,40 @@ pub struct AccelChoice {
     pub qemu_version: String,
 }
 
+impl AccelChoice {
+    /// The TSC frequency to hand a guest kernel booted under this
+    /// accelerator (`tsc_early_khz=`), when it should not measure it: under
+    /// TCG the guest's TSC is the host's, and the guest's PIT-based
+    /// calibration fails when the host is busy, after which the 6.12 kernel
+    /// stalls in early boot. KVM guests calibrate through kvmclock.
+    pub fn guest_tsc_khz(&self) -> Option<u32> {
+        match self.accel {
+            Accel::Tcg => host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").ok()?),
+            Accel::Kvm => None,
+        }
+    }
+}
+
+/// The host's TSC frequency from `/proc/cpuinfo`, when its TSC is constant.
+pub fn host_tsc_khz(cpuinfo: &str) -> Option<u32> {
+    let constant = cpuinfo.lines().any(|line| {
+        line.starts_with("flags") && line.split_whitespace().any(|f| f == "constant_tsc")
+    });
+    if !constant {
+        return None;
+    }
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|line| line.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    let khz = (mhz * 1000.0).round();
+    (khz >= 1.0 && khz < f64::from(u32::MAX)).then_some(khz as u32)
+}
+
 /// A kernel and initramfs that can boot with `hearth.probe=1` and print
 /// [`PROBE_MARKER`] on the serial console.
 #[derive(Debug, Clone)]
@@ -236,4 +270,17 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tsc_tests {
+    use super::*;
+
+    #[test]
+    fn the_host_tsc_frequency_is_read_only_when_constant() {
+        let info = "model name\t: Xeon\ncpu MHz\t\t: 2600.000\nflags\t\t: fpu tsc constant_tsc nonstop_tsc\n";
+        assert_eq!(host_tsc_khz(info), Some(2_600_000));
+        assert_eq!(host_tsc_khz(&info.replace(" constant_tsc", "")), None);
+        assert_eq!(host_tsc_khz("flags : constant_tsc\n"), None);
+    }
 }

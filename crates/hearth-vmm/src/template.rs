@@ -80,6 +80,9 @@ pub struct TemplateConfig {
     /// The root filesystem's init, when it is not the initramfs's default
     /// (`/sbin/hearth-init`).
     pub init: Option<String>,
+    /// The guest's TSC frequency, so that its kernel does not measure it
+    /// (see [`crate::AccelChoice::guest_tsc_khz`]).
+    pub tsc_khz: Option<u32>,
 }
 
 impl TemplateConfig {
@@ -90,6 +93,9 @@ impl TemplateConfig {
         );
         if let Some(init) = &self.init {
             line.push_str(&format!(" hearth.init={init}"));
+        }
+        if let Some(khz) = self.tsc_khz {
+            line.push_str(&format!(" tsc_early_khz={khz}"));
         }
         line
     }
@@ -516,7 +522,15 @@ pub fn write_meta(dir: &Path, meta: &TemplateMeta) -> Result<()> {
     std::fs::rename(&temporary, dir.join(META)).map_err(VmmError::io("writing", dir.join(META)))
 }
 
+/// Hard-links `from` at `to`, else copies it there. Whatever is at `to` is
+/// unlinked first, never written through: it may be another link to `from`
+/// itself (a copy onto it would truncate both), or to a cached artifact.
 pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::remove_file(to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(VmmError::io("replacing", to)(e)),
+    }
     if std::fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
@@ -583,6 +597,7 @@ mod tests {
             },
             boot_deadline: Duration::from_secs(1),
             init: None,
+            tsc_khz: None,
         }
     }
 
@@ -613,6 +628,21 @@ mod tests {
             base,
             TemplateStore::build_id(&image(), &bigger, Accel::Tcg, "QEMU 10")
         );
+    }
+
+    #[test]
+    fn linking_over_a_link_of_the_same_file_keeps_its_content() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("hearth-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let source = dir.join("vmlinuz");
+        std::fs::write(&source, b"kernel bytes")?;
+        let target = dir.join("linked");
+        std::fs::hard_link(&source, &target)?;
+        link_or_copy(&source, &target).map_err(std::io::Error::other)?;
+        assert_eq!(std::fs::read(&source)?, b"kernel bytes");
+        assert_eq!(std::fs::read(&target)?, b"kernel bytes");
+        std::fs::remove_dir_all(&dir)
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `hearth` host binary.
 
 mod build_args;
+mod dockerfile;
 mod local_node;
 mod up;
 
@@ -150,9 +151,26 @@ enum TeamCommand {
 
 #[derive(Debug, Subcommand)]
 enum TemplateCommand {
-    /// Build the base template (guest kernel, initramfs, Debian rootfs with
-    /// envd, snapshot), reusing whatever is cached.
+    /// Without PATH: build the base template (guest kernel, initramfs,
+    /// Debian rootfs with envd, snapshot), reusing whatever is cached. With
+    /// PATH (a Dockerfile, or a directory with one): build it as template
+    /// NAME through a running hearth's API, as the SDKs' `from_dockerfile`.
     Build {
+        /// A Dockerfile, or the build context directory holding one.
+        path: Option<PathBuf>,
+        /// The template's name (`name` or `name:tag`), with PATH.
+        #[arg(long, requires = "path")]
+        name: Option<String>,
+        #[arg(long, default_value_t = 2)]
+        cpu_count: u32,
+        #[arg(long, default_value_t = 1024)]
+        memory_mb: u32,
+        /// The API (default: $E2B_API_URL, else <data dir>/sdk.env's).
+        #[arg(long)]
+        api_url: Option<String>,
+        /// The API key (default: $E2B_API_KEY, else <data dir>/sdk.env's).
+        #[arg(long)]
+        api_key: Option<String>,
         /// The static envd binary to install in the guest
         /// (default: $HEARTH_ENVD, else `envd` next to this binary).
         #[arg(long)]
@@ -174,7 +192,23 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor => doctor(data).await,
         Command::Template {
-            command: TemplateCommand::Build { envd },
+            command:
+                TemplateCommand::Build {
+                    path: Some(path),
+                    name,
+                    cpu_count,
+                    memory_mb,
+                    api_url,
+                    api_key,
+                    ..
+                },
+        } => {
+            let name = name.context("--name is required with a Dockerfile")?;
+            let api = api_target(&data, api_url, api_key)?;
+            build_dockerfile(&api, &path, &name, cpu_count, memory_mb).await
+        }
+        Command::Template {
+            command: TemplateCommand::Build { envd, .. },
         } => build_template(data, envd).await,
         Command::Node {
             listen,
@@ -326,6 +360,62 @@ async fn run_node(
         .await;
     node.stop().await?;
     served.context("serving gRPC")
+}
+
+/// `--api-url`/`--api-key`, else `$E2B_API_URL`/`$E2B_API_KEY`, else the
+/// data directory's `sdk.env` (what `hearth up` wrote).
+fn api_target(
+    data: &DataDir,
+    url: Option<String>,
+    key: Option<String>,
+) -> anyhow::Result<dockerfile::ApiTarget> {
+    let sdk_env = std::fs::read_to_string(data.root().join("sdk.env")).unwrap_or_default();
+    let from_file = |name: &str| {
+        sdk_env.lines().find_map(|line| {
+            let line = line.trim().trim_start_matches("export ");
+            let value = line.strip_prefix(name)?.strip_prefix('=')?;
+            Some(value.trim_matches(['"', '\'']).to_owned())
+        })
+    };
+    let pick = |given: Option<String>, name: &str| {
+        given
+            .or_else(|| std::env::var(name).ok())
+            .or_else(|| from_file(name))
+            .with_context(|| format!("no {name}: pass it, set it, or run `hearth up` first"))
+    };
+    Ok(dockerfile::ApiTarget {
+        url: pick(url, "E2B_API_URL")?.trim_end_matches('/').to_owned(),
+        key: pick(key, "E2B_API_KEY")?,
+    })
+}
+
+async fn build_dockerfile(
+    api: &dockerfile::ApiTarget,
+    path: &std::path::Path,
+    name: &str,
+    cpu_count: u32,
+    memory_mb: u32,
+) -> anyhow::Result<()> {
+    let (file, context) = if path.is_dir() {
+        (path.join("Dockerfile"), path.to_owned())
+    } else {
+        let context = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        (path.to_owned(), context)
+    };
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let definition = dockerfile::parse(&text)?;
+    let started = Instant::now();
+    let id = dockerfile::build(api, &definition, &context, name, cpu_count, memory_mb).await?;
+    println!(
+        "template '{name}' ({id}) built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn build_template(data: DataDir, envd: Option<PathBuf>) -> anyhow::Result<()> {

@@ -96,10 +96,7 @@ impl LayerStore {
             let temporary = self
                 .root
                 .join(format!(".{}.{}", meta.top(), std::process::id()));
-            let _ = std::fs::remove_file(&temporary);
-            if std::fs::hard_link(image, &temporary).is_err() {
-                std::fs::copy(image, &temporary).map_err(io("copying", image))?;
-            }
+            hearth_vmm::template::link_or_copy(image, &temporary)?;
             std::fs::rename(&temporary, &target).map_err(io("publishing", &target))?;
         }
         let json = serde_json::to_vec_pretty(meta)

@@ -10,6 +10,7 @@ pub mod image_rootfs;
 pub mod layers;
 mod log;
 mod recover;
+mod snapshot_cache;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -139,6 +140,7 @@ pub struct TemplateBuilder {
     ca_hash: String,
     envd_version: String,
     layers: LayerStore,
+    snapshots: snapshot_cache::SnapshotCache,
     images: hearth_oci::ImageStore,
     settings: BuildSettings,
     turns: Semaphore,
@@ -189,6 +191,10 @@ impl TemplateBuilder {
         let data = &runtime.data;
         Ok(Self {
             layers: LayerStore::new(data.root().join("v1/layers")),
+            snapshots: snapshot_cache::SnapshotCache::new(
+                data.root().join("v1/snapshots"),
+                data.templates(),
+            ),
             images: hearth_oci::ImageStore::new(data.root().join("v1/images")),
             turns: Semaphore::new(settings.max_concurrent.max(1)),
             guest,
@@ -292,6 +298,7 @@ impl TemplateBuilder {
             network: guest_network(),
             boot_deadline: Duration::from_secs(300),
             init,
+            tsc_khz: self.runtime().accel.guest_tsc_khz(),
         };
         let internal = |e: NodeError| {
             tracing::warn!(template = %spec.template_id, error = %e, "template build failed");
@@ -327,26 +334,68 @@ impl TemplateBuilder {
             below = meta;
             index += 1;
         }
+        let final_key = steps[index..]
+            .iter()
+            .fold(parent_key.clone(), |parent, step| step.layer_key(&parent));
+        let accel = self.runtime().accel.accel.to_string();
+        let cmdline = config.cmdline();
+        let guest = [
+            self.guest.kernel.key.as_str(),
+            &self.guest.initramfs.key,
+            &self.envd_version,
+            &accel,
+            &self.runtime().accel.qemu_version,
+            &cmdline,
+        ];
+        let snapshot_key = |layer_file: &str| {
+            snapshot_cache::key(&snapshot_cache::SnapshotInputs {
+                layer_key: &final_key,
+                layer_file,
+                start_cmd: spec.start_cmd.as_deref(),
+                ready_cmd: spec.ready_cmd.as_deref(),
+                vcpus: spec.vcpus,
+                memory_mib: spec.memory_mib,
+                guest: &guest,
+            })
+        };
+        if index == steps.len()
+            && !spec.force
+            && let Some(earlier) = self.snapshots.get(&snapshot_key(below.top()))
+        {
+            log.info(
+                Some(FINALIZE),
+                format!("CACHED the snapshot of build {}", earlier.meta.build_id),
+            );
+            let meta =
+                snapshot_cache::link_into(&earlier, staging, &spec.template_id, &spec.build_id)
+                    .map_err(|e| internal(io_error(staging, e)))?;
+            return self.publish(spec, staging, &meta).map_err(internal);
+        }
         let rest: Vec<Step> = steps[index..].to_vec();
-        let slot = self
-            .runtime()
-            .slots
-            .take()
+        let slot = SlotGuard::take(self.runtime().slots.clone())
             .await
-            .map_err(|e| internal(e.into()))?;
-        let outcome = match EgressPolicy::default().apply(&slot).await {
+            .map_err(internal)?;
+        let outcome = match EgressPolicy::default().apply(slot.get()).await {
             Ok(()) => {
                 // Boxed as a `Send` future: this erases the borrows' lifetimes
                 // that otherwise trip rustc's Send check of the spawned build.
                 let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> =
                     Box::pin(self.run_rest(
-                        spec, &config, &rest, parent_key, below, &slot, staging, disk_mib, log,
+                        spec,
+                        &config,
+                        &rest,
+                        parent_key,
+                        below,
+                        slot.get(),
+                        staging,
+                        disk_mib,
+                        log,
                     ));
                 run.await
             }
             Err(error) => Err(internal(error.into())),
         };
-        let _ = self.runtime().slots.give_back(slot).await;
+        slot.give_back().await;
         let (chain, context, disk_size_mib) = outcome?;
         let meta = TemplateMeta {
             layout: hearth_vmm::template::LAYOUT_VERSION,
@@ -369,7 +418,13 @@ impl TemplateBuilder {
             disk_size_mib: Some(disk_size_mib),
             defaults: context,
         };
-        self.publish(spec, staging, &meta).map_err(internal)
+        let template = self.publish(spec, staging, &meta).map_err(internal)?;
+        // Keyed by the final layer's file: a later build finds it only when
+        // the store's layer is this very image.
+        if let Some(top) = template.meta.disk_chain.last() {
+            self.snapshots.put(&snapshot_key(top), &template);
+        }
+        Ok(template)
     }
 
     async fn base_layer(
@@ -844,6 +899,48 @@ async fn prepare_archive(archive: &Path, dir: &Path) -> std::io::Result<PathBuf>
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// A network slot for a build VM that goes back to the pool however the
+/// build ends, also when its future is dropped (a cancelled build).
+struct SlotGuard {
+    slot: Option<NetSlot>,
+    pool: Arc<hearth_net::SlotPool>,
+}
+
+impl SlotGuard {
+    async fn take(pool: Arc<hearth_net::SlotPool>) -> Result<Self> {
+        let slot = pool.take().await?;
+        Ok(Self {
+            slot: Some(slot),
+            pool,
+        })
+    }
+
+    #[allow(clippy::expect_used)]
+    fn get(&self) -> &NetSlot {
+        // Only `give_back` and `drop` take the slot out, and both consume.
+        self.slot
+            .as_ref()
+            .expect("a slot guard holds its slot until it is consumed")
+    }
+
+    async fn give_back(mut self) {
+        if let Some(slot) = self.slot.take() {
+            let _ = self.pool.give_back(slot).await;
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                let _ = pool.give_back(slot).await;
+            });
+        }
+    }
 }
 
 struct RemoveOnDrop(PathBuf);

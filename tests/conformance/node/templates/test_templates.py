@@ -2,7 +2,7 @@
 start command, failures, the layer cache and images from a registry."""
 
 import os
-import stat
+import pathlib
 import subprocess
 import time
 import uuid
@@ -143,7 +143,9 @@ def test_unchanged_steps_come_from_the_cache():
     started = time.monotonic()
     build(base, unique("cache-b"), second)
     cached = [m for m in messages(second) if m.startswith("CACHED")]
-    assert len(cached) == 2, messages(second)
+    # Every step and the snapshot itself: no build VM boots.
+    assert len(cached) == 3, messages(second)
+    assert "booting the build VM" not in messages(second)
     # Changing the second step re-runs only it.
     third = []
     changed = Template().from_template("base").run_cmd("echo one > /tmp/one").run_cmd("echo three > /tmp/two")
@@ -207,5 +209,110 @@ def test_a_bare_busybox_image_becomes_a_template(busybox_image):
         assert sbx.commands.run("echo $IMAGE_VAR $STEP_VAR").stdout.strip() == "from-image from-step"
         sbx.files.write("/home/user/f.txt", "written through envd")
         assert sbx.files.read("/home/user/f.txt") == "written through envd"
+    finally:
+        sbx.kill()
+
+
+def test_hearth_template_build_takes_a_dockerfile(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "page.txt").write_text("from the cli\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM e2bdev/base\n"
+        "ARG FLAVOUR=plain\n"
+        "ENV GREETING=\"hi there\"\n"
+        "COPY site /opt/site\n"
+        "RUN echo $FLAVOUR > /opt/site/flavour && \\\n"
+        "    chmod 0644 /opt/site/flavour\n"
+        "WORKDIR /opt/site\n"
+    )
+    name = unique("cli")
+    out = subprocess.run(
+        [os.environ["HEARTH_BIN"], "template", "build", str(tmp_path), "--name", name,
+         "--cpu-count", "1", "--memory-mb", "512"],
+        capture_output=True, text=True, env=os.environ, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "COPY site /opt/site" in out.stdout
+    sbx = Sandbox.create(name, timeout=60)
+    try:
+        run = lambda cmd: sbx.commands.run(cmd).stdout.strip()  # noqa: E731
+        assert run("cat page.txt flavour") == "from the cli\nplain"
+        assert run("echo $GREETING") == "hi there"
+        # Docker's root while building, E2B's user in the sandbox.
+        assert run("whoami") == "user"
+        assert run("stat -c %U /opt/site/page.txt") == "root"
+    finally:
+        sbx.kill()
+    # A Dockerfile that fails names its step and exits non-zero.
+    (tmp_path / "Dockerfile").write_text("FROM e2bdev/base\nRUN exit 4\n")
+    out = subprocess.run(
+        [os.environ["HEARTH_BIN"], "template", "build", str(tmp_path), "--name", unique("cli-bad"),
+         "--cpu-count", "1", "--memory-mb", "512"],
+        capture_output=True, text=True, env=os.environ, timeout=600,
+    )
+    assert out.returncode != 0 and "exited with code 4" in out.stderr, out.stderr
+
+
+def test_deleting_a_template_cancels_its_build():
+    name = unique("cancel")
+    template = Template().from_template("base").run_cmd("echo started-long-step; sleep 600")
+    info = Template.build_in_background(template, name, cpu_count=1, memory_mb=512)
+    headers = {"X-API-Key": API_KEY}
+    status_url = f"{API_URL}/templates/{info.template_id}/builds/{info.build_id}/status"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        body = httpx.get(status_url, headers=headers, timeout=30).json()
+        if any("started-long-step" in e["message"] for e in body["logEntries"]):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the long step never started")
+    assert subprocess.run(["pgrep", "-f", f"build {info.template_id}"], capture_output=True).returncode == 0
+    r = httpx.delete(f"{API_URL}/templates/{info.template_id}", headers=headers, timeout=60)
+    assert r.status_code == 204, r.text
+    # The build VM goes within seconds, and with it the build's files.
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", f"build {info.template_id}"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the build VM outlived its template"
+        time.sleep(0.2)
+    assert httpx.get(f"{API_URL}/templates/{info.template_id}", headers=headers, timeout=30).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def debian_image(tmp_path_factory):
+    """A Debian image: hearth's own cached Debian rootfs (bash, python3,
+    apt, its own /etc/passwd with `user`), mounted read-only and pushed."""
+    if not REGISTRY:
+        pytest.fail("HEARTH_TEST_REGISTRY is not set: run tests/conformance/run-node.sh")
+    data = pathlib.Path(os.environ.get("HEARTH_DATA_DIR", "/var/lib/hearth"))
+    images = sorted((data / "v1/artifacts/rootfs-base").glob("*/base.ext4"), key=lambda p: p.stat().st_mtime)
+    assert images, "no cached Debian rootfs: hearth up builds one"
+    mount = tmp_path_factory.mktemp("debian-rootfs")
+    subprocess.run(["mount", "-o", "loop,ro", str(images[-1]), str(mount)], check=True)
+    try:
+        subprocess.run(
+            [os.environ["PUSH_IMAGE_BIN"], "--registry", REGISTRY, "--name", "hearth-test/debian:12",
+             "--rootfs", str(mount), "--compression", "none",
+             "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            check=True,
+        )
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    return f"{REGISTRY}/hearth-test/debian:12"
+
+
+def test_a_debian_image_becomes_a_template(debian_image):
+    name = unique("debian")
+    template = (
+        Template()
+        .from_image(debian_image)
+        .run_cmd("python3 -c 'import sys; print(sys.version_info[0])' > /tmp/py", user="root")
+        .set_start_cmd("python3 -m http.server 8001 --directory /tmp", wait_for_port(8001))
+    )
+    build(template, name)
+    sbx = Sandbox.create(name, timeout=60)
+    try:
+        assert sbx.commands.run("cat /tmp/py; whoami; echo $SHELL").stdout.split() == ["3", "user", "/bin/bash"]
+        assert proxied(sbx.sandbox_id, 8001, "/py").text == "3\n"
     finally:
         sbx.kill()
