@@ -86,7 +86,7 @@ fn to_time(timestamp: &prost_types::Timestamp) -> Result<SystemTime, Status> {
     Ok(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos))
 }
 
-fn from_time(time: SystemTime) -> prost_types::Timestamp {
+pub(crate) fn from_time(time: SystemTime) -> prost_types::Timestamp {
     let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

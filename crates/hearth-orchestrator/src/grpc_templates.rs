@@ -3,7 +3,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use futures::Stream;
 use hearth_proto::orchestrator as pb;
@@ -102,21 +101,11 @@ fn spec_from(request: pb::TemplateBuildRequest) -> Result<BuildSpec, Status> {
     })
 }
 
-fn timestamp(time: SystemTime) -> prost_types::Timestamp {
-    let since = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn log_event(line: LogLine) -> pb::TemplateBuildEvent {
     pb::TemplateBuildEvent {
         event: Some(pb::template_build_event::Event::Log(
             pb::TemplateBuildLogEntry {
-                timestamp: Some(timestamp(line.time)),
+                timestamp: Some(crate::grpc::from_time(line.time)),
                 level: line.level.as_str().into(),
                 message: line.message,
                 step: line.step.unwrap_or_default(),

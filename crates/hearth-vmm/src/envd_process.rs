@@ -170,52 +170,16 @@ impl EnvdClient {
         Ok(request)
     }
 
-    /// Runs the process, handing each chunk of its output to `on_output`
-    /// as it arrives; returns its exit code. envd kills it after `timeout`.
-    pub async fn run_streaming(
+    /// Sends `request` (a `Start`) and hands each event of its stream to
+    /// `handle` until that returns the outcome.
+    async fn follow<T>(
         &self,
-        spec: &ProcessSpec,
-        timeout: Duration,
-        mut on_output: impl FnMut(OutputStream, &[u8]) + Send,
-    ) -> Result<i32> {
-        let fail = |m: String| self.error(format!("running {}: {m}", spec.cmd));
-        let mut response = self
-            .start_request(spec, Some(timeout))?
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            return Err(fail(format!("envd answered {status}: {body}")));
-        }
-        let mut envelopes = Envelopes::default();
-        loop {
-            let chunk = response.chunk().await.map_err(|e| fail(e.to_string()))?;
-            let Some(chunk) = chunk else {
-                return Err(fail("the stream closed before the process ended".into()));
-            };
-            envelopes.push(&chunk);
-            while let Some((flags, value)) = envelopes.next().map_err(&fail)? {
-                match event(flags, &value).map_err(&fail)? {
-                    Event::Output(stream, bytes) => on_output(stream, &bytes),
-                    Event::Ended(code) => return Ok(code),
-                    Event::Started | Event::Other => {}
-                }
-            }
-        }
-    }
-
-    /// Starts the process with no deadline and returns once envd reports it
-    /// started; it keeps running after the connection closes.
-    pub async fn start_detached(&self, spec: &ProcessSpec) -> Result<()> {
-        let fail = |m: String| self.error(format!("starting {}: {m}", spec.cmd));
-        let mut response = self
-            .start_request(spec, None)?
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        request: reqwest::RequestBuilder,
+        what: &str,
+        mut handle: impl FnMut(Event) -> Option<std::result::Result<T, String>> + Send,
+    ) -> Result<T> {
+        let fail = |m: String| self.error(format!("{what}: {m}"));
+        let mut response = request.send().await.map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
@@ -224,19 +188,57 @@ impl EnvdClient {
         let mut envelopes = Envelopes::default();
         loop {
             let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? else {
-                return Err(fail("the stream closed before the process started".into()));
+                return Err(fail("the stream closed early".into()));
             };
             envelopes.push(&chunk);
             while let Some((flags, value)) = envelopes.next().map_err(&fail)? {
-                match event(flags, &value).map_err(&fail)? {
-                    Event::Started => return Ok(()),
-                    Event::Ended(code) => {
-                        return Err(fail(format!("it exited at once with code {code}")));
-                    }
-                    Event::Output(..) | Event::Other => {}
+                if let Some(outcome) = handle(event(flags, &value).map_err(&fail)?) {
+                    return outcome.map_err(fail);
                 }
             }
         }
+    }
+
+    /// Runs the process, handing each chunk of its output to `on_output`
+    /// as it arrives; returns its exit code. envd kills it after `timeout`.
+    pub async fn run_streaming(
+        &self,
+        spec: &ProcessSpec,
+        timeout: Duration,
+        mut on_output: impl FnMut(OutputStream, &[u8]) + Send,
+    ) -> Result<i32> {
+        let request = self.start_request(spec, Some(timeout))?;
+        self.follow(
+            request,
+            &format!("running {}", spec.cmd),
+            |event| match event {
+                Event::Output(stream, bytes) => {
+                    on_output(stream, &bytes);
+                    None
+                }
+                Event::Ended(code) => Some(Ok(code)),
+                Event::Started | Event::Other => None,
+            },
+        )
+        .await
+    }
+
+    /// Starts the process with no deadline and returns once envd reports it
+    /// started; it keeps running after the connection closes.
+    pub async fn start_detached(&self, spec: &ProcessSpec) -> Result<()> {
+        let request = self
+            .start_request(spec, None)?
+            .timeout(Duration::from_secs(60));
+        self.follow(
+            request,
+            &format!("starting {}", spec.cmd),
+            |event| match event {
+                Event::Started => Some(Ok(())),
+                Event::Ended(code) => Some(Err(format!("it exited at once with code {code}"))),
+                Event::Output(..) | Event::Other => None,
+            },
+        )
+        .await
     }
 
     /// Copies the host file `source` to `path` in the guest, owned by

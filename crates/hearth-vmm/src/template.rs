@@ -86,6 +86,35 @@ pub struct TemplateConfig {
 }
 
 impl TemplateConfig {
+    /// A cold boot of this template's VM in `dir` (kernel and initramfs
+    /// there), its RAM in the template's memory file, so that it can be
+    /// saved as the template; `disk` names its root disk image in `dir`.
+    pub fn boot_spec(
+        &self,
+        name: String,
+        dir: &Path,
+        accel: Accel,
+        disk: &str,
+        net: NetAttachment,
+    ) -> VmSpec {
+        VmSpec {
+            name,
+            run_dir: dir.to_owned(),
+            accel,
+            boot: BootSource {
+                kernel: dir.join(KERNEL),
+                initramfs: dir.join(INITRAMFS),
+                cmdline: self.cmdline(),
+            },
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            memory: GuestMemory::TemplateFile(dir.join(MEMORY)),
+            disk: Some(dir.join(disk)),
+            net: Some(net),
+            console: ConsoleSink::File,
+        }
+    }
+
     pub fn cmdline(&self) -> String {
         let mut line = format!(
             "console=ttyS0 panic=-1 reboot=t random.trust_cpu=on hearth.ip={} hearth.gw={}",
@@ -433,22 +462,13 @@ impl TemplateStore {
         link_or_copy(&image.rootfs, &dir.join(ROOTFS))?;
         // A relative backing file keeps the directory movable.
         create_overlay(&dir.join(DISK), Path::new(ROOTFS), "raw").await?;
-        let spec = VmSpec {
-            name: format!("template {}", config.name),
-            run_dir: dir.to_owned(),
-            accel: vmm.accel(),
-            boot: BootSource {
-                kernel: dir.join(KERNEL),
-                initramfs: dir.join(INITRAMFS),
-                cmdline: config.cmdline(),
-            },
-            vcpus: config.vcpus,
-            memory_mib: config.memory_mib,
-            memory: GuestMemory::TemplateFile(dir.join(MEMORY)),
-            disk: Some(dir.join(DISK)),
-            net: Some(host.net.clone()),
-            console: ConsoleSink::File,
-        };
+        let spec = config.boot_spec(
+            format!("template {}", config.name),
+            dir,
+            vmm.accel(),
+            DISK,
+            host.net.clone(),
+        );
         let started = Instant::now();
         let vm = vmm.start(&spec).await?;
         let saved = async {

@@ -26,6 +26,10 @@ pub struct BuildArgs {
     /// Template builds at once; more wait their turn.
     #[arg(long, default_value_t = 2)]
     pub max_concurrent_builds: usize,
+    /// The size (MiB) of cached build layers beyond which the least recently
+    /// used are removed.
+    #[arg(long, default_value_t = 20 * 1024)]
+    pub layer_cache_mib: u64,
 }
 
 impl BuildArgs {
@@ -33,6 +37,7 @@ impl BuildArgs {
         let mut settings = BuildSettings {
             default_disk_mib: self.build_disk_mib,
             max_concurrent: self.max_concurrent_builds,
+            layer_cache_bytes: self.layer_cache_mib << 20,
             ..BuildSettings::default()
         };
         if let Some(path) = &self.ca_bundle {

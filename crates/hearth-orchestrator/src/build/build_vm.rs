@@ -10,11 +10,8 @@ use std::time::{Duration, Instant};
 
 use hearth_net::NetSlot;
 use hearth_vmm::envd_client::ENVD_PORT;
-use hearth_vmm::template::{DEVICE_STATE, INITRAMFS, KERNEL, MEMORY};
-use hearth_vmm::{
-    BootSource, ConsoleSink, EnvdClient, GuestMemory, OutputStream, ProcessSpec, QemuVm,
-    TemplateConfig, VmSpec, Vmm,
-};
+use hearth_vmm::template::{DEVICE_STATE, MEMORY};
+use hearth_vmm::{EnvdClient, OutputStream, ProcessSpec, QemuVm, TemplateConfig, Vmm};
 
 use crate::error::{NodeError, Result};
 use crate::runtime::NodeRuntime;
@@ -161,22 +158,13 @@ impl BuildVm {
         create_image(&dir.join(top), below.top(), format_of(below.top()), size)
             .await
             .map_err(BootError::Failed)?;
-        let spec = VmSpec {
-            name: format!("build {}", config.name),
-            run_dir: dir.to_owned(),
-            accel: runtime.vmm.accel(),
-            boot: BootSource {
-                kernel: dir.join(KERNEL),
-                initramfs: dir.join(INITRAMFS),
-                cmdline: config.cmdline(),
-            },
-            vcpus: config.vcpus,
-            memory_mib: config.memory_mib,
-            memory: GuestMemory::TemplateFile(dir.join(MEMORY)),
-            disk: Some(dir.join(top)),
-            net: Some(runtime.attachment(slot)),
-            console: ConsoleSink::File,
-        };
+        let spec = config.boot_spec(
+            format!("build {}", config.name),
+            dir,
+            runtime.vmm.accel(),
+            top,
+            runtime.attachment(slot),
+        );
         let started = Instant::now();
         let vm = runtime
             .vmm

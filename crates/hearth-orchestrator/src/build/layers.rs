@@ -123,6 +123,88 @@ impl LayerStore {
     }
 }
 
+impl LayerStore {
+    /// Removes least recently used layers until the store's images take at
+    /// most `max_bytes` on disk. A layer goes with every layer whose chain
+    /// names its image. Templates keep working: they hold their own hard
+    /// links to their chains, so what a template or its sandboxes need is
+    /// only freed when the template goes. Returns the layers removed.
+    pub fn prune(&self, max_bytes: u64) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return 0;
+        };
+        let mut layers: Vec<(std::time::SystemTime, String, LayerMeta)> = Vec::new();
+        let mut images: Vec<(String, u64)> = Vec::new();
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(key) = name.strip_suffix(".json") {
+                let meta = std::fs::read(entry.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).ok());
+                let used = entry.metadata().and_then(|m| m.modified());
+                if let (Some(meta), Ok(used)) = (meta, used) {
+                    layers.push((used, key.to_owned(), meta));
+                }
+            } else {
+                use std::os::unix::fs::MetadataExt;
+                let size = entry.metadata().map_or(0, |m| m.blocks() * 512);
+                images.push((name, size));
+            }
+        }
+        let mut total: u64 = images.iter().map(|(_, size)| size).sum();
+        layers.sort_by_key(|(used, _, _)| *used);
+        let mut removed = 0;
+        let mut gone: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let size_of = |name: &str| {
+            images
+                .iter()
+                .find(|(image, _)| image == name)
+                .map_or(0, |(_, size)| *size)
+        };
+        for (_, _, meta) in &layers {
+            if total <= max_bytes {
+                break;
+            }
+            if gone.contains(meta.top()) {
+                continue;
+            }
+            // The layer and every layer whose chain names its image (they
+            // all contain it, so one pass finds them).
+            let top = meta.top().to_owned();
+            for (_, _, other) in &layers {
+                if other.chain.contains(&top) && gone.insert(other.top().to_owned()) {
+                    total = total.saturating_sub(size_of(other.top()));
+                }
+            }
+        }
+        // Every layer whose chain names a removed image goes too.
+        for (_, key, meta) in &layers {
+            if meta.chain.iter().any(|name| gone.contains(name)) {
+                let _ = std::fs::remove_file(self.meta_path(key));
+                removed += 1;
+            }
+        }
+        for name in &gone {
+            let _ = std::fs::remove_file(self.file(name));
+        }
+        // Images no remaining layer names (left by the above, or by a crash).
+        let named: std::collections::HashSet<&str> = layers
+            .iter()
+            .filter(|(_, _, meta)| !meta.chain.iter().any(|name| gone.contains(name)))
+            .flat_map(|(_, _, meta)| meta.chain.iter().map(String::as_str))
+            .collect();
+        for (name, _) in &images {
+            if !named.contains(name.as_str()) {
+                let _ = std::fs::remove_file(self.file(name));
+            }
+        }
+        removed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +235,41 @@ mod tests {
         assert!(store.get("k2").is_some());
         std::fs::remove_file(store.file("k1.ext4")).map_err(io("removing", &dir))?;
         assert!(store.get("k2").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[test]
+    fn pruning_takes_the_oldest_layers_and_their_descendants() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("hearth-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = LayerStore::new(dir.join("store"));
+        std::fs::create_dir_all(dir.join("work")).map_err(io("creating", &dir))?;
+        let layer = |key: &str, chain: &[&str]| -> Result<()> {
+            let image = dir.join("work").join(key);
+            std::fs::write(&image, vec![7u8; 64 << 10]).map_err(io("writing", &image))?;
+            let meta = LayerMeta {
+                chain: chain.iter().map(|c| (*c).to_owned()).collect(),
+                context: GuestDefaults::default(),
+                disk_size_mib: 1,
+                init: None,
+            };
+            store.publish(key, &image, &meta)?;
+            // Distinct use times, oldest first.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(())
+        };
+        layer("old", &["old.ext4"])?;
+        layer("child", &["old.ext4", "child.qcow2"])?;
+        layer("new", &["new.ext4"])?;
+        // Room for one image: the oldest goes, and the layer built on it.
+        assert_eq!(store.prune(100 << 10), 2);
+        assert!(store.get("old").is_none() && store.get("child").is_none());
+        assert!(!store.file("child.qcow2").exists() && !store.file("old.ext4").exists());
+        assert!(store.get("new").is_some());
+        // Enough room: nothing goes.
+        assert_eq!(store.prune(1 << 30), 0);
+        assert!(store.get("new").is_some());
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

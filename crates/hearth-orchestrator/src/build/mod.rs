@@ -106,6 +106,9 @@ pub struct BuildSettings {
     pub max_concurrent: usize,
     /// A whole build's deadline.
     pub timeout: Duration,
+    /// The layer store's size on disk beyond which least recently used
+    /// layers are removed after a build.
+    pub layer_cache_bytes: u64,
 }
 
 impl Default for BuildSettings {
@@ -126,6 +129,7 @@ impl Default for BuildSettings {
             pull: hearth_oci::PullOptions::default(),
             max_concurrent: 2,
             timeout: Duration::from_secs(3600),
+            layer_cache_bytes: 20 << 30,
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct TemplateBuilder {
     images: hearth_oci::ImageStore,
     settings: BuildSettings,
     turns: Semaphore,
+    /// Builds hold it shared; pruning the layer store takes it alone, so a
+    /// build never loses a layer it is about to link.
+    store_use: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for TemplateBuilder {
@@ -197,6 +204,7 @@ impl TemplateBuilder {
             ),
             images: hearth_oci::ImageStore::new(data.root().join("v1/images")),
             turns: Semaphore::new(settings.max_concurrent.max(1)),
+            store_use: tokio::sync::RwLock::new(()),
             guest,
             tools,
             tools_hash,
@@ -205,6 +213,16 @@ impl TemplateBuilder {
             settings,
             manager,
         })
+    }
+
+    /// Keeps the layer store within its size when no build uses it.
+    fn prune_store(&self) {
+        if let Ok(_alone) = self.store_use.try_write() {
+            let removed = self.layers.prune(self.settings.layer_cache_bytes);
+            if removed > 0 {
+                tracing::info!(removed, "pruned least recently used template layers");
+            }
+        }
     }
 
     fn runtime(&self) -> &NodeRuntime {
@@ -250,6 +268,7 @@ impl TemplateBuilder {
         let _cleanup = RemoveOnDrop(staging.clone());
         let started = Instant::now();
         let deadline = self.settings.timeout;
+        let using_store = self.store_use.read().await;
         let result =
             match tokio::time::timeout(deadline, self.build_in(&spec, &staging, &log)).await {
                 Ok(result) => result,
@@ -261,6 +280,8 @@ impl TemplateBuilder {
                     ),
                 )),
             };
+        drop(using_store);
+        self.prune_store();
         match &result {
             Ok(_) => log.info(
                 None,
