@@ -32,8 +32,18 @@ pub struct GuestArtifacts {
 /// Returns the cached artifacts for a guest running `envd`, building the
 /// missing ones with progress printed.
 pub fn ensure(cache: &Cache, envd: &Path, progress: &Progress) -> Result<GuestArtifacts> {
+    ensure_with_ca(cache, envd, None, progress)
+}
+
+/// [`ensure`], with extra CA certificates (PEM) in the rootfs's trust store.
+pub fn ensure_with_ca(
+    cache: &Cache,
+    envd: &Path,
+    ca_bundle: Option<&[u8]>,
+    progress: &Progress,
+) -> Result<GuestArtifacts> {
     let (kernel, initramfs) = ensure_boot(cache, progress)?;
-    let rootfs = rootfs::ensure(cache, envd, progress)?;
+    let rootfs = rootfs::ensure(cache, envd, ca_bundle, progress)?;
     Ok(GuestArtifacts {
         kernel,
         initramfs,

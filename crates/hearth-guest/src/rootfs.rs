@@ -49,18 +49,28 @@ pub fn base_key() -> String {
     hasher.finish()
 }
 
-pub fn key(envd: &Path) -> Result<String> {
-    Ok(KeyHasher::new("rootfs")
+pub fn key(envd: &Path, ca_bundle: Option<&[u8]>) -> Result<String> {
+    let mut hasher = KeyHasher::new("rootfs");
+    hasher
         .text("recipe", RECIPE)
         .text("base", &base_key())
         .file("envd", envd)?
-        .text("init", HEARTH_INIT)
-        .finish())
+        .text("init", HEARTH_INIT);
+    // Without extra CAs the key is what it always was: caches stay valid.
+    if let Some(bundle) = ca_bundle {
+        hasher.text("ca-bundle", &String::from_utf8_lossy(bundle));
+    }
+    Ok(hasher.finish())
 }
 
 /// Returns the cached root disk with `envd` installed, building what is missing.
-pub fn ensure(cache: &Cache, envd: &Path, progress: &Progress) -> Result<Rootfs> {
-    let key = key(envd)?;
+pub fn ensure(
+    cache: &Cache,
+    envd: &Path,
+    ca_bundle: Option<&[u8]>,
+    progress: &Progress,
+) -> Result<Rootfs> {
+    let key = key(envd, ca_bundle)?;
     if !cache.contains("rootfs", &key) {
         let base_key = base_key();
         let base = if cache.contains("rootfs-base", &base_key) {
@@ -72,7 +82,9 @@ pub fn ensure(cache: &Cache, envd: &Path, progress: &Progress) -> Result<Rootfs>
             )?
         };
         progress.step("installing envd and init into the rootfs", || {
-            cache.get_or_build("rootfs", &key, |dir| install_hearth(&base, dir, envd))
+            cache.get_or_build("rootfs", &key, |dir| {
+                install_hearth(&base, dir, envd, ca_bundle)
+            })
         })?;
     }
     let entry = cache.entry("rootfs", &key);
@@ -151,7 +163,7 @@ fn configure(tree: &Path) -> Result<()> {
     Ok(())
 }
 
-fn install_hearth(base: &Path, dir: &Path, envd: &Path) -> Result<()> {
+fn install_hearth(base: &Path, dir: &Path, envd: &Path, ca_bundle: Option<&[u8]>) -> Result<()> {
     let image = dir.join("rootfs.ext4");
     run(
         "copying the base rootfs",
@@ -164,15 +176,57 @@ fn install_hearth(base: &Path, dir: &Path, envd: &Path) -> Result<()> {
         .map_err(GuestError::io("copying", base.join("packages.txt")))?;
     let init = dir.join("hearth-init");
     std::fs::write(&init, HEARTH_INIT).map_err(GuestError::io("writing", &init))?;
-    write_into_image(&image, &[(envd, ENVD_PATH), (&init, HEARTH_INIT_PATH)])?;
-    std::fs::remove_file(&init).map_err(GuestError::io("removing", &init))
+    write_into_image(
+        &image,
+        &[(envd, ENVD_PATH, 0o755), (&init, HEARTH_INIT_PATH, 0o755)],
+    )?;
+    std::fs::remove_file(&init).map_err(GuestError::io("removing", &init))?;
+    if let Some(bundle) = ca_bundle {
+        add_ca_bundle(&image, dir, bundle)?;
+    }
+    Ok(())
 }
 
-/// Writes host files into the ext4 image as root-owned executables, with
-/// debugfs: no mount, no loop device.
-fn write_into_image(image: &Path, files: &[(&Path, &str)]) -> Result<()> {
+/// The system's CA bundle as curl, OpenSSL and Python read it.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Appends `bundle` to the image's system CA bundle and points pip at it.
+fn add_ca_bundle(image: &Path, dir: &Path, bundle: &[u8]) -> Result<()> {
+    let current = run(
+        "reading the rootfs's CA bundle",
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {SYSTEM_CA_BUNDLE}"))
+            .arg(image),
+    )?;
+    let mut combined = current.stdout;
+    if !combined.is_empty() && !combined.ends_with(b"\n") {
+        combined.push(b'\n');
+    }
+    combined.extend_from_slice(bundle);
+    let bundle_file = dir.join("ca-certificates.crt");
+    let pip_file = dir.join("pip.conf");
+    std::fs::write(&bundle_file, &combined).map_err(GuestError::io("writing", &bundle_file))?;
+    std::fs::write(&pip_file, format!("[global]\ncert = {SYSTEM_CA_BUNDLE}\n"))
+        .map_err(GuestError::io("writing", &pip_file))?;
+    write_into_image(
+        image,
+        &[
+            (&bundle_file, SYSTEM_CA_BUNDLE, 0o644),
+            (&pip_file, "/etc/pip.conf", 0o644),
+        ],
+    )?;
+    for file in [bundle_file, pip_file] {
+        std::fs::remove_file(&file).map_err(GuestError::io("removing", &file))?;
+    }
+    Ok(())
+}
+
+/// Writes host files into the ext4 image, root-owned with the given modes,
+/// with debugfs: no mount, no loop device.
+fn write_into_image(image: &Path, files: &[(&Path, &str, u32)]) -> Result<()> {
     let mut script = String::new();
-    for (source, target) in files {
+    for (source, target, mode) in files {
         let source = source
             .to_str()
             .filter(|s| !s.contains(char::is_whitespace))
@@ -180,7 +234,7 @@ fn write_into_image(image: &Path, files: &[(&Path, &str)]) -> Result<()> {
                 GuestError::Invalid(format!("{} cannot be passed to debugfs", source.display()))
             })?;
         script.push_str(&format!(
-            "rm {target}\nwrite {source} {target}\nsif {target} mode 0100755\nsif {target} uid 0\nsif {target} gid 0\n"
+            "rm {target}\nwrite {source} {target}\nsif {target} mode 0100{mode:o}\nsif {target} uid 0\nsif {target} gid 0\n"
         ));
     }
     let commands = image.with_extension("debugfs");
@@ -195,7 +249,7 @@ fn write_into_image(image: &Path, files: &[(&Path, &str)]) -> Result<()> {
     )?;
     std::fs::remove_file(&commands).map_err(GuestError::io("removing", &commands))?;
     // debugfs exits 0 even when a command fails: check each file's size.
-    for (source, target) in files {
+    for (source, target, _) in files {
         let expected = std::fs::metadata(source)
             .map_err(GuestError::io("reading", *source))?
             .len();

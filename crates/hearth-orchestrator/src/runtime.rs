@@ -122,6 +122,8 @@ pub struct NodeRuntime {
     pub slots: Arc<SlotPool>,
     pub artifacts: Cache,
     pub templates: TemplateStore,
+    /// Extra CA certificates (PEM) for the guest rootfs's trust store.
+    pub ca_bundle: Option<Vec<u8>>,
 }
 
 impl NodeRuntime {
@@ -149,6 +151,7 @@ impl NodeRuntime {
             templates: TemplateStore::new(data.templates()),
             artifacts,
             data,
+            ca_bundle: None,
         })
     }
 
@@ -352,7 +355,16 @@ impl NodeRuntime {
         let cache = self.artifacts.clone();
         let envd = envd.to_owned();
         let progress = progress.clone();
-        blocking(move || Ok(hearth_guest::ensure(&cache, &envd, &progress)?)).await
+        let ca_bundle = self.ca_bundle.clone();
+        blocking(move || {
+            Ok(hearth_guest::ensure_with_ca(
+                &cache,
+                &envd,
+                ca_bundle.as_deref(),
+                &progress,
+            )?)
+        })
+        .await
     }
 
     /// The base template for `envd`: reused when built already, else built

@@ -46,6 +46,8 @@ impl LocalNode {
             "accelerator: {} ({})",
             runtime.accel.accel, runtime.accel.reason
         ));
+        // Sandboxes of `base` trust the extra CAs too.
+        runtime.ca_bundle = build.ca_bundle.clone();
         let (template, _) = runtime.ensure_base_template(envd, progress).await?;
         if options.keep_sandboxes_on_exit {
             // A terminal's Ctrl-C must reach the node only, not its VMs.

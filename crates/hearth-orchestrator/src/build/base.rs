@@ -73,83 +73,30 @@ async fn run_tool(command: &mut tokio::process::Command, what: &str) -> Result<(
 }
 
 impl TemplateBuilder {
-    /// The layer hearth's base rootfs makes (with the extra CA certificates
-    /// written into a copy of it, when there are any).
+    /// The layer hearth's base rootfs makes (the extra CA certificates are
+    /// in it already: the node's rootfs artifact has them).
     pub(super) async fn base_rootfs_layer(&self) -> Result<(String, LayerMeta), BuildFailure> {
         let rootfs = &self.guest.rootfs;
-        let key = key(&["rootfs", &rootfs.key, &self.ca_hash]);
+        let key = key(&["rootfs", &rootfs.key]);
         if let Some(meta) = self.layers.get(&key) {
             return Ok((key, meta));
         }
         let work = self.scratch_dir(&key).map_err(internal)?;
         let name = fresh(&key, "ext4");
         let image = work.join(&name);
-        run_tool(
-            tokio::process::Command::new("cp")
-                .arg("--sparse=always")
-                .arg(&rootfs.image)
-                .arg(&image),
-            "copying the base rootfs",
-        )
-        .await?;
-        if let Some(bundle) = &self.settings.ca_bundle {
-            self.add_ca_with_debugfs(&image, bundle, &work).await?;
-        }
-        let meta = LayerMeta {
-            chain: vec![name],
-            context: base_context(),
-            disk_size_mib: size_mib(&image),
-            init: None,
-        };
-        let published = self.layers.publish(&key, &image, &meta).map_err(internal);
+        let linked = hearth_vmm::template::link_or_copy(&rootfs.image, &image).map_err(internal);
+        let result = linked.and_then(|()| {
+            let meta = LayerMeta {
+                chain: vec![name],
+                context: base_context(),
+                disk_size_mib: size_mib(&image),
+                init: None,
+            };
+            self.layers.publish(&key, &image, &meta).map_err(internal)?;
+            Ok((key.clone(), meta))
+        });
         let _ = std::fs::remove_dir_all(&work);
-        published?;
-        Ok((key, meta))
-    }
-
-    /// Appends the CA bundle to the image's system bundle with debugfs (no
-    /// mount), the way hearth-guest installs envd.
-    async fn add_ca_with_debugfs(
-        &self,
-        image: &Path,
-        bundle: &[u8],
-        work: &Path,
-    ) -> Result<(), BuildFailure> {
-        let system = image_rootfs::SYSTEM_CA_BUNDLE;
-        let current = tokio::process::Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("cat {system}"))
-            .arg(image)
-            .output()
-            .await
-            .map_err(|e| internal(format!("reading the CA bundle: {e}")))?;
-        let mut combined = current.stdout;
-        if !combined.is_empty() && !combined.ends_with(b"\n") {
-            combined.push(b'\n');
-        }
-        combined.extend_from_slice(bundle);
-        let bundle_file = work.join("ca-bundle.crt");
-        let pip_file = work.join("pip.conf");
-        std::fs::write(&bundle_file, &combined).map_err(internal)?;
-        std::fs::write(&pip_file, format!("[global]\ncert = {system}\n")).map_err(internal)?;
-        let mut script = String::new();
-        for (source, target) in [(&bundle_file, system), (&pip_file, "/etc/pip.conf")] {
-            script.push_str(&format!(
-                "rm {target}\nwrite {} {target}\nsif {target} mode 0100644\nsif {target} uid 0\nsif {target} gid 0\n",
-                source.display()
-            ));
-        }
-        let commands = work.join("debugfs.cmds");
-        std::fs::write(&commands, script).map_err(internal)?;
-        run_tool(
-            tokio::process::Command::new("debugfs")
-                .arg("-w")
-                .arg("-f")
-                .arg(&commands)
-                .arg(image),
-            "writing the CA bundle into the rootfs",
-        )
-        .await
+        result
     }
 
     /// The layer another template's disk makes.

@@ -316,3 +316,26 @@ def test_a_debian_image_becomes_a_template(debian_image):
         assert proxied(sbx.sandbox_id, 8001, "/py").text == "3\n"
     finally:
         sbx.kill()
+
+
+def test_builds_and_sandboxes_trust_the_hosts_ca_bundle():
+    """These machines reach the package registries through a TLS-intercepting
+    gateway whose CA only the host trusts; run-node.sh gives hearth the
+    host's bundle (`--ca-bundle`), so HTTPS works in build steps and in
+    sandboxes, of built templates and of `base`."""
+    url = "https://pypi.org/simple/six/"
+    name = unique("https")
+    template = Template().from_template("base").run_cmd(
+        f"curl -sSf -o /dev/null {url} && echo reached > /tmp/https"
+    )
+    build(template, name)
+    for template_name in (name, "base"):
+        sbx = Sandbox.create(template_name, timeout=60)
+        try:
+            code = sbx.commands.run(f"curl -sS -o /dev/null -w '%{{http_code}}' {url}").stdout
+            assert code == "200", template_name
+            if template_name == name:
+                assert sbx.commands.run("cat /tmp/https").stdout == "reached\n"
+            assert "cert = /etc/ssl/certs/ca-certificates.crt" in sbx.files.read("/etc/pip.conf")
+        finally:
+            sbx.kill()
