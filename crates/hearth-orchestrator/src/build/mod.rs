@@ -5,6 +5,8 @@
 
 mod base;
 mod build_vm;
+mod execute;
+mod guards;
 mod guest_steps;
 pub mod image_rootfs;
 pub mod layers;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use hearth_net::{EgressPolicy, NetSlot};
 use hearth_vmm::template::{DISK, INITRAMFS, KERNEL, MEMORY};
-use hearth_vmm::{GuestDefaults, ProcessSpec, Template, TemplateConfig, TemplateMeta, Vmm};
+use hearth_vmm::{GuestDefaults, Template, TemplateConfig, TemplateMeta, Vmm};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -30,11 +32,12 @@ use crate::sandboxes::SandboxManager;
 
 pub use base::HEARTH_BASE;
 use build_vm::BuildVm;
+use guards::{RemoveOnDrop, SlotGuard};
 use layers::{LayerMeta, LayerStore};
 pub use log::{BuildLog, LogLevel, LogLine};
 pub use recover::recover_built_templates;
 pub use steps::RawStep;
-use steps::{Step, StepKind};
+use steps::Step;
 
 const FINALIZE: &str = "finalize";
 /// How often the ready command is tried, and for how long.
@@ -551,273 +554,6 @@ impl TemplateBuilder {
         }
     }
 
-    /// Runs the steps in the VM, freezing and caching each one's layer, then
-    /// the start and ready commands.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_steps(
-        &self,
-        spec: &BuildSpec,
-        vm: &mut BuildVm,
-        steps: &[Step],
-        keys: &[String],
-        names: &[String],
-        mut below: LayerMeta,
-        staging: &Path,
-        disk_mib: u64,
-        log: &BuildLog,
-    ) -> Result<(Vec<String>, GuestDefaults, u64), BuildFailure> {
-        let mut context = below.context.clone();
-        let ca_env = self.ca_env();
-        for (i, step) in steps.iter().enumerate() {
-            log.info(Some(&step.name()), step.describe());
-            context = self.run_step(vm, step, context, &ca_env, log).await?;
-            let next = names.get(i + 1).cloned().unwrap_or_else(|| DISK.to_owned());
-            let size = disk_mib.max(below.disk_size_mib);
-            let frozen = match vm.freeze(self.runtime(), &next, size).await {
-                Ok(frozen) => frozen,
-                Err(e) => {
-                    tracing::warn!(template = %spec.template_id, error = %e, "freezing a layer failed");
-                    return Err(BuildFailure::new(
-                        step.name(),
-                        format!("the build VM failed: {e}"),
-                    ));
-                }
-            };
-            let mut chain = below.chain.clone();
-            chain.push(frozen.clone());
-            let meta = LayerMeta {
-                chain,
-                context: context.clone(),
-                disk_size_mib: size,
-                init: below.init.clone(),
-            };
-            if let Err(error) = self.layers.publish(&keys[i], &staging.join(&frozen), &meta) {
-                log.warn(
-                    Some(&step.name()),
-                    format!("the step's layer was not cached: {error}"),
-                );
-            }
-            below = meta;
-        }
-        self.finalize(spec, vm, &context, &ca_env, log).await?;
-        Ok((below.chain.clone(), context, below.disk_size_mib))
-    }
-
-    /// Environment only build steps get: where the extra CA certificates
-    /// are, for tools that do not read the system bundle.
-    fn ca_env(&self) -> BTreeMap<String, String> {
-        if self.settings.ca_bundle.is_none() {
-            return BTreeMap::new();
-        }
-        [
-            ("NODE_EXTRA_CA_CERTS", image_rootfs::EXTRA_CA_PATH),
-            ("PIP_CERT", image_rootfs::SYSTEM_CA_BUNDLE),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-    }
-
-    async fn run_step(
-        &self,
-        vm: &BuildVm,
-        step: &Step,
-        mut context: GuestDefaults,
-        ca_env: &BTreeMap<String, String>,
-        log: &BuildLog,
-    ) -> Result<GuestDefaults, BuildFailure> {
-        let name = step.name();
-        let user = context
-            .user
-            .clone()
-            .unwrap_or_else(|| image_rootfs::SANDBOX_USER.into());
-        let fail = |message: String| BuildFailure::new(&name, message);
-        let vm_error = |e: NodeError| fail(format!("the build VM failed: {e}"));
-        let mut env = ca_env.clone();
-        env.extend(context.env.clone());
-        match &step.kind {
-            StepKind::Run {
-                command,
-                user: as_user,
-            } => {
-                let mut process =
-                    ProcessSpec::shell(&vm.shell, command, as_user.as_deref().unwrap_or(&user));
-                process.envs = env;
-                process.cwd = context.workdir.clone();
-                let code = self
-                    .stream(vm, &process, &name, log)
-                    .await
-                    .map_err(vm_error)?;
-                if code != 0 {
-                    return Err(fail(format!(
-                        "the command '{}' exited with code {code}",
-                        shorten(command)
-                    )));
-                }
-            }
-            StepKind::Copy {
-                src,
-                dest,
-                owner,
-                mode,
-                archive,
-            } => {
-                let prepared = prepare_archive(archive, vm.dir())
-                    .await
-                    .map_err(|e| fail(format!("reading the uploaded files: {e}")))?;
-                let guest_archive = format!("/tmp/hearth-copy-{}.tar", step.number);
-                let uploaded = vm.upload(&prepared, &guest_archive).await;
-                let _ = std::fs::remove_file(&prepared);
-                uploaded.map_err(vm_error)?;
-                let owner = match owner {
-                    Some(owner) if owner.contains(':') => owner.clone(),
-                    Some(owner) => format!("{owner}:{owner}"),
-                    None => format!("{user}:{user}"),
-                };
-                let process = guest_steps::copy(
-                    &guest_archive,
-                    &glob_base(src),
-                    dest,
-                    context.workdir.as_deref(),
-                    &user,
-                    &owner,
-                    mode.as_deref(),
-                );
-                let code = self
-                    .stream(vm, &process, &name, log)
-                    .await
-                    .map_err(vm_error)?;
-                if code != 0 {
-                    return Err(fail(format!("copying {src} to {dest} failed")));
-                }
-            }
-            StepKind::Env(pairs) => {
-                for (key, value) in pairs {
-                    context.env.insert(key.clone(), value.clone());
-                }
-            }
-            StepKind::Workdir(path) => {
-                let mut output = Vec::new();
-                let process = guest_steps::workdir(path, context.workdir.as_deref(), &user);
-                let code = vm
-                    .run(&process, Duration::from_secs(120), |stream, bytes| {
-                        if stream == hearth_vmm::OutputStream::Stdout {
-                            output.extend_from_slice(bytes);
-                        }
-                    })
-                    .await
-                    .map_err(vm_error)?;
-                let absolute = String::from_utf8_lossy(&output).trim().to_owned();
-                if code != 0 || !absolute.starts_with('/') {
-                    return Err(fail(format!("cannot make the working directory {path}")));
-                }
-                context.workdir = Some(absolute);
-            }
-            StepKind::User(new_user) => {
-                let code = self
-                    .stream(vm, &guest_steps::user(new_user), &name, log)
-                    .await
-                    .map_err(vm_error)?;
-                if code != 0 {
-                    return Err(fail(format!("cannot create the user {new_user}")));
-                }
-                context.user = Some(new_user.clone());
-            }
-        }
-        Ok(context)
-    }
-
-    /// Runs `process`, sending each line it prints to the build log.
-    async fn stream(
-        &self,
-        vm: &BuildVm,
-        process: &ProcessSpec,
-        step: &str,
-        log: &BuildLog,
-    ) -> Result<i32> {
-        let mut lines = log::LineSplitter::new(log.clone(), step.to_owned());
-        let code = vm
-            .run(process, self.settings.timeout, |stream, bytes| {
-                lines.push(stream, bytes)
-            })
-            .await;
-        lines.flush();
-        code
-    }
-
-    async fn finalize(
-        &self,
-        spec: &BuildSpec,
-        vm: &BuildVm,
-        context: &GuestDefaults,
-        ca_env: &BTreeMap<String, String>,
-        log: &BuildLog,
-    ) -> Result<(), BuildFailure> {
-        let fail = |message: String| BuildFailure::new(FINALIZE, message);
-        let user = context
-            .user
-            .clone()
-            .unwrap_or_else(|| image_rootfs::SANDBOX_USER.into());
-        let mut env = ca_env.clone();
-        env.extend(context.env.clone());
-        let Some(start) = spec.start_cmd.as_deref().filter(|c| !c.trim().is_empty()) else {
-            if let Some(ready) = spec.ready_cmd.as_deref().filter(|c| !c.trim().is_empty()) {
-                return self.wait_ready(vm, ready, &user, &env, context, log).await;
-            }
-            return Ok(());
-        };
-        log.info(Some(FINALIZE), format!("starting: {}", shorten(start)));
-        let mut process = ProcessSpec::shell(&vm.shell, start, &user);
-        process.envs = env.clone();
-        process.cwd = context.workdir.clone();
-        vm.start_detached(&process)
-            .await
-            .map_err(|e| fail(format!("the start command could not start: {e}")))?;
-        let ready = spec
-            .ready_cmd
-            .as_deref()
-            .filter(|c| !c.trim().is_empty())
-            .unwrap_or(DEFAULT_READY);
-        self.wait_ready(vm, ready, &user, &env, context, log).await
-    }
-
-    async fn wait_ready(
-        &self,
-        vm: &BuildVm,
-        ready: &str,
-        user: &str,
-        env: &BTreeMap<String, String>,
-        context: &GuestDefaults,
-        log: &BuildLog,
-    ) -> Result<(), BuildFailure> {
-        log.info(Some(FINALIZE), format!("waiting for: {}", shorten(ready)));
-        let mut process = ProcessSpec::shell(&vm.shell, ready, user);
-        process.envs = env.clone();
-        process.cwd = context.workdir.clone();
-        let deadline = Instant::now() + READY_DEADLINE;
-        loop {
-            let code = self
-                .stream(vm, &process, FINALIZE, log)
-                .await
-                .map_err(|e| BuildFailure::new(FINALIZE, format!("the build VM failed: {e}")))?;
-            if code == 0 {
-                log.info(Some(FINALIZE), "ready".into());
-                return Ok(());
-            }
-            if Instant::now() + READY_INTERVAL > deadline {
-                return Err(BuildFailure::new(
-                    FINALIZE,
-                    format!(
-                        "the ready command '{}' did not succeed within {} s",
-                        shorten(ready),
-                        READY_DEADLINE.as_secs()
-                    ),
-                ));
-            }
-            tokio::time::sleep(READY_INTERVAL).await;
-        }
-    }
-
     /// Writes the template's metadata and moves it to its final place.
     fn publish(&self, spec: &BuildSpec, staging: &Path, meta: &TemplateMeta) -> Result<Template> {
         for file in meta.disk_chain.iter().map(String::as_str).chain([
@@ -881,108 +617,5 @@ fn io_error(path: &Path, source: std::io::Error) -> NodeError {
         context: "writing",
         path: path.to_owned(),
         source,
-    }
-}
-
-/// The part of a COPY source before its first glob pattern (the client
-/// expanded the pattern when it made the archive).
-fn glob_base(source: &str) -> String {
-    let mut base = Vec::new();
-    for part in source.split('/') {
-        if part.contains(['*', '?', '[', '{']) {
-            break;
-        }
-        base.push(part);
-    }
-    base.join("/")
-}
-
-/// The uploaded archive as a plain tar next to it (gzip undone on the
-/// host, so the guest needs no gzip).
-async fn prepare_archive(archive: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    let archive = archive.to_owned();
-    let plain = dir.join(format!("copy-{}.tar", uuid_like()));
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&archive)?;
-        let mut magic = [0u8; 2];
-        let read = file.read(&mut magic)?;
-        let source = std::fs::File::open(&archive)?;
-        let mut target = std::fs::File::create(&plain)?;
-        if read == 2 && magic == [0x1f, 0x8b] {
-            let mut decoder = flate2::read::GzDecoder::new(source);
-            std::io::copy(&mut decoder, &mut target)?;
-        } else {
-            let mut source = source;
-            std::io::copy(&mut source, &mut target)?;
-        }
-        Ok(plain)
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// A network slot for a build VM that goes back to the pool however the
-/// build ends, also when its future is dropped (a cancelled build).
-struct SlotGuard {
-    slot: Option<NetSlot>,
-    pool: Arc<hearth_net::SlotPool>,
-}
-
-impl SlotGuard {
-    async fn take(pool: Arc<hearth_net::SlotPool>) -> Result<Self> {
-        let slot = pool.take().await?;
-        Ok(Self {
-            slot: Some(slot),
-            pool,
-        })
-    }
-
-    #[allow(clippy::expect_used)]
-    fn get(&self) -> &NetSlot {
-        // Only `give_back` and `drop` take the slot out, and both consume.
-        self.slot
-            .as_ref()
-            .expect("a slot guard holds its slot until it is consumed")
-    }
-
-    async fn give_back(mut self) {
-        if let Some(slot) = self.slot.take() {
-            let _ = self.pool.give_back(slot).await;
-        }
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                let _ = pool.give_back(slot).await;
-            });
-        }
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if self.0.exists() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_patterns_are_cut_from_copy_sources() {
-        assert_eq!(glob_base("app/"), "app/");
-        assert_eq!(glob_base("app/*.py"), "app");
-        assert_eq!(glob_base("requirements.txt"), "requirements.txt");
-        assert_eq!(glob_base("src/**/x"), "src");
     }
 }
