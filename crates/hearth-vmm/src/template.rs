@@ -499,7 +499,7 @@ impl TemplateStore {
             layout: LAYOUT_VERSION,
             name: config.name.clone(),
             build_id: id.to_owned(),
-            created_at: chrono::Utc::now().to_rfc3339(),
+            created_at: created_now(),
             accel: vmm.accel(),
             cpu_model: vmm.accel().cpu_model().to_owned(),
             qemu_version: qemu_version.to_owned(),
@@ -517,6 +517,11 @@ impl TemplateStore {
             defaults: GuestDefaults::default(),
         })
     }
+}
+
+/// The time a template is made, as `template.json` records it.
+pub fn created_now() -> String {
+    chrono::Utc::now().to_rfc3339()
 }
 
 /// Adds the end of the guest console to a timeout, which is where the
@@ -567,18 +572,31 @@ pub fn make_read_only(path: &Path) -> Result<()> {
 
 /// `qemu-img create` of a qcow2 overlay over `backing`.
 pub async fn create_overlay(path: &Path, backing: &Path, backing_format: &str) -> Result<()> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
-            .arg(backing)
-            .arg(path)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| VmmError::Invalid(format!("qemu-img create {} took too long", path.display())))?
-    .map_err(VmmError::io("running qemu-img for", path))?;
+    create_overlay_sized(path, backing, backing_format, None).await
+}
+
+/// [`create_overlay`], `size_mib` large when given (else the backing's size).
+/// A relative `backing` is resolved from `path`'s directory.
+pub async fn create_overlay_sized(
+    path: &Path,
+    backing: &Path,
+    backing_format: &str,
+    size_mib: Option<u64>,
+) -> Result<()> {
+    let mut command = tokio::process::Command::new("qemu-img");
+    command
+        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+        .arg(backing)
+        .arg(path);
+    if let Some(mib) = size_mib {
+        command.arg(format!("{mib}M"));
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.kill_on_drop(true).output())
+        .await
+        .map_err(|_| {
+            VmmError::Invalid(format!("qemu-img create {} took too long", path.display()))
+        })?
+        .map_err(VmmError::io("running qemu-img for", path))?;
     if !output.status.success() {
         return Err(VmmError::Invalid(format!(
             "qemu-img create {} failed: {}",

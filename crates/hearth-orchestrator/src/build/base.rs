@@ -7,12 +7,11 @@ use std::path::Path;
 
 use hearth_vmm::template::{DISK, ROOTFS};
 use hearth_vmm::{GuestDefaults, Template};
-use sha2::{Digest, Sha256};
 
 use super::image_rootfs::{self, SANDBOX_USER};
 use super::layers::LayerMeta;
-use super::steps::hex;
-use super::{BuildFailure, BuildLog, TemplateBuilder};
+use super::steps::hash_parts;
+use super::{BuildFailure, BuildLog, TemplateBuilder, layer_file_name};
 use crate::error::NodeError;
 
 /// What `image_aliases` maps an image name to for hearth's own base rootfs.
@@ -20,12 +19,7 @@ pub const HEARTH_BASE: &str = "hearth:base";
 const BASE_STEP: &str = "base";
 
 fn key(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hex(&hasher.finalize()[..16])
+    hash_parts(parts.iter().copied())
 }
 
 fn fail(message: impl Into<String>) -> BuildFailure {
@@ -35,15 +29,6 @@ fn fail(message: impl Into<String>) -> BuildFailure {
 fn internal(error: impl std::fmt::Display) -> BuildFailure {
     tracing::warn!(%error, "template build: base layer failed");
     fail(format!("preparing the base layer failed: {error}"))
-}
-
-/// A unique suffix for an image file made now: a layer remade after its
-/// file was pruned never takes an old name a stale chain might expect.
-fn fresh(key: &str, extension: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{key}-{:x}{nanos:08x}.{extension}", std::process::id())
 }
 
 fn size_mib(path: &Path) -> u64 {
@@ -82,7 +67,7 @@ impl TemplateBuilder {
             return Ok((key, meta));
         }
         let work = self.scratch_dir(&key).map_err(internal)?;
-        let name = fresh(&key, "ext4");
+        let name = layer_file_name(&key, "ext4");
         let image = work.join(&name);
         let linked = hearth_vmm::template::link_or_copy(&rootfs.image, &image).map_err(internal);
         let result = linked.and_then(|()| {
@@ -140,7 +125,7 @@ impl TemplateBuilder {
                 template.meta.name
             )));
         }
-        let name = fresh(key, "qcow2");
+        let name = layer_file_name(key, "qcow2");
         let image = work.join(&name);
         std::fs::copy(template.dir.join(DISK), &image).map_err(internal)?;
         if let Some(backing) = rebase {
@@ -212,7 +197,7 @@ impl TemplateBuilder {
         }
         let work = self.scratch_dir(&key).map_err(internal)?;
         let tree = work.join("tree");
-        let name = fresh(&key, "ext4");
+        let name = layer_file_name(&key, "ext4");
         let image = work.join(&name);
         let tools = self.tools.clone();
         let bundle = self.settings.ca_bundle.clone();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hearth_net::NetSlot;
 use hearth_vmm::envd_client::ENVD_PORT;
-use hearth_vmm::template::{DEVICE_STATE, MEMORY};
+use hearth_vmm::template::{DEVICE_STATE, MEMORY, create_overlay_sized};
 use hearth_vmm::{EnvdClient, OutputStream, ProcessSpec, QemuVm, TemplateConfig, Vmm};
 
 use crate::error::{NodeError, Result};
@@ -31,49 +31,6 @@ enum BootError {
 }
 /// Short housekeeping commands (sync, probes).
 const HOUSEKEEPING: Duration = Duration::from_secs(120);
-
-/// `qemu-img create` of a qcow2 image over `backing` (a name in the same
-/// directory), `size_mib` large.
-pub async fn create_image(
-    path: &Path,
-    backing: &str,
-    backing_format: &str,
-    size_mib: u64,
-) -> Result<()> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new("qemu-img")
-            .args([
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                backing_format,
-                "-b",
-                backing,
-            ])
-            .arg(path)
-            .arg(format!("{size_mib}M"))
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| NodeError::Invalid(format!("qemu-img create {} took too long", path.display())))?
-    .map_err(|source| NodeError::Io {
-        context: "running qemu-img for",
-        path: path.to_owned(),
-        source,
-    })?;
-    if !output.status.success() {
-        return Err(NodeError::Invalid(format!(
-            "qemu-img create {} failed: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(())
-}
 
 /// The format of a layer image, by its name.
 pub fn format_of(name: &str) -> &'static str {
@@ -155,9 +112,14 @@ impl BuildVm {
         for stale in [top, MEMORY] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        create_image(&dir.join(top), below.top(), format_of(below.top()), size)
-            .await
-            .map_err(BootError::Failed)?;
+        create_overlay_sized(
+            &dir.join(top),
+            Path::new(below.top()),
+            format_of(below.top()),
+            Some(size),
+        )
+        .await
+        .map_err(|e| BootError::Failed(e.into()))?;
         let spec = config.boot_spec(
             format!("build {}", config.name),
             dir,
@@ -242,7 +204,13 @@ impl BuildVm {
         if self.quiet("sync").await? != 0 {
             return Err(NodeError::Invalid("sync failed in the build VM".into()));
         }
-        create_image(&self.dir.join(next), &self.top, "qcow2", disk_mib).await?;
+        create_overlay_sized(
+            &self.dir.join(next),
+            Path::new(&self.top),
+            "qcow2",
+            Some(disk_mib),
+        )
+        .await?;
         runtime
             .vmm
             .snapshot_disk(self.vm()?, &self.dir.join(next))

@@ -6,7 +6,6 @@
 //! The tree is untrusted: an image may make any path a symlink, so every
 //! path written here is resolved inside the tree as a chroot would.
 
-use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -322,12 +321,6 @@ pub fn make_ext4(tree: &Path, image: &Path, size_mib: u64) -> Result<()> {
     std::fs::File::open(image)
         .and_then(|file| file.sync_all())
         .map_err(io("syncing", image))
-}
-
-/// Writes `bytes` to a new file (for tests and small host files).
-pub fn write_host_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = std::fs::File::create(path).map_err(io("creating", path))?;
-    file.write_all(bytes).map_err(io("writing", path))
 }
 
 #[cfg(test)]

@@ -425,7 +425,7 @@ impl TemplateBuilder {
             layout: hearth_vmm::template::LAYOUT_VERSION,
             name: spec.template_id.clone(),
             build_id: spec.build_id.clone(),
-            created_at: chrono_now(),
+            created_at: hearth_vmm::template::created_now(),
             accel: self.runtime().vmm.accel(),
             cpu_model: self.runtime().vmm.accel().cpu_model().to_owned(),
             qemu_version: self.runtime().accel.qemu_version.clone(),
@@ -514,7 +514,7 @@ impl TemplateBuilder {
         let mut parent = parent_key.clone();
         for step in steps {
             parent = step.layer_key(&parent);
-            names.push(base_fresh(&parent));
+            names.push(layer_file_name(&parent, "qcow2"));
             keys.push(parent.clone());
         }
         let first_top = names.first().cloned().unwrap_or_else(|| DISK.to_owned());
@@ -582,14 +582,7 @@ fn vm_failure(template: &str, step: String, error: NodeError) -> BuildFailure {
     BuildFailure::new(step, format!("the build VM failed: {error}"))
 }
 
-/// A name for a step image made now (see `base::fresh`).
-fn base_fresh(key: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{key}-{:x}.qcow2", nanos & 0xffff_ffff_ffff)
-}
-
+/// Unique per process and moment: for scratch and image file names.
 fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -597,11 +590,10 @@ fn uuid_like() -> String {
     format!("{:x}-{nanos:x}", std::process::id())
 }
 
-fn chrono_now() -> String {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{seconds}")
+/// The name of a layer image made now: unique, so that a layer made again
+/// after its image was pruned never takes a name a stale chain expects.
+fn layer_file_name(key: &str, extension: &str) -> String {
+    format!("{key}-{}.{extension}", uuid_like())
 }
 
 fn shorten(text: &str) -> String {

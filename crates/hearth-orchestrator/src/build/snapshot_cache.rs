@@ -5,10 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::steps::hash_parts;
 use hearth_vmm::{Template, TemplateMeta};
-use sha2::{Digest, Sha256};
-
-use super::steps::hex;
 
 /// Bumped when what a snapshot holds changes.
 const RECIPE: &str = "snapshot-1";
@@ -27,7 +25,6 @@ pub struct SnapshotInputs<'a> {
 }
 
 pub fn key(inputs: &SnapshotInputs<'_>) -> String {
-    let mut hasher = Sha256::new();
     let vcpus = inputs.vcpus.to_string();
     let memory = inputs.memory_mib.to_string();
     let parts = [
@@ -39,11 +36,7 @@ pub fn key(inputs: &SnapshotInputs<'_>) -> String {
         &vcpus,
         &memory,
     ];
-    for part in parts.iter().chain(inputs.guest) {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hex(&hasher.finalize()[..16])
+    hash_parts(parts.into_iter().chain(inputs.guest.iter().copied()))
 }
 
 /// The index: `<root>/<key>` holds the template directory's path relative
