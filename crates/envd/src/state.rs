@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::filesystem::watcher::WatcherRegistry;
+use crate::http::upload_limits::UploadLimits;
 use crate::process::registry::ProcessRegistry;
 use crate::users::{User, UserDb, UserError};
 
@@ -30,6 +31,11 @@ pub struct Options {
     pub set_hostname: bool,
     /// Where account databases live.
     pub users: UserDb,
+    /// Limits of multipart `/files` uploads.
+    pub upload_limits: UploadLimits,
+    /// Where the new content of files an upload overwrites waits until the
+    /// whole upload has arrived; `None` is the system's temporary directory.
+    pub upload_staging_dir: Option<PathBuf>,
 }
 
 /// Everything the handlers share.

@@ -178,6 +178,38 @@ async fn streaming_binary_codec_works() {
     assert_eq!(envelopes.last().map(|e| e.0), Some(2));
 }
 
+/// Upstream envd removes with Go's `os.RemoveAll`: a path that is not
+/// there is already removed. The SDKs' own tests call `files.remove` on a
+/// directory that may not exist to start from a clean one.
+#[tokio::test]
+async fn remove_of_a_missing_path_succeeds() {
+    let server = TestServer::start().await;
+    let client = http1();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let remove = |path: std::path::PathBuf| {
+        let client = client.clone();
+        let url = server.url("/filesystem.Filesystem/Remove");
+        async move { unary_call(&client, &url, &json!({"path": path.to_string_lossy()})).await }
+    };
+    for missing in [
+        dir.path().join("nothing"),
+        dir.path().join("no/such/parent"),
+    ] {
+        let (status, body) = remove(missing.clone()).await;
+        assert_eq!((status, &body), (200, &json!({})), "{}", missing.display());
+    }
+
+    // A tree is still removed whole, and removing it again succeeds too.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).expect("mkdir");
+    std::fs::write(tree.join("a/b/f.txt"), "x").expect("write");
+    for _ in 0..2 {
+        let (status, body) = remove(tree.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!tree.exists());
+    }
+}
+
 #[tokio::test]
 async fn errors_map_to_codes_and_statuses() {
     let server = TestServer::start().await;

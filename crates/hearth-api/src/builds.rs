@@ -196,8 +196,12 @@ fn node_error(node: &str, status: &tonic::Status, what: &str) -> String {
         | Code::FailedPrecondition
         | Code::NotFound
         | Code::AlreadyExists
-        | Code::ResourceExhausted
         | Code::Unimplemented => format!("{what}: {}", status.message()),
+        // The node's words name its disk and memory (paths, figures).
+        Code::ResourceExhausted => {
+            tracing::warn!(%node, message = %status.message(), "{what}");
+            format!("{what}: the node has no room for a build now; try again later")
+        }
         code => {
             tracing::warn!(%node, ?code, message = %status.message(), "{what}");
             if code == Code::Unavailable {

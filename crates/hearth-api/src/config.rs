@@ -13,7 +13,8 @@ pub struct ApiConfig {
     /// The domain for `<port>-<sandboxID>.<domain>` host routing, returned
     /// to the SDKs as the sandbox's `domain`.
     pub domain: Option<String>,
-    /// Sandboxes a new team may run at once.
+    /// Sandboxes a new team may run at once (creates in flight count);
+    /// `hearth up` also gives its default team this limit at each start.
     pub team_max_sandboxes: i64,
     /// The URL the SDKs reach this API at (`http://host:port`), for the
     /// upload URLs it hands out; `None` takes the request's `Host`.
@@ -28,6 +29,37 @@ pub struct ApiConfig {
     pub upload_url_ttl: Duration,
     /// The longest one upload may take, start to end.
     pub upload_timeout: Duration,
+    /// How long the control plane waits for each kind of node call.
+    pub node_deadlines: NodeDeadlines,
+    /// The longest a read of a guest's answer (envd's metrics) may take,
+    /// request to last byte.
+    pub guest_read_timeout: Duration,
+}
+
+/// Deadlines of the calls to nodes, per purpose: a node that does not
+/// answer within them is skipped (placement, sweeps) or reported (requests),
+/// so one hung node never stalls creates on the others or the enforcement
+/// of timeouts.
+#[derive(Debug, Clone)]
+pub struct NodeDeadlines {
+    /// A create: the node may wait for a start turn and then boot under TCG.
+    /// A create the control plane gave up on is undone by the node.
+    pub create: Duration,
+    /// Asking a node for its load when placing a sandbox or a build.
+    pub probe: Duration,
+    /// A node's list (reconciliation) and the deletes of the timeout
+    /// enforcer, per node and round.
+    pub sweep: Duration,
+}
+
+impl Default for NodeDeadlines {
+    fn default() -> Self {
+        Self {
+            create: Duration::from_secs(120),
+            probe: Duration::from_secs(3),
+            sweep: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -44,6 +76,8 @@ impl Default for ApiConfig {
             upload_url_ttl: Duration::from_secs(3600),
             // The SDKs give an upload an hour too.
             upload_timeout: Duration::from_secs(3600),
+            node_deadlines: NodeDeadlines::default(),
+            guest_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -2,31 +2,69 @@
 //! their end time, forgets those their node no longer runs (the VM died,
 //! the node restarted without them) and deletes VMs it has no record of
 //! (a create whose row was never written).
+//!
+//! Every call to a node here has the sweep deadline and nodes are handled
+//! side by side, so a node that hangs delays neither the others nor the
+//! next round; kills and reconciliation run in loops of their own.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_proto::orchestrator::SandboxDeleteRequest;
+
 use crate::config::millis;
-use crate::routes::{CREATE_TIMEOUT, delete_on_node, forget_sandbox};
+use crate::nodes::{Node, bounded, call_within};
+use crate::routes::forget_sandbox;
 use crate::state::AppState;
 use crate::store::now_ms;
 
 /// How often nodes are asked which sandboxes they still run.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
-/// A VM with no row older than this is an orphan, not a create in flight.
-const ORPHAN_AGE: Duration = Duration::from_secs(CREATE_TIMEOUT.as_secs() + 60);
+/// A VM with no row older than a create can take, plus this, is an orphan,
+/// not a create in flight.
+const ORPHAN_MARGIN: Duration = Duration::from_secs(60);
 
-/// Runs forever: call it in a task.
+/// Runs forever: call it in a task. Kills run every `period`.
 pub async fn enforce(app: Arc<AppState>, period: Duration) {
-    let mut last_reconcile = tokio::time::Instant::now();
+    let reconciler = app.clone();
+    let reconciling = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RECONCILE_EVERY).await;
+            reconcile(&reconciler).await;
+        }
+    });
+    // Ends the reconciler with this task (it is aborted on shutdown).
+    let _reconciling = AbortOnDrop(reconciling);
     loop {
         tokio::time::sleep(period).await;
         kill_ended(&app).await;
-        if last_reconcile.elapsed() >= RECONCILE_EVERY {
-            last_reconcile = tokio::time::Instant::now();
-            reconcile(&app).await;
-        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Deletes a sandbox on `node` within the sweep deadline; one the node no
+/// longer has is gone already.
+async fn sweep_delete(app: &AppState, node: &Node, sandbox_id: &str) -> Result<(), tonic::Status> {
+    let deadline = app.config.node_deadlines.sweep;
+    let request = call_within(
+        SandboxDeleteRequest {
+            sandbox_id: sandbox_id.to_owned(),
+        },
+        deadline,
+    );
+    let mut client = node.sandboxes();
+    match bounded(deadline, client.delete(request)).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(status),
     }
 }
 
@@ -55,51 +93,60 @@ pub async fn kill_ended(app: &AppState) {
         let Some(node) = app.nodes.find(&record.node) else {
             return;
         };
-        match delete_on_node(node, &record.sandbox_id).await {
+        match sweep_delete(app, node, &record.sandbox_id).await {
             Ok(()) => tracing::info!(sandbox = %record.sandbox_id, "sandbox timed out and was killed"),
             // The node's own end time (a minute later) still ends it.
-            Err(error) => tracing::warn!(sandbox = %record.sandbox_id, %error, "killing a timed-out sandbox failed"),
+            Err(status) => tracing::warn!(sandbox = %record.sandbox_id, node = %node.name, %status, "killing a timed-out sandbox failed"),
         }
     });
     futures::future::join_all(kills).await;
 }
 
-/// Aligns the store with what the nodes that answer run.
+/// Aligns the store with what the nodes that answer run, all nodes at once.
 pub async fn reconcile(app: &AppState) {
-    for node in app.nodes.all() {
-        // Rows are written after the node's create returns, so every row
-        // read before the list is one the node must report.
-        let Ok(records) = app.store.sandboxes_on(&node.name).await else {
-            continue;
-        };
-        let Ok(list) = node.list().await else {
-            continue;
-        };
-        let running: HashSet<&str> = list.iter().map(|s| s.sandbox_id.as_str()).collect();
-        for record in &records {
-            if !running.contains(record.sandbox_id.as_str()) {
-                tracing::warn!(sandbox = %record.sandbox_id, node = %node.name, "the node no longer runs this sandbox; forgetting it");
-                if let Err(error) = forget_sandbox(app, &record.sandbox_id).await {
-                    tracing::warn!(%error, "forgetting a sandbox failed");
-                }
-            }
+    let nodes = app.nodes.all().iter().map(|node| reconcile_node(app, node));
+    futures::future::join_all(nodes).await;
+    if let Ok(known) = app.store.sandbox_ids().await {
+        app.upstream.retain(|id| known.contains(id));
+    }
+}
+
+async fn reconcile_node(app: &AppState, node: &Node) {
+    // Rows are written after the node's create returns, so every row read
+    // before the list is one the node must report.
+    let Ok(records) = app.store.sandboxes_on(&node.name).await else {
+        return;
+    };
+    let list = match node.list(app.config.node_deadlines.sweep).await {
+        Ok(list) => list,
+        Err(status) => {
+            tracing::warn!(node = %node.name, %status, "the node did not list its sandboxes; skipping it this round");
+            return;
         }
-        let now = now_ms();
-        for sandbox in &list {
-            let started = sandbox
-                .start_time
-                .as_ref()
-                .map_or(now, |t| t.seconds * 1000);
-            if now - started < millis(ORPHAN_AGE) {
-                continue;
-            }
-            if matches!(app.store.sandbox(&sandbox.sandbox_id).await, Ok(None)) {
-                tracing::warn!(sandbox = %sandbox.sandbox_id, node = %node.name, "deleting a VM the control plane has no record of");
-                let _ = delete_on_node(node, &sandbox.sandbox_id).await;
+    };
+    let running: HashSet<&str> = list.iter().map(|s| s.sandbox_id.as_str()).collect();
+    for record in &records {
+        if !running.contains(record.sandbox_id.as_str()) {
+            tracing::warn!(sandbox = %record.sandbox_id, node = %node.name, "the node no longer runs this sandbox; forgetting it");
+            if let Err(error) = forget_sandbox(app, &record.sandbox_id).await {
+                tracing::warn!(%error, "forgetting a sandbox failed");
             }
         }
     }
-    if let Ok(known) = app.store.sandbox_ids().await {
-        app.upstream.retain(|id| known.contains(id));
+    let now = now_ms();
+    let orphan_age = millis(app.config.node_deadlines.create + ORPHAN_MARGIN);
+    for sandbox in &list {
+        // The node's clock, so arithmetic on it saturates.
+        let started = sandbox
+            .start_time
+            .as_ref()
+            .map_or(now, |t| t.seconds.saturating_mul(1000));
+        if now.saturating_sub(started) < orphan_age {
+            continue;
+        }
+        if matches!(app.store.sandbox(&sandbox.sandbox_id).await, Ok(None)) {
+            tracing::warn!(sandbox = %sandbox.sandbox_id, node = %node.name, "deleting a VM the control plane has no record of");
+            let _ = sweep_delete(app, node, &sandbox.sandbox_id).await;
+        }
     }
 }

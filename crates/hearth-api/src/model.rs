@@ -68,7 +68,32 @@ fn given(settings: &[(&'static str, &Option<serde_json::Value>)]) -> Vec<&'stati
         .collect()
 }
 
+/// Whether `text` is what a node's egress rules take: an IPv4 address or
+/// an IPv4 CIDR (`a.b.c.d/n`, n ≤ 32), blanks around it allowed.
+fn is_cidr(text: &str) -> bool {
+    let text = text.trim();
+    let (address, prefix) = match text.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (text, None),
+    };
+    address.parse::<std::net::Ipv4Addr>().is_ok()
+        && prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|p| p <= 32))
+}
+
+/// The first entry of egress rules that is not an address or CIDR.
+pub fn first_invalid_cidr<'a>(rules: impl IntoIterator<Item = &'a String>) -> Option<&'a str> {
+    rules
+        .into_iter()
+        .find(|rule| !is_cidr(rule))
+        .map(String::as_str)
+}
+
 impl NetworkConfig {
+    /// The first egress rule that is not an address or CIDR.
+    pub fn invalid_cidr(&self) -> Option<&str> {
+        first_invalid_cidr(self.allow_out.iter().chain(&self.deny_out))
+    }
+
     /// The settings given that hearth does not enforce.
     pub fn unsupported(&self) -> Vec<&'static str> {
         given(&[

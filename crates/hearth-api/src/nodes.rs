@@ -1,34 +1,66 @@
 //! The nodes sandboxes run on, reached over their gRPC API, and the choice
 //! of a node for a new sandbox.
 
+mod live;
+mod sandbox_client;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_proto::auth::{NodeChannel, NodeToken, SendToken};
 use hearth_proto::orchestrator::info_service_client::InfoServiceClient;
-use hearth_proto::orchestrator::sandbox_service_client::SandboxServiceClient;
 use hearth_proto::orchestrator::template_service_client::TemplateServiceClient;
 use hearth_proto::orchestrator::{RunningSandbox, ServiceInfoResponse};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ApiError, ApiResult};
 
+pub use live::LiveSandbox;
+use live::LiveTable;
+pub use sandbox_client::SandboxClient;
+
 /// How long a node may take to answer anything but a create.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request to a node with the usual deadline, so one hung node cannot
-/// hold up an API request or the timeout enforcer for long.
+/// hold up an API request for long.
 pub fn call<T>(message: T) -> tonic::Request<T> {
+    call_within(message, CALL_TIMEOUT)
+}
+
+/// A request to a node with `deadline` (the node learns it too, and stops).
+pub fn call_within<T>(message: T, deadline: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
+    request.set_timeout(deadline);
     request
 }
 
+/// Awaits a node's answer for at most `deadline`, whatever the transport
+/// does meanwhile (connecting, a node that accepted and went silent).
+pub async fn bounded<T>(
+    deadline: Duration,
+    answer: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(deadline, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {deadline:?}"
+            )))
+        })
+}
+
 /// One node: its name (which the store records for each sandbox), its
-/// address and its clients.
+/// address, its clients and where its sandboxes run.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub name: String,
     pub address: String,
     channel: Channel,
+    /// The node's token, sent on every call (see `hearth_proto::auth`).
+    token: SendToken,
+    /// Shared by every clone: the proxy and the API see the same table.
+    live: Arc<LiveTable>,
 }
 
 impl Node {
@@ -43,31 +75,41 @@ impl Node {
             name: name.to_owned(),
             address: address.to_owned(),
             channel,
+            token: SendToken::default(),
+            live: Arc::default(),
         })
     }
 
-    pub fn sandboxes(&self) -> SandboxServiceClient<Channel> {
-        SandboxServiceClient::new(self.channel.clone())
+    /// Sends `token` with every call: a node that listens beyond its own
+    /// process requires it.
+    pub fn with_token(mut self, token: NodeToken) -> Self {
+        self.token = SendToken(Some(token));
+        self
     }
 
-    pub fn templates(&self) -> TemplateServiceClient<Channel> {
-        TemplateServiceClient::new(self.channel.clone())
+    fn channel(&self) -> NodeChannel {
+        NodeChannel::new(self.channel.clone(), self.token.clone())
     }
 
-    pub async fn info(&self) -> Result<ServiceInfoResponse, tonic::Status> {
-        Ok(InfoServiceClient::new(self.channel.clone())
-            .service_info(call(()))
-            .await?
-            .into_inner())
+    /// The node's sandbox service; its answers keep the live table.
+    pub fn sandboxes(&self) -> SandboxClient {
+        SandboxClient::new(self.channel(), self.live.clone())
     }
 
-    pub async fn list(&self) -> Result<Vec<RunningSandbox>, tonic::Status> {
-        Ok(self
-            .sandboxes()
-            .list(call(()))
-            .await?
-            .into_inner()
-            .sandboxes)
+    pub fn templates(&self) -> TemplateServiceClient<NodeChannel> {
+        TemplateServiceClient::new(self.channel())
+    }
+
+    pub async fn info(&self, deadline: Duration) -> Result<ServiceInfoResponse, tonic::Status> {
+        let mut client = InfoServiceClient::new(self.channel());
+        let answer = client.service_info(call_within((), deadline));
+        Ok(bounded(deadline, answer).await?.into_inner())
+    }
+
+    pub async fn list(&self, deadline: Duration) -> Result<Vec<RunningSandbox>, tonic::Status> {
+        let mut client = self.sandboxes();
+        let answer = client.list(call_within((), deadline));
+        Ok(bounded(deadline, answer).await?.into_inner().sandboxes)
     }
 }
 
@@ -89,7 +131,8 @@ impl Nodes {
     /// The node named `name` in the store.
     pub fn get(&self, name: &str) -> ApiResult<&Node> {
         self.find(name).ok_or_else(|| {
-            ApiError::Unavailable(format!("the node '{name}' is not part of this cluster"))
+            tracing::warn!(node = %name, "a stored node is not part of this cluster");
+            ApiError::Unavailable("the sandbox's node is not part of this cluster".into())
         })
     }
 
@@ -98,9 +141,9 @@ impl Nodes {
     }
 
     /// The node with the most room: the fewest running sandboxes relative
-    /// to its limit. Nodes that do not answer are skipped.
-    pub async fn place(&self) -> ApiResult<&Node> {
-        let infos = futures::future::join_all(self.nodes.iter().map(|node| node.info())).await;
+    /// to its limit. Nodes that do not answer within `probe` are skipped.
+    pub async fn place(&self, probe: Duration) -> ApiResult<&Node> {
+        let infos = futures::future::join_all(self.nodes.iter().map(|node| node.info(probe))).await;
         let mut best: Option<(&Node, f64)> = None;
         let mut unreachable = Vec::new();
         for (node, info) in self.nodes.iter().zip(infos) {
@@ -124,8 +167,9 @@ impl Nodes {
         }
         match best {
             Some((node, _)) => Ok(node),
+            // Which nodes is for the log (above), not for clients.
             None if !unreachable.is_empty() && unreachable.len() == self.nodes.len() => Err(
-                ApiError::Unavailable(format!("no node is reachable ({})", unreachable.join(", "))),
+                ApiError::Unavailable("no node is reachable; try again later".into()),
             ),
             None => Err(ApiError::Unavailable(
                 "every node is at its sandbox limit; try again later".into(),
@@ -136,12 +180,12 @@ impl Nodes {
     /// The node for a template build: the one with the most room, else
     /// (all at their sandbox limit, which a build does not count against)
     /// the first that answers.
-    pub async fn place_build(&self) -> ApiResult<&Node> {
-        match self.place().await {
+    pub async fn place_build(&self, probe: Duration) -> ApiResult<&Node> {
+        match self.place(probe).await {
             Ok(node) => Ok(node),
             Err(error) => {
                 for node in &self.nodes {
-                    if node.info().await.is_ok() {
+                    if node.info(probe).await.is_ok() {
                         return Ok(node);
                     }
                 }

@@ -79,7 +79,8 @@ pub fn spec() -> Value {
             "description": "Self-hosted sandboxes for AI agents, compatible with E2B's SDKs. \
                 Authenticate with the X-API-Key header. Sandbox traffic goes to the same server \
                 with the E2b-Sandbox-Id and E2b-Sandbox-Port headers, or to the host \
-                <port>-<sandboxID>.<domain>.",
+                <port>-<sandboxID>.<domain>. Every API response carries X-Request-Id (the \
+                client's, or a new one); server errors quote it in their message.",
         },
         "components": {
             "securitySchemes": { "ApiKeyAuth": { "type": "apiKey", "in": "header", "name": "X-API-Key" } },

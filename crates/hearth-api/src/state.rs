@@ -4,7 +4,7 @@ use crate::builds::Builds;
 use crate::config::ApiConfig;
 use crate::extract::KeyTouches;
 use crate::nodes::Nodes;
-use crate::proxy::Upstream;
+use crate::proxy::{SignedUrls, Upstream};
 use crate::starting::Starting;
 use crate::store::Store;
 use crate::uploads::Uploads;
@@ -15,8 +15,10 @@ pub struct AppState {
     pub nodes: Nodes,
     pub config: ApiConfig,
     pub key_touches: KeyTouches,
-    /// HTTP client for sandbox traffic and envd's metrics.
+    /// HTTP clients for sandbox traffic and envd's metrics, per sandbox.
     pub upstream: Upstream,
+    /// Bounds the lookups of signed `/files` URLs that name no sandbox.
+    pub signed_urls: SignedUrls,
     /// Creates in flight per team.
     pub starting: Starting,
     /// Build-context archives and the key their upload URLs are signed with.
@@ -34,6 +36,7 @@ impl AppState {
             config,
             key_touches: KeyTouches::default(),
             upstream: Upstream::new(),
+            signed_urls: SignedUrls::default(),
             starting: Starting::default(),
             uploads,
             builds,

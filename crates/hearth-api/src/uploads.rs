@@ -174,7 +174,7 @@ impl Uploads {
         else {
             return Err(UploadError::NotAnArchive);
         };
-        tokio::fs::create_dir_all(&dir).await?;
+        private_dirs(&self.dir, &dir).await?;
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
         let temp = dir.join(format!(".{hash}.{}.part", hex(&suffix)));
@@ -208,12 +208,34 @@ fn is_archive(head: &[u8]) -> bool {
     head.starts_with(&[0x1f, 0x8b]) || head.get(257..262) == Some(b"ustar".as_slice())
 }
 
+/// The uploads directory and a template's directory in it, readable by
+/// root only (0700; an older hearth made them 0755): uploads are a team's
+/// build context.
+async fn private_dirs(root: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .await?;
+    for dir in [root, dir] {
+        tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
+    }
+    Ok(())
+}
+
 async fn write<S, E>(temp: &Path, length: u64, mut body: S) -> Result<(), UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut file = tokio::fs::File::create(temp).await?;
+    // A new file (never one planted at the name), readable by root only.
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)
+        .await?;
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut got: u64 = 0;
     while let Some(chunk) = body.next().await {
@@ -285,5 +307,27 @@ mod tests {
         assert!(is_archive(&tar));
         assert!(!is_archive(b"PK\x03\x04"));
         assert!(!is_archive(&[0u8; 512]));
+    }
+
+    #[tokio::test]
+    async fn uploads_are_readable_by_root_only() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("uploads");
+        // As an older hearth left it.
+        std::fs::create_dir(&root)?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+        let uploads = Uploads::new(&root, b"key".to_vec());
+        let hash = "a".repeat(64);
+        let gzip = bytes::Bytes::from_static(&[0x1f, 0x8b, 8, 0]);
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(gzip.clone())]);
+        uploads
+            .receive("t1", &hash, gzip.len() as u64, body, Duration::from_secs(5))
+            .await?;
+        let mode = |path: &Path| std::fs::metadata(path).map(|m| m.mode() & 0o777);
+        assert_eq!(mode(&root)?, 0o700);
+        assert_eq!(mode(&root.join("t1"))?, 0o700);
+        assert_eq!(mode(&root.join("t1").join(&hash))?, 0o600);
+        Ok(())
     }
 }

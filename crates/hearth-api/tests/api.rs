@@ -684,3 +684,43 @@ async fn concurrent_creates_respect_the_team_limit() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn started_after_a_sandboxs_own_start_lists_it() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({})).await?;
+    let detail: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let started_at = detail["startedAt"].as_str().unwrap_or_default().to_owned();
+    let started = chrono::DateTime::parse_from_rfc3339(&started_at)?;
+    let id = id.as_str();
+    let listed = |after: String| {
+        let request = h
+            .request(Method::GET, "/v2/sandboxes")
+            .query(&[("startedAfter", after)]);
+        async move {
+            let page: Vec<Value> = request.send().await?.json().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                page.iter().any(|s| s["sandboxID"] == id),
+            )
+        }
+    };
+    // As JS sends it (the string it got), and as Python sends the parsed
+    // datetime back (microseconds, an offset).
+    assert!(
+        listed(started_at.clone()).await?,
+        "{started_at} left it out"
+    );
+    let python = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    assert!(listed(python.clone()).await?, "{python} left it out");
+    // A bound past its start, at the precision startedAt is written in,
+    // leaves it out.
+    let later = (started + chrono::Duration::milliseconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(!listed(later.clone()).await?, "{later} listed it");
+    Ok(())
+}

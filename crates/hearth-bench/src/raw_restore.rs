@@ -68,10 +68,16 @@ async fn restore_loop(
         };
         // hearth's own command line, minus its pause: QEMU runs the guest as
         // soon as the state is loaded.
-        let args: Vec<String> = hearth_vmm::qemu::command_line(&spec, true)
-            .into_iter()
-            .filter(|a| a != "-S")
-            .collect();
+        let args: Vec<String> = hearth_vmm::qemu::command_line(
+            &spec,
+            hearth_vmm::qemu::Launch {
+                incoming: true,
+                tap_fd: None,
+            },
+        )
+        .into_iter()
+        .filter(|a| a != "-S")
+        .collect();
         let mut command = tokio::process::Command::new(hearth_vmm::accel::QEMU);
         command.args(&args).kill_on_drop(true);
         hearth_vmm::netns_exec::enter_netns_on_exec(&mut command, &slot.netns_path())?;

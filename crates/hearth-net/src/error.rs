@@ -21,6 +21,14 @@ pub enum NetError {
         what: String,
         source: std::io::Error,
     },
+    /// The kernel refused, or answered nonsense to, a connection tracking
+    /// (ctnetlink) request.
+    #[error("conntrack in {namespace}: {what}: {source}")]
+    Conntrack {
+        namespace: String,
+        what: String,
+        source: std::io::Error,
+    },
     /// Another process (or task) made this namespace first.
     #[error("network namespace {0} exists already")]
     NetnsExists(String),

@@ -1,7 +1,9 @@
 //! The host side of a naming's slots: IP forwarding, masquerade of guest
 //! traffic, and a firewall that keeps guests off the host's own services and
-//! out of each other's namespaces. The table, `inet hearth_<prefix>`, is the
-//! same, rule for rule, as this nft text would make:
+//! out of each other's namespaces, and forwards for the slots only what
+//! they need: IPv4 from their own addresses out, replies back in. The
+//! table, `inet hearth_<prefix>`, is the same, rule for rule, as this nft
+//! text would make:
 //!
 //! ```text
 //! table inet hearth_<prefix> {
@@ -15,6 +17,8 @@
 //!     iifname "<prefix>v*" oifname "<prefix>v*" drop
 //!     oifname "<prefix>v*" ct state established,related accept
 //!     oifname "<prefix>v*" drop
+//!     iifname "<prefix>v*" meta nfproto ipv6 drop
+//!     iifname "<prefix>v*" ip saddr != 10.<octet>.0.0/16 drop
 //!   }
 //!   chain postrouting {
 //!     type nat hook postrouting priority srcnat; policy accept;
@@ -22,12 +26,19 @@
 //!   }
 //! }
 //! ```
+//!
+//! Every chain accepts by policy what is not a slot's: other tables on the
+//! host (a container runtime's, the administrator's) decide about their
+//! own traffic, and an accept here does not overrule their drops. The
+//! forwarding that [`prepare`] turns on is host-wide (Linux has no
+//! per-destination switch), which is why it is the rules that limit what
+//! the slots get forwarded.
 
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{InetHookNumber, MetaKey, Operator};
 
 use crate::error::NetError;
-use crate::nft::expr::{self, Expr, IPV4_SADDR, NFPROTO_IPV4};
+use crate::nft::expr::{self, Expr, IPV4_SADDR, NFPROTO_IPV4, NFPROTO_IPV6};
 use crate::nft::{Batch, ChainType};
 use crate::slot::SlotNaming;
 use crate::{sysctl, worker};
@@ -73,7 +84,7 @@ pub async fn prepare(naming: &SlotNaming) -> Result<(), NetError> {
     }
     let is = |key, name: &[u8]| [expr::meta(key), expr::cmp(Operator::Equal, name.to_vec())];
     let established = expr::ct_established_or_related;
-    let rules: [(&str, Vec<Expr>); 6] = [
+    let rules: [(&str, Vec<Expr>); 8] = [
         (
             "input",
             [
@@ -108,6 +119,31 @@ pub async fn prepare(naming: &SlotNaming) -> Result<(), NetError> {
         (
             "forward",
             [&is(MetaKey::Oifname, &veths)[..], &[expr::drop()]].concat(),
+        ),
+        // Slots speak IPv4 only, from their own addresses (a slot's
+        // namespace drops a guest's spoofed and IPv6 packets already).
+        (
+            "forward",
+            [
+                &is(MetaKey::Iifname, &veths)[..],
+                &expr::nfproto(NFPROTO_IPV6),
+                &[expr::drop()],
+            ]
+            .concat(),
+        ),
+        (
+            "forward",
+            [
+                &is(MetaKey::Iifname, &veths)[..],
+                &expr::nfproto(NFPROTO_IPV4),
+                &[
+                    // The /16's first two bytes.
+                    expr::network_header(IPV4_SADDR, 2),
+                    expr::cmp(Operator::NotEqual, vec![10, octet]),
+                    expr::drop(),
+                ],
+            ]
+            .concat(),
         ),
         (
             "postrouting",

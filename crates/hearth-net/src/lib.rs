@@ -5,19 +5,25 @@
 //! * `eth0`, one end of a veth pair whose other end (`<prefix>v<index>`) is
 //!   on the host, with a /30 from 10.11.0.0/16 per slot;
 //! * `tap0`, the VM's NIC, at [`GATEWAY`] facing the guest's [`GUEST_ADDRESS`];
-//! * an nftables table that forwards every TCP connection arriving on `eth0`
-//!   to the guest, so the host reaches envd at `<sandbox address>:49983`.
+//! * an nftables table that forwards every TCP connection opened through
+//!   `eth0` to the guest, so the host reaches envd at
+//!   `<sandbox address>:49983`.
 //!
 //! Deleting the namespace removes all of it: both veth ends, the tap and the
-//! table. Inside, the table also masquerades the guest's traffic out of
-//! `eth0` and filters it ([`EgressPolicy`]); on the host, [`host::prepare`]
-//! masquerades it onward and keeps guests off the host and each other.
+//! table. Inside, the table also drops what the guest sends with another
+//! source address or over IPv6, masquerades the rest out of `eth0` and
+//! filters it ([`EgressPolicy`]); on the host, [`host::prepare`] masquerades
+//! it onward and keeps guests off the host and each other. A policy change
+//! and a slot's reuse forget the connections tracked for it, so none
+//! outlives the rules that let it start.
 //!
 //! All of it is made over netlink from Rust: namespaces, links, addresses
 //! and routes with rtnetlink, the tap with the tun ioctls, and the nftables
 //! tables as netlink transactions. No `ip` or `nft` process is run, so a
 //! slot takes a few milliseconds and needs no tools on the host.
 
+mod connections;
+mod conntrack;
 pub mod egress;
 pub mod error;
 pub mod host;
@@ -26,10 +32,11 @@ mod netns;
 mod nft;
 pub mod pool;
 pub mod slot;
+mod slot_rules;
 mod slot_setup;
 mod slot_table;
 mod sysctl;
-mod tap;
+pub mod tap;
 mod worker;
 
 pub use egress::EgressPolicy;

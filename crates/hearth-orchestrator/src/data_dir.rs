@@ -2,6 +2,8 @@
 //! outside any source checkout, in a versioned layout.
 //!
 //! ```text
+//! <root>/                           0700: only root may look inside
+//! <root>/node-token                the node's gRPC token (0600), when it made one
 //! <root>/v1/host/accel.json        the accelerator probed for this host
 //! <root>/v1/artifacts/<kind>/<key>/ guest artifacts by input hash
 //! <root>/v1/templates/<name>/<build id>/  template snapshots
@@ -38,6 +40,17 @@ impl DataDir {
         &self.root
     }
 
+    /// Creates the root as 0700, or makes an existing one 0700: it holds
+    /// the database, tokens and keys, and every sandbox's disk and memory.
+    pub fn ensure_private(&self) -> std::io::Result<()> {
+        crate::private_files::ensure_private_dir(&self.root)
+    }
+
+    /// Where the node keeps the token of its gRPC API when it makes one.
+    pub fn node_token(&self) -> PathBuf {
+        self.root.join("node-token")
+    }
+
     fn versioned(&self) -> PathBuf {
         self.root.join(LAYOUT)
     }
@@ -56,5 +69,11 @@ impl DataDir {
 
     pub fn sandboxes(&self) -> PathBuf {
         self.versioned().join("sandboxes")
+    }
+
+    /// Where each jailed VMM's private root is mounted (in its own mount
+    /// namespace; the directory itself stays empty).
+    pub fn jail_root(&self) -> PathBuf {
+        self.versioned().join("jail-root")
     }
 }

@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use hearth_proto::auth::{NodeToken, RequireToken};
 use hearth_proto::orchestrator as pb;
 use pb::info_service_server::{InfoService, InfoServiceServer};
 use pb::sandbox_service_server::{SandboxService, SandboxServiceServer};
+use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
+use crate::abandon::run_or_undo;
 use crate::sandboxes::{SandboxError, SandboxInfo, SandboxManager, SandboxSpec};
 
 /// The gRPC services of one node.
@@ -19,6 +22,8 @@ pub struct NodeService {
     manager: Arc<SandboxManager>,
     node_id: String,
     builds: Option<crate::grpc_templates::TemplateBuilds>,
+    /// The token every call must carry; `None` lets every caller in.
+    token: Option<NodeToken>,
 }
 
 impl NodeService {
@@ -27,7 +32,16 @@ impl NodeService {
             manager,
             node_id,
             builds: None,
+            token: None,
         }
+    }
+
+    /// Refuses every call without `token` (`UNAUTHENTICATED`), the health
+    /// service's too. A node reachable from anything but its own process
+    /// needs one: its API creates VMs as root.
+    pub fn with_token(mut self, token: NodeToken) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// Also serves `TemplateService` with this builder.
@@ -50,6 +64,7 @@ impl NodeService {
             .set_serving::<SandboxServiceServer<NodeService>>()
             .await;
         tonic::transport::Server::builder()
+            .layer(InterceptorLayer::new(RequireToken(self.token.clone())))
             .add_service(health)
             .add_service(SandboxServiceServer::new(self.clone()))
             .add_optional_service(
@@ -169,12 +184,22 @@ impl SandboxService for NodeService {
         let spec = spec_from(request.into_inner())?;
         // The create runs to its end even if the caller goes away (deadline,
         // dropped connection): stopped halfway it would leave its id
-        // reserved and its VM or slot unaccounted for. The control plane
-        // deletes sandboxes it has no record of.
+        // reserved and its VM or slot unaccounted for. What it made for a
+        // caller that left is deleted: that caller has no record of it.
         let manager = self.manager.clone();
-        let info = tokio::spawn(async move { manager.create(spec).await })
+        let undo_manager = self.manager.clone();
+        let id = spec.sandbox_id.clone();
+        let undo = move |created: Result<SandboxInfo, SandboxError>| async move {
+            if created.is_ok() {
+                tracing::warn!(sandbox_id = %id, "the create's caller went away; deleting what it made");
+                if let Err(error) = undo_manager.delete(&id).await {
+                    tracing::warn!(sandbox_id = %id, %error, "deleting an abandoned create failed");
+                }
+            }
+        };
+        let info = run_or_undo(async move { manager.create(spec).await }, undo)
             .await
-            .map_err(|e| Status::internal(format!("the create task failed: {e}")))?
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
         Ok(Response::new(pb::SandboxCreateResponse {
             client_id: self.node_id.clone(),
@@ -251,11 +276,12 @@ impl SandboxService for NodeService {
             .metrics(&request.into_inner().sandbox_id)
             .await
             .map_err(status)?;
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         Ok(Response::new(pb::SandboxMetrics {
             cpu_seconds: sample.cpu_seconds,
-            memory_rss_bytes: sample.memory_rss_bytes as i64,
-            memory_pss_bytes: sample.memory_pss_bytes as i64,
-            disk_bytes: sample.disk_bytes as i64,
+            memory_rss_bytes: signed(sample.memory_rss_bytes),
+            memory_pss_bytes: signed(sample.memory_pss_bytes),
+            disk_bytes: signed(sample.disk_bytes),
         }))
     }
 
@@ -306,7 +332,8 @@ impl InfoService for NodeService {
             metric_memory_total_bytes: memory_total as i64,
             metric_memory_used_bytes: memory_total.saturating_sub(memory_available) as i64,
             metric_cpu_allocated: cpu_allocated as i64,
-            metric_memory_allocated_bytes: (mib_allocated << 20) as i64,
+            metric_memory_allocated_bytes: i64::try_from(mib_allocated.saturating_mul(1 << 20))
+                .unwrap_or(i64::MAX),
             max_sandboxes: limits.max_sandboxes as i64,
             max_starting_sandboxes: limits.max_starting as i64,
         }))

@@ -136,6 +136,11 @@ impl TemplateService for TemplateBuilds {
         request: Request<pb::TemplateBuildRequest>,
     ) -> Result<Response<Self::BuildStream>, Status> {
         let spec = spec_from(request.into_inner())?;
+        // A build writes layers and a snapshot: refused up front on a node
+        // whose disk is nearly full, rather than failing midway.
+        self.manager
+            .disk_allows_a_build()
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let (log, mut lines) = BuildLog::new();
         let (events, receiver) = mpsc::channel(256);
         let builder = self.builder.clone();

@@ -2,12 +2,16 @@
 //! runtime (accelerator, guest images, templates, clones in network slots),
 //! its sandboxes and the gRPC API the control plane calls.
 
+pub mod abandon;
+pub mod admission;
 pub mod build;
 pub mod data_dir;
 pub mod error;
 pub mod grpc;
 pub mod grpc_templates;
 pub mod metrics;
+pub mod node_token;
+pub mod private_files;
 pub mod record;
 pub mod runtime;
 pub mod sandboxes;

@@ -15,11 +15,12 @@ pub struct SandboxMetrics {
 pub fn sample(pid: u32, disk: &Path) -> std::io::Result<SandboxMetrics> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let disk_bytes = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(disk)?) * 512;
+    let disk_bytes =
+        std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(disk)?).saturating_mul(512);
     Ok(SandboxMetrics {
         cpu_seconds: cpu_seconds(&stat).unwrap_or(0.0),
-        memory_rss_bytes: rollup_kib(&rollup, "Rss:") * 1024,
-        memory_pss_bytes: rollup_kib(&rollup, "Pss:") * 1024,
+        memory_rss_bytes: rollup_kib(&rollup, "Rss:").saturating_mul(1024),
+        memory_pss_bytes: rollup_kib(&rollup, "Pss:").saturating_mul(1024),
         disk_bytes,
     })
 }
@@ -40,8 +41,8 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
 pub fn host_memory() -> (u64, u64) {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     (
-        rollup_kib(&text, "MemTotal:") * 1024,
-        rollup_kib(&text, "MemAvailable:") * 1024,
+        rollup_kib(&text, "MemTotal:").saturating_mul(1024),
+        rollup_kib(&text, "MemAvailable:").saturating_mul(1024),
     )
 }
 

@@ -104,6 +104,18 @@ fn processes_and_command_lines(needle: &str) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// The real uid of process `pid`, while it runs.
+fn real_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A clone and the network slot it runs in.
 #[derive(Debug)]
 pub struct RunningSandbox {
@@ -130,6 +142,11 @@ impl NodeRuntime {
     /// Opens the data directory and picks the accelerator (probing it the
     /// first time, with the guest kernel, which is fetched if missing).
     pub async fn open(data: DataDir, naming: SlotNaming, progress: &Progress) -> Result<Self> {
+        data.ensure_private().map_err(|source| NodeError::Io {
+            context: "securing (0700) the data directory",
+            path: data.root().to_path_buf(),
+            source,
+        })?;
         let artifacts = Cache::new(data.artifacts());
         let cache = artifacts.clone();
         let progress = progress.clone();
@@ -143,8 +160,9 @@ impl NodeRuntime {
         .await?;
         let accel = hearth_vmm::accel::detect(&data.host(), Some(&probe)).await?;
         tracing::info!(accel = %accel.accel, reason = %accel.reason, "accelerator chosen");
+        let vmm = confined(QemuVmm::new(accel.accel), &data)?;
         Ok(Self {
-            vmm: QemuVmm::new(accel.accel),
+            vmm,
             accel,
             slots: SlotPool::new(naming.clone(), 0),
             naming,
@@ -283,7 +301,10 @@ impl NodeRuntime {
                 .collect::<Vec<_>>()
         };
         let mut reclaimed = Reclaimed::default();
-        for pid in leftover_processes() {
+        let leftovers = leftover_processes();
+        // A jailed QEMU runs as its jail uid, which names its cgroup.
+        let jail_uids: Vec<u32> = leftovers.iter().filter_map(|&pid| real_uid(pid)).collect();
+        for pid in leftovers {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -296,6 +317,7 @@ impl NodeRuntime {
         while !leftover_processes().is_empty() && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        self.remove_vm_cgroups(&jail_uids).await;
         if let Ok(entries) = std::fs::read_dir(&sandboxes) {
             for entry in entries.filter_map(|e| e.ok()) {
                 let path = entry.path();
@@ -336,6 +358,36 @@ impl NodeRuntime {
             tracing::warn!(?reclaimed, "cleaned up after a previous run");
         }
         Ok(reclaimed)
+    }
+
+    /// Removes the cgroups of the VMs of jail `uids`, killed by
+    /// [`Self::reclaim`]: the leases that would have removed them died with
+    /// the previous process. A group empties once its process is reaped:
+    /// a busy group is tried again for a few seconds.
+    async fn remove_vm_cgroups(&self, uids: &[u32]) {
+        let Some(layout) = self.vmm.jail().and_then(|jail| jail.cgroup_layout()) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut groups: Vec<_> = uids
+            .iter()
+            .filter_map(|&uid| layout.existing(uid))
+            .collect();
+        loop {
+            groups.retain(|group| group.remove().is_err());
+            if groups.is_empty() {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                for group in &groups {
+                    if let Err(error) = group.remove() {
+                        tracing::warn!(group = %group.memory_dir().display(), %error, "a killed VM's cgroup stays");
+                    }
+                }
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Keeps `size` network slots ready from now on (refilled by a
@@ -509,4 +561,21 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| NodeError::Invalid(format!("a build task failed: {e}")))?
+}
+
+/// Jails every VM (see [`hearth_vmm::jail`]) when this process may: making
+/// namespaces, cgroups and other users' files takes root.
+fn confined(vmm: QemuVmm, data: &DataDir) -> Result<QemuVmm> {
+    if !nix::unistd::geteuid().is_root() {
+        tracing::warn!("not root: VMs run unjailed, as this user");
+        return Ok(vmm);
+    }
+    let mut config = hearth_vmm::jail::JailConfig::under(data.root());
+    config.root = data.jail_root();
+    let jail = hearth_vmm::jail::Jail::new(config)?;
+    match jail.cgroup_layout() {
+        Some(layout) => tracing::info!(cgroups = layout.version(), "VMs are jailed"),
+        None => tracing::warn!("VMs are jailed without cgroups"),
+    }
+    Ok(vmm.with_jail(jail))
 }

@@ -11,6 +11,7 @@ use hearth_vmm::{ConsoleLog, ConsoleSnapshot, InitParams, Template, VmStatus, Vm
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::admission::{self, MemoryBudget};
 use crate::error::NodeError;
 use crate::metrics::SandboxMetrics;
 use crate::record::SandboxRecord;
@@ -25,8 +26,18 @@ pub struct NodeLimits {
     pub max_starting: usize,
     /// How long a create waits for its turn before it is refused.
     pub start_wait: Duration,
-    /// Host memory (MemAvailable) that must remain for a create to start.
+    /// Host memory kept out of what sandboxes may commit (for the host,
+    /// the node, template builds).
     pub min_free_memory_mib: u64,
+    /// What each sandbox commits beyond its guest RAM (QEMU, its TCG
+    /// translation cache, page tables).
+    pub per_vm_overhead_mib: u64,
+    /// How far commitments may exceed the memory left after the reserve
+    /// (see [`crate::admission`]); 1.0 never overcommits.
+    pub memory_overcommit: f64,
+    /// Free disk in the data directory below which creates and builds are
+    /// refused.
+    pub min_free_disk_mib: u64,
 }
 
 impl Default for NodeLimits {
@@ -36,6 +47,9 @@ impl Default for NodeLimits {
             max_starting: 3,
             start_wait: Duration::from_secs(30),
             min_free_memory_mib: 512,
+            per_vm_overhead_mib: 64,
+            memory_overcommit: 1.0,
+            min_free_disk_mib: 1024,
         }
     }
 }
@@ -106,8 +120,21 @@ pub enum SandboxError {
 }
 
 enum Entry {
-    Starting,
+    /// Reserved by a create; its guest RAM is committed already.
+    Starting {
+        memory_mib: u32,
+    },
     Running(Arc<Live>),
+}
+
+impl Entry {
+    /// The guest RAM this sandbox commits.
+    fn memory_mib(&self) -> u64 {
+        match self {
+            Self::Starting { memory_mib } => u64::from(*memory_mib),
+            Self::Running(live) => u64::from(lock(&live.info).memory_mib),
+        }
+    }
 }
 
 struct Live {
@@ -141,14 +168,6 @@ impl Live {
             .write(&self.run_dir)
             .map_err(|e| SandboxError::Node(e.into()))
     }
-}
-
-/// Whether a clone may start with `available` MiB free. A clone's RAM is a
-/// copy-on-write view of its template, so its own cost is what it writes;
-/// the node refuses once the host nears the floor instead of counting
-/// worst cases.
-pub fn memory_allows_a_start(available_mib: u64, min_free_mib: u64) -> bool {
-    available_mib > min_free_mib
 }
 
 /// The sandboxes of one node.
@@ -289,7 +308,7 @@ impl SandboxManager {
             Self::validate(&spec)?;
             let egress = spec.egress()?;
             let template = self.template_for(&spec)?;
-            self.reserve(&spec.sandbox_id)?;
+            self.reserve(&spec.sandbox_id, template.meta.memory_mib)?;
             let created = self.start(spec.clone(), &template, &egress).await;
             let mut sandboxes = lock(&self.sandboxes);
             match created {
@@ -310,7 +329,30 @@ impl SandboxManager {
         .await
     }
 
-    fn reserve(&self, id: &str) -> Result<(), SandboxError> {
+    /// What the node gives its sandboxes, from the host's memory now.
+    fn memory_budget(&self) -> MemoryBudget {
+        MemoryBudget {
+            host_total_mib: crate::metrics::host_memory().0 >> 20,
+            reserve_mib: self.limits.min_free_memory_mib,
+            per_vm_overhead_mib: self.limits.per_vm_overhead_mib,
+            overcommit: self.limits.memory_overcommit,
+        }
+    }
+
+    /// Free disk for a build, checked before it starts (the same floor as
+    /// for creates).
+    pub fn disk_allows_a_build(&self) -> Result<(), SandboxError> {
+        admission::disk_allows(self.runtime.data.root(), self.limits.min_free_disk_mib)
+            .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))
+    }
+
+    /// Takes `id` for a create of a sandbox with `memory_mib` of guest RAM,
+    /// if the node has room: the count, committed memory and free disk.
+    /// Its memory stays committed from here on, so concurrent creates
+    /// cannot all take the same room.
+    fn reserve(&self, id: &str, memory_mib: u32) -> Result<(), SandboxError> {
+        let budget = self.memory_budget();
+        let disk = admission::disk_allows(self.runtime.data.root(), self.limits.min_free_disk_mib);
         let mut sandboxes = lock(&self.sandboxes);
         if sandboxes.contains_key(id) {
             return Err(SandboxError::AlreadyExists(id.to_owned()));
@@ -321,14 +363,12 @@ impl SandboxManager {
                 self.limits.max_sandboxes
             )));
         }
-        let available = crate::metrics::host_memory().1 >> 20;
-        if !memory_allows_a_start(available, self.limits.min_free_memory_mib) {
-            return Err(SandboxError::ResourceExhausted(format!(
-                "host memory is low: {available} MiB available, {} MiB must stay free",
-                self.limits.min_free_memory_mib
-            )));
-        }
-        sandboxes.insert(id.to_owned(), Entry::Starting);
+        let committed = budget.committed_mib(sandboxes.values().map(Entry::memory_mib));
+        budget
+            .admit(committed, u64::from(memory_mib))
+            .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;
+        disk.map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;
+        sandboxes.insert(id.to_owned(), Entry::Starting { memory_mib });
         Ok(())
     }
 
@@ -423,7 +463,7 @@ impl SandboxManager {
     fn live(&self, id: &str) -> Result<Arc<Live>, SandboxError> {
         match lock(&self.sandboxes).get(id) {
             Some(Entry::Running(live)) => Ok(live.clone()),
-            Some(Entry::Starting) => Err(SandboxError::Starting(id.to_owned())),
+            Some(Entry::Starting { .. }) => Err(SandboxError::Starting(id.to_owned())),
             None => Err(SandboxError::NotFound(id.to_owned())),
         }
     }
@@ -438,7 +478,7 @@ impl SandboxManager {
             .values()
             .filter_map(|entry| match entry {
                 Entry::Running(live) => Some(lock(&live.info).clone()),
-                Entry::Starting => None,
+                Entry::Starting { .. } => None,
             })
             .collect()
     }
@@ -523,7 +563,9 @@ impl SandboxManager {
                         Some(Entry::Running(live)) => live,
                         _ => return Err(SandboxError::NotFound(id.to_owned())),
                     },
-                    Some(Entry::Starting) => return Err(SandboxError::Starting(id.to_owned())),
+                    Some(Entry::Starting { .. }) => {
+                        return Err(SandboxError::Starting(id.to_owned()));
+                    }
                     None => return Err(SandboxError::NotFound(id.to_owned())),
                 }
             };
@@ -545,7 +587,7 @@ impl SandboxManager {
             .iter()
             .filter_map(|(id, entry)| match entry {
                 Entry::Running(live) => Some((id.clone(), live.clone())),
-                Entry::Starting => None,
+                Entry::Starting { .. } => None,
             })
             .collect();
         let mut due = Vec::new();
@@ -626,17 +668,5 @@ impl SandboxManager {
                 mib + u64::from(info.memory_mib),
             )
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_start_needs_memory_above_the_floor() {
-        assert!(memory_allows_a_start(4096, 512));
-        assert!(!memory_allows_a_start(512, 512));
-        assert!(!memory_allows_a_start(0, 512));
     }
 }

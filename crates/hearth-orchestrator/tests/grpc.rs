@@ -309,7 +309,11 @@ async fn a_vm_that_dies_is_noticed_and_cleaned_up() -> TestResult {
     let dir = node.manager.runtime().sandbox_dir("dies");
     let deadline = Instant::now() + Duration::from_secs(20);
     while dir.exists() {
-        assert!(Instant::now() < deadline, "{} was not removed", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} was not removed",
+            dir.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     node.shutdown().await

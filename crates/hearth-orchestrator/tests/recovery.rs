@@ -450,6 +450,13 @@ async fn leftovers_of_a_crashed_node_are_cleaned_up() -> TestResult {
     let marker = format!("{}/", crashed.sandboxes_dir().display());
     assert!(process_running(&marker), "the crashed node's VMs still run");
     assert_eq!(test_slots().len(), 2);
+    // Their cgroups, which their leases (gone with the crashed node) would
+    // have removed.
+    let cgroups: Vec<std::path::PathBuf> =
+        hearth_orchestrator::runtime::processes_mentioning(&marker)
+            .into_iter()
+            .filter_map(vm_cgroup_dir)
+            .collect();
 
     // Opened as a restarting node would be: nothing cleaned beforehand.
     let restarted = NodeRuntime::open(
@@ -479,6 +486,32 @@ async fn leftovers_of_a_crashed_node_are_cleaned_up() -> TestResult {
             "{id}'s run directory is left"
         );
     }
+    for dir in &cgroups {
+        assert!(
+            !dir.exists(),
+            "a killed VM's cgroup {} is left",
+            dir.display()
+        );
+    }
     assert_eq!(restarted.reclaim_leftovers().await?, Reclaimed::default());
     Ok(())
+}
+
+/// The directory of `pid`'s VM cgroup (`hearth/vm-<uid>`) in the first
+/// hierarchy that has one, if it is in one.
+fn vm_cgroup_dir(pid: i32) -> Option<std::path::PathBuf> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroups.lines().find_map(|line| {
+        // `<id>:<controllers>:<path>`; v2's line is `0::<path>`.
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if !path.starts_with("/hearth/vm-") {
+            return None;
+        }
+        let hierarchy = match controllers.split(',').next()? {
+            "" => std::path::PathBuf::from("/sys/fs/cgroup"),
+            first => std::path::Path::new("/sys/fs/cgroup").join(first),
+        };
+        Some(hierarchy.join(path.trim_start_matches('/')))
+    })
 }

@@ -51,6 +51,7 @@ async fn two_hundred_create_delete_cycles_leak_nothing() -> TestResult {
     ));
     manager.register_template(template);
 
+    let groups_before = vm_cgroups(&manager);
     // Warm up allocator and connection pools before taking the baseline.
     let mut baseline = None;
     for (cycle, id) in ids.iter().enumerate() {
@@ -102,5 +103,30 @@ async fn two_hundred_create_delete_cycles_leak_nothing() -> TestResult {
         .filter(|e| e.file_name().to_string_lossy().starts_with("stress-"))
         .collect();
     assert!(left.is_empty(), "run directories are left: {}", left.len());
+    // Other VMs on this host may hold groups of their own: only new ones
+    // would be this test's leak.
+    let leaked: Vec<String> = vm_cgroups(&manager)
+        .difference(&groups_before)
+        .cloned()
+        .collect();
+    assert!(leaked.is_empty(), "VM cgroups are left: {leaked:?}");
     Ok(())
+}
+
+/// The VM cgroups on this host (`hearth/vm-<uid>` in the memory hierarchy
+/// on v1, the unified one on v2).
+fn vm_cgroups(manager: &SandboxManager) -> std::collections::BTreeSet<String> {
+    let parent = match manager.runtime().vmm.jail().and_then(|j| j.cgroup_layout()) {
+        Some(hearth_vmm::jail::CgroupLayout::V1 { root }) => root.join("memory/hearth"),
+        Some(hearth_vmm::jail::CgroupLayout::V2 { root }) => root.join("hearth"),
+        None => return Default::default(),
+    };
+    std::fs::read_dir(parent)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("vm-"))
+                .collect()
+        })
+        .unwrap_or_default()
 }

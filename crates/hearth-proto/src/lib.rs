@@ -1,6 +1,8 @@
 //! The node orchestrator's gRPC API, as the control plane calls it.
-#![allow(clippy::all, missing_docs)]
 
+pub mod auth;
+
+#[allow(clippy::all, missing_docs)]
 pub mod orchestrator {
     tonic::include_proto!("hearth.orchestrator.v1");
 }

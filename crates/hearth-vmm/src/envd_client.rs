@@ -12,8 +12,10 @@ use crate::error::{Result, VmmError};
 
 /// envd's port inside every guest.
 pub const ENVD_PORT: u16 = 49983;
-/// How long one HTTP request to envd may take.
+/// How long one HTTP request to envd may take, answer read included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of a command's output stream [`EnvdClient::run`] collects.
+pub const MAX_RUN_OUTPUT: usize = 16 << 20;
 
 /// The body of envd's `POST /init`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -130,7 +132,7 @@ impl EnvdClient {
             .map_err(|e| self.error(format!("POST /init: {e}")))?;
         let status = response.status();
         if status != reqwest::StatusCode::NO_CONTENT {
-            let body = response.text().await.unwrap_or_default();
+            let body = crate::envd_body::error_text(response).await;
             return Err(self.error(format!("POST /init answered {status}: {body}")));
         }
         Ok(())
@@ -144,7 +146,8 @@ impl EnvdClient {
     }
 
     /// Runs `cmd args…` (as `user`, or envd's default user) and collects its
-    /// output; gives up after `timeout`.
+    /// output (at most [`MAX_RUN_OUTPUT`] bytes of stream); gives up after
+    /// `timeout`, which covers the whole exchange.
     pub async fn run(
         &self,
         cmd: &str,
@@ -179,8 +182,12 @@ impl EnvdClient {
             .send()
             .await
             .map_err(|e| self.error(format!("process.Process/Start: {e}")))?;
-        let bytes = response
-            .bytes()
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = crate::envd_body::error_text(response).await;
+            return Err(self.error(format!("process.Process/Start answered {status}: {body}")));
+        }
+        let bytes = crate::envd_body::read_at_most(response, MAX_RUN_OUTPUT)
             .await
             .map_err(|e| self.error(format!("reading the process stream: {e}")))?;
         parse_start_stream(&bytes).map_err(|m| self.error(format!("process.Process/Start: {m}")))
@@ -196,13 +203,16 @@ pub fn parse_start_stream(mut bytes: &[u8]) -> Result<CommandOutput, String> {
         stderr: String::new(),
     };
     let mut ended = false;
-    while bytes.len() >= 5 {
-        let flags = bytes[0];
-        let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-        let message = bytes
-            .get(5..5 + length)
-            .ok_or_else(|| "truncated envelope".to_owned())?;
-        bytes = &bytes[5 + length..];
+    while let [flags, a, b, c, d, rest @ ..] = bytes {
+        let flags = *flags;
+        // The guest chose the length: compared, never added to.
+        let length = usize::try_from(u32::from_be_bytes([*a, *b, *c, *d]))
+            .map_err(|_| "an envelope too long for this host".to_owned())?;
+        if length > rest.len() {
+            return Err("truncated envelope".to_owned());
+        }
+        let (message, after) = rest.split_at(length);
+        bytes = after;
         let value: serde_json::Value =
             serde_json::from_slice(message).map_err(|e| format!("invalid JSON message: {e}"))?;
         if flags & 0x02 != 0 {
@@ -283,5 +293,14 @@ mod tests {
         cut.truncate(cut.len() - 3);
         assert!(parse_start_stream(&cut).is_err());
         assert!(parse_start_stream(&envelope(0, r#"{"event":{"start":{"pid":7}}}"#)).is_err());
+    }
+
+    #[test]
+    fn a_length_the_guest_made_up_is_refused_without_panicking() {
+        // A header claiming 4 GiB, followed by a few bytes.
+        let mut lie = vec![0, 0xff, 0xff, 0xff, 0xff];
+        lie.extend_from_slice(b"{}");
+        assert!(parse_start_stream(&lie).is_err());
+        assert!(parse_start_stream(&[0, 0, 0]).is_err());
     }
 }

@@ -182,7 +182,7 @@ impl EnvdClient {
         let mut response = request.send().await.map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let body = crate::envd_body::error_text(response).await;
             return Err(fail(format!("envd answered {status}: {body}")));
         }
         let mut envelopes = Envelopes::default();
@@ -259,7 +259,7 @@ impl EnvdClient {
             .map_err(|e| self.error(format!("uploading {path}: {e}")))?;
         if !response.status().is_success() {
             let status = response.status();
-            let text = response.text().await.unwrap_or_default();
+            let text = crate::envd_body::error_text(response).await;
             return Err(VmmError::Envd {
                 vm: self.vm.clone(),
                 message: format!("uploading {path}: envd answered {status}: {text}"),

@@ -56,6 +56,8 @@ pub enum VmmError {
     #[error("{vm}: cannot adopt it: {reason}")]
     NotAdoptable { vm: String, reason: String },
     #[error("{0}")]
+    Net(#[from] hearth_net::NetError),
+    #[error("{0}")]
     Invalid(String),
 }
 

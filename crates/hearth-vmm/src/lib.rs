@@ -4,6 +4,8 @@
 pub mod accel;
 pub mod console;
 pub mod error;
+pub mod jail;
+mod line_bound;
 pub mod netns_exec;
 mod process;
 pub mod qemu;
@@ -17,6 +19,7 @@ pub use qemu::{QemuVm, QemuVmm};
 pub use vmm::{
     AdoptSpec, BootSource, ConsoleSink, GuestMemory, NetAttachment, VmSpec, VmStatus, Vmm,
 };
+pub mod envd_body;
 pub mod envd_client;
 pub mod envd_process;
 pub mod sandbox;

@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 use crate::accel::{Accel, QEMU};
 use crate::console::ConsoleLog;
 use crate::error::{Result, VmmError};
+use crate::jail::{CgroupLimits, Jail, JailLease, MountPlan};
 use crate::netns_exec::enter_netns_on_exec;
 use crate::process::ForeignProcess;
 use crate::qmp::Qmp;
@@ -26,6 +27,14 @@ const QUIT_DEADLINE: Duration = Duration::from_secs(10);
 const LOG_TAIL: u64 = 1500;
 /// How long an adopted VM's monitor may take to answer.
 const ADOPT_DEADLINE: Duration = Duration::from_secs(5);
+/// QEMU's seccomp filter: no obsolete system calls, no setuid and the like,
+/// no fork or exec, no changing scheduling or affinity.
+const SECCOMP: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// What a jailed VMM may use beyond its guest's RAM (its own heap, device
+/// state and, under TCG, the translation cache of `tb-size`).
+const VMM_OVERHEAD_MIB: u64 = 256;
+/// Tasks a jailed VMM may have: vCPU, I/O and worker threads.
+const VMM_TASKS: u32 = 512;
 
 /// Runs VMs as `qemu-system-x86_64 -M microvm` processes.
 #[derive(Debug, Clone)]
@@ -33,6 +42,7 @@ pub struct QemuVmm {
     accel: Accel,
     binary: PathBuf,
     own_process_group: bool,
+    jail: Option<std::sync::Arc<Jail>>,
 }
 
 impl QemuVmm {
@@ -41,7 +51,19 @@ impl QemuVmm {
             accel,
             binary: PathBuf::from(QEMU),
             own_process_group: false,
+            jail: None,
         }
+    }
+
+    /// Runs every VM's QEMU in a jail of its own (see [`crate::jail`]).
+    pub fn with_jail(mut self, jail: std::sync::Arc<Jail>) -> Self {
+        self.jail = Some(jail);
+        self
+    }
+
+    /// The jail VMs run in, if any.
+    pub fn jail(&self) -> Option<&Jail> {
+        self.jail.as_deref()
     }
 
     /// Starts every VM in a process group of its own, so that signals for
@@ -175,6 +197,10 @@ pub struct QemuVm {
     qmp: Qmp,
     timings: StartupTimings,
     console: Option<Console>,
+    /// Its uid and cgroup, when jailed; released once QEMU has exited.
+    jail: Option<JailLease>,
+    /// The disk image it writes to (changed by [`Vmm::snapshot_disk`]).
+    disk_top: Mutex<Option<PathBuf>>,
 }
 
 impl QemuVm {
@@ -199,6 +225,11 @@ impl QemuVm {
     /// The run directory (disk overlay, sockets, logs).
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// Its jail uid and cgroup, when jailed.
+    pub fn jail(&self) -> Option<&JailLease> {
+        self.jail.as_ref()
     }
 
     /// Whether QEMU has exited, and how.
@@ -273,8 +304,18 @@ pub fn log_tail(path: &Path) -> String {
         .join(" ")
 }
 
-/// QEMU's command line for `spec`; `incoming` waits for device state.
-pub fn command_line(spec: &VmSpec, incoming: bool) -> Vec<String> {
+/// How a VM's QEMU is started, beyond its [`VmSpec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Wait for device state (`-incoming defer`).
+    pub incoming: bool,
+    /// The tap, opened by hearth and inherited (a jailed QEMU cannot open
+    /// it); `None`: QEMU opens it by name.
+    pub tap_fd: Option<i32>,
+}
+
+/// QEMU's command line for `spec`.
+pub fn command_line(spec: &VmSpec, launch: Launch) -> Vec<String> {
     let mib = spec.memory_mib;
     let mut args: Vec<String> = vec![
         "-name".into(),
@@ -306,6 +347,8 @@ pub fn command_line(spec: &VmSpec, incoming: bool) -> Vec<String> {
         "-display".into(),
         "none".into(),
         "-no-reboot".into(),
+        "-sandbox".into(),
+        SECCOMP.into(),
         // Start paused: booting and restoring both end with `cont`.
         "-S".into(),
         "-kernel".into(),
@@ -339,28 +382,47 @@ pub fn command_line(spec: &VmSpec, incoming: bool) -> Vec<String> {
     if let Some(net) = &spec.net {
         args.extend([
             "-netdev".into(),
-            format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+            match launch.tap_fd {
+                Some(fd) => format!("tap,id=net0,fd={fd}"),
+                None => format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+            },
             "-device".into(),
             format!("virtio-net-device,netdev=net0,mac={}", net.mac),
         ]);
     }
-    if incoming {
+    if launch.incoming {
         args.extend(["-incoming".into(), "defer".into()]);
     }
     args
 }
 
 impl QemuVmm {
-    /// Spawns QEMU (paused) and connects to its monitor.
-    async fn spawn(&self, spec: &VmSpec, incoming: bool) -> Result<QemuVm> {
+    /// Spawns QEMU (paused) and connects to its monitor; `read_only` are
+    /// files beyond the spec's that a jailed QEMU reads (device state).
+    async fn spawn(&self, spec: &VmSpec, incoming: bool, read_only: &[&Path]) -> Result<QemuVm> {
         std::fs::create_dir_all(&spec.run_dir).map_err(VmmError::io("creating", &spec.run_dir))?;
         let socket = spec.run_dir.join("qmp.sock");
         let _ = std::fs::remove_file(&socket);
         let log_path = spec.run_dir.join("qemu.log");
         let log = std::fs::File::create(&log_path).map_err(VmmError::io("creating", &log_path))?;
         let mut command = Command::new(&self.binary);
+        let mut launch = Launch {
+            incoming,
+            tap_fd: None,
+        };
+        // Kept open until QEMU has inherited it.
+        let mut tap: Option<std::os::fd::OwnedFd> = None;
+        let jail = match &self.jail {
+            Some(jail) => {
+                let (lease, setup, tap_fd) = self.confine(jail, spec, read_only)?;
+                launch.tap_fd = tap_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+                tap = tap_fd;
+                Some((lease, setup))
+            }
+            None => None,
+        };
         command
-            .args(command_line(spec, incoming))
+            .args(command_line(spec, launch))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -371,8 +433,14 @@ impl QemuVmm {
         if let Some(netns) = spec.net.as_ref().and_then(|n| n.netns.as_deref()) {
             enter_netns_on_exec(&mut command, netns)?;
         }
+        let lease = jail.map(|(lease, setup)| {
+            setup.install(&mut command);
+            lease
+        });
         let spawned = Instant::now();
-        let mut child = command.spawn().map_err(|source| VmmError::Spawn {
+        let spawn = command.spawn();
+        drop(tap);
+        let mut child = spawn.map_err(|source| VmmError::Spawn {
             vm: spec.name.clone(),
             source,
         })?;
@@ -417,7 +485,66 @@ impl QemuVmm {
                 restore: Duration::ZERO,
             },
             console,
+            jail: lease,
+            disk_top: Mutex::new(spec.disk.clone()),
         })
+    }
+
+    /// Prepares `spec`'s jail: a uid and cgroup, its files made its own or
+    /// bound read-only into its file tree, its tap opened.
+    fn confine(
+        &self,
+        jail: &std::sync::Arc<Jail>,
+        spec: &VmSpec,
+        read_only: &[&Path],
+    ) -> Result<(
+        JailLease,
+        crate::jail::ChildSetup,
+        Option<std::os::fd::OwnedFd>,
+    )> {
+        let limits = CgroupLimits {
+            memory_bytes: (u64::from(spec.memory_mib) + VMM_OVERHEAD_MIB) << 20,
+            cpus: u32::from(spec.vcpus),
+            pids: VMM_TASKS,
+        };
+        let lease = jail.lease(&spec.run_dir, &limits)?;
+        let mut plan = MountPlan::new(&jail.config().root)?;
+        plan.bind_dir(&spec.run_dir, false, false)?;
+        for file in [&spec.boot.kernel, &spec.boot.initramfs] {
+            plan.bind_file(file, true, false)?;
+        }
+        match &spec.memory {
+            GuestMemory::Anonymous => {}
+            GuestMemory::TemplateFile(path) => {
+                if !path.exists() {
+                    std::fs::File::create(path).map_err(VmmError::io("creating", path))?;
+                }
+                lease.give(path, 0o600)?;
+                plan.bind_file(path, false, false)?;
+            }
+            GuestMemory::CloneOf(path) => plan.bind_file(path, true, false)?,
+        }
+        if let Some(disk) = &spec.disk {
+            lease.give(disk, 0o600)?;
+            plan.bind_file(disk, false, false)?;
+            for below in crate::jail::backing_chain(disk)? {
+                plan.bind_file(&below, true, false)?;
+            }
+        }
+        for file in read_only {
+            plan.bind_file(file, true, false)?;
+        }
+        let tap = match &spec.net {
+            Some(net) => Some(crate::jail::open_tap(net.netns.as_deref(), &net.tap)?),
+            None => None,
+        };
+        let inherit = tap
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .into_iter()
+            .collect();
+        let setup = lease.child_setup(plan, inherit)?;
+        Ok((lease, setup, tap))
     }
 
     fn check_accel(&self, spec: &VmSpec) -> Result<()> {
@@ -458,7 +585,7 @@ impl Vmm for QemuVmm {
 
     async fn start(&self, spec: &VmSpec) -> Result<QemuVm> {
         self.check_accel(spec)?;
-        let vm = self.spawn(spec, false).await?;
+        let vm = self.spawn(spec, false, &[]).await?;
         if let Err(error) = vm.qmp.execute(qmp::cont {}).await {
             let _ = self.kill(vm).await;
             return Err(error);
@@ -474,7 +601,7 @@ impl Vmm for QemuVmm {
                 spec.name
             )));
         }
-        let mut vm = self.spawn(spec, true).await?;
+        let mut vm = self.spawn(spec, true, &[device_state]).await?;
         let restoring = Instant::now();
         if let Err(error) = self.restore(&vm, device_state).await {
             let _ = self.kill(vm).await;
@@ -523,7 +650,12 @@ impl Vmm for QemuVmm {
 
     async fn snapshot_disk(&self, vm: &QemuVm, new_top: &Path) -> Result<()> {
         vm.ensure_alive()?;
-        vm.qmp
+        // QEMU opens the new top itself, as the VM's uid.
+        if let Some(lease) = &vm.jail {
+            lease.give(new_top, 0o600)?;
+        }
+        let frozen = vm
+            .qmp
             .execute(qmp::blockdev_snapshot_sync(qmp::BlockdevSnapshotSync {
                 device: Some("root".into()),
                 node_name: None,
@@ -534,7 +666,17 @@ impl Vmm for QemuVmm {
                 mode: Some(qmp::NewImageMode::existing),
             }))
             .await
-            .map(drop)
+            .map(drop);
+        if frozen.is_ok() {
+            let mut top = vm.disk_top.lock().unwrap_or_else(|e| e.into_inner());
+            let old = top.replace(new_top.to_owned());
+            // The old top is a finished layer now: other VMs (other uids)
+            // may be built on it before this one ends.
+            if let (Some(lease), Some(old)) = (&vm.jail, old) {
+                lease.give_back(&old)?;
+            }
+        }
+        frozen
     }
 
     fn startup_timings(&self, vm: &QemuVm) -> StartupTimings {
@@ -569,8 +711,14 @@ impl Vmm for QemuVmm {
         // `quit` may see the monitor close before it answers.
         let _ = vm.qmp.execute(qmp::quit {}).await;
         let QemuVm {
-            mut process, name, ..
+            mut process,
+            name,
+            jail,
+            ..
         } = vm;
+        // The jail is released (cgroup removed, files given back) once QEMU
+        // is gone, whichever way it went.
+        let _jail = jail;
         if process.wait_exit(&name, QUIT_DEADLINE).await? {
             return Ok(());
         }
@@ -579,7 +727,13 @@ impl Vmm for QemuVmm {
     }
 
     async fn kill(&self, vm: QemuVm) -> Result<()> {
-        let QemuVm { process, name, .. } = vm;
+        let QemuVm {
+            process,
+            name,
+            jail,
+            ..
+        } = vm;
+        let _jail = jail;
         process.kill(&name).await
     }
 
@@ -614,6 +768,9 @@ impl Vmm for QemuVmm {
             ConsoleSink::Ring(capacity) => Some(Console::follow(capacity, spec.console_socket())),
         };
         tracing::debug!(vm = %spec.name, pid = spec.pid, "QEMU adopted");
+        let jail = self.jail.as_ref().and_then(|jail| {
+            crate::jail::process_uid(spec.pid).and_then(|uid| jail.adopt(uid, &spec.run_dir))
+        });
         Ok(QemuVm {
             name: spec.name.clone(),
             run_dir: spec.run_dir.clone(),
@@ -622,6 +779,8 @@ impl Vmm for QemuVmm {
             qmp,
             timings: StartupTimings::default(),
             console,
+            jail,
+            disk_top: Mutex::new(None),
         })
     }
 
@@ -631,8 +790,12 @@ impl Vmm for QemuVmm {
             process,
             qmp,
             console,
+            jail,
             ..
         } = vm;
+        if let Some(jail) = jail {
+            jail.keep();
+        }
         // Closing the monitor and console connections lets QEMU accept the
         // next process's.
         drop(qmp);
@@ -676,7 +839,13 @@ mod tests {
 
     #[test]
     fn a_clone_maps_template_ram_privately_and_waits_for_state() {
-        let args = command_line(&spec(GuestMemory::CloneOf("/t/memory.ram".into())), true);
+        let args = command_line(
+            &spec(GuestMemory::CloneOf("/t/memory.ram".into())),
+            Launch {
+                incoming: true,
+                tap_fd: None,
+            },
+        );
         assert!(has_pair(
             &args,
             "-object",
@@ -697,7 +866,7 @@ mod tests {
     fn a_template_shares_its_ram_file_and_boots() {
         let args = command_line(
             &spec(GuestMemory::TemplateFile("/t/memory.ram".into())),
-            false,
+            Launch::default(),
         );
         assert!(has_pair(
             &args,

@@ -6,15 +6,18 @@ use std::time::{Duration, Instant};
 
 use qapi::futures::{QapiService, QmpStreamTokio};
 use qapi::qmp;
-use tokio::io::WriteHalf;
 use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
 
 use crate::error::{Result, VmmError};
+use crate::line_bound::LineBound;
 
 /// How long one QMP command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest QMP message read (answers and events are a few KiB).
+const MAX_LINE: usize = 1 << 20;
 
-type Writer = QmpStreamTokio<WriteHalf<UnixStream>>;
+type Writer = QmpStreamTokio<OwnedWriteHalf>;
 
 /// An open, negotiated QMP monitor of one VM.
 pub struct Qmp {
@@ -52,7 +55,9 @@ impl Qmp {
             }
         };
         let negotiate = async {
-            let negotiation = QmpStreamTokio::open(stream).await?;
+            let (read, write) = stream.into_split();
+            let negotiation =
+                QmpStreamTokio::open_split(LineBound::new(read, MAX_LINE), write).await?;
             negotiation.negotiate().await
         };
         let stream = tokio::time::timeout(COMMAND_TIMEOUT, negotiate)

@@ -1,8 +1,10 @@
 //! The `hearth` host binary.
 
+mod at_rest;
 mod build_args;
 mod dockerfile;
 mod local_node;
+mod node_auth;
 mod up;
 
 use std::path::PathBuf;
@@ -62,6 +64,12 @@ enum Command {
         /// Address of the gRPC API.
         #[arg(long, default_value = "127.0.0.1:5008")]
         listen: std::net::SocketAddr,
+        /// The token every call to the gRPC API must carry
+        /// (`authorization: Bearer <token>`), made (random, 0600) when the
+        /// file is missing. Required beyond loopback; on loopback the
+        /// default is <data dir>/node-token.
+        #[arg(long)]
+        node_token_file: Option<PathBuf>,
         /// The static envd binary (default: $HEARTH_ENVD, else next to this binary).
         #[arg(long)]
         envd: Option<PathBuf>,
@@ -74,9 +82,8 @@ enum Command {
         /// Network slots kept ready for new sandboxes.
         #[arg(long, default_value_t = 8)]
         slot_pool: usize,
-        /// Host memory (MiB) that must stay available for a create to start.
-        #[arg(long, default_value_t = 512)]
-        min_free_memory_mib: u64,
+        #[command(flatten)]
+        admission: AdmissionArgs,
         /// On Ctrl-C, leave running sandboxes running (and their slots and
         /// the host firewall in place) for the next start to adopt, instead
         /// of deleting them.
@@ -127,12 +134,63 @@ enum Command {
         /// Sandboxes at once on this node.
         #[arg(long, default_value_t = 200)]
         max_sandboxes: usize,
+        #[command(flatten)]
+        admission: AdmissionArgs,
+        /// Sandboxes the default team may run at once (creates in flight
+        /// count); more get 429.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+        team_max_sandboxes: i64,
         /// On Ctrl-C, leave sandboxes running for the next start to adopt.
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
         #[command(flatten)]
         build: build_args::BuildArgs,
     },
+}
+
+/// What a node admits: memory by what its sandboxes commit, and disk.
+#[derive(Debug, clap::Args)]
+struct AdmissionArgs {
+    /// Host memory (MiB) kept out of what sandboxes may commit.
+    #[arg(long, default_value_t = 512)]
+    min_free_memory_mib: u64,
+    /// Memory (MiB) each sandbox commits beyond its guest RAM (QEMU, its
+    /// translation cache, page tables).
+    #[arg(long, default_value_t = 64)]
+    per_vm_overhead_mib: u64,
+    /// How far sandboxes' committed memory may exceed the host's (after the
+    /// reserve): 1.0 never overcommits; more packs denser, counting on
+    /// guests not touching all their RAM.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_overcommit)]
+    memory_overcommit: f64,
+    /// Free disk (MiB) in the data directory below which creates and
+    /// builds are refused.
+    #[arg(long, default_value_t = 1024)]
+    min_free_disk_mib: u64,
+}
+
+impl AdmissionArgs {
+    /// `limits` with these settings.
+    fn apply(&self, limits: NodeLimits) -> NodeLimits {
+        NodeLimits {
+            min_free_memory_mib: self.min_free_memory_mib,
+            per_vm_overhead_mib: self.per_vm_overhead_mib,
+            memory_overcommit: self.memory_overcommit,
+            min_free_disk_mib: self.min_free_disk_mib,
+            ..limits
+        }
+    }
+}
+
+/// A positive, finite ratio.
+fn parse_overcommit(text: &str) -> anyhow::Result<f64> {
+    let ratio: f64 = text
+        .parse()
+        .with_context(|| format!("'{text}' is not a number"))?;
+    if !(ratio.is_finite() && ratio > 0.0) {
+        bail!("the overcommit ratio must be a positive number, got {text}");
+    }
+    Ok(ratio)
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,27 +270,29 @@ async fn main() -> anyhow::Result<()> {
         } => build_template(data, envd).await,
         Command::Node {
             listen,
+            node_token_file,
             envd,
             max_starting,
             max_sandboxes,
             slot_pool,
-            min_free_memory_mib,
+            admission,
             keep_sandboxes_on_exit,
             build,
         } => {
-            let limits = NodeLimits {
+            let limits = admission.apply(NodeLimits {
                 max_starting,
                 max_sandboxes,
-                min_free_memory_mib,
                 ..NodeLimits::default()
-            };
+            });
             let options = local_node::NodeOptions {
                 slot_pool,
                 keep_sandboxes_on_exit,
             };
+            // Refused before anything is bound or built.
+            let token = node_auth::node_token(&data, listen, node_token_file.as_deref())?;
             run_node(
                 data,
-                listen,
+                (listen, token),
                 envd_path(envd)?,
                 limits,
                 options,
@@ -268,6 +328,8 @@ async fn main() -> anyhow::Result<()> {
             slots,
             slot_pool,
             max_sandboxes,
+            admission,
+            team_max_sandboxes,
             keep_sandboxes_on_exit,
             build,
         } => {
@@ -283,12 +345,13 @@ async fn main() -> anyhow::Result<()> {
                     default_timeout: Duration::from_secs(default_timeout),
                     max_timeout: Duration::from_secs(max_timeout),
                     domain,
+                    team_max_sandboxes,
                     ..hearth_api::ApiConfig::default()
                 },
-                limits: NodeLimits {
+                limits: admission.apply(NodeLimits {
                     max_sandboxes,
                     ..NodeLimits::default()
-                },
+                }),
                 node: local_node::NodeOptions {
                     slot_pool,
                     keep_sandboxes_on_exit,
@@ -309,6 +372,15 @@ async fn doctor(data: DataDir) -> anyhow::Result<()> {
         "accelerator:    {} ({})",
         runtime.accel.accel, runtime.accel.reason
     );
+    match runtime.vmm.jail() {
+        Some(jail) => println!(
+            "vm jail:        uids {}.., cgroups {}",
+            jail.config().uid_base,
+            jail.cgroup_layout()
+                .map_or("none (no limits)", |l| l.version())
+        ),
+        None => println!("vm jail:        off (not root)"),
+    }
     Ok(())
 }
 
@@ -329,7 +401,7 @@ fn envd_path(envd: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 async fn run_node(
     data: DataDir,
-    listen: std::net::SocketAddr,
+    (listen, token): (std::net::SocketAddr, node_auth::TokenSource),
     envd: PathBuf,
     limits: NodeLimits,
     options: local_node::NodeOptions,
@@ -350,10 +422,15 @@ async fn run_node(
         &progress,
     )
     .await?;
-    eprintln!("node gRPC API on {listen}");
+    eprintln!(
+        "node gRPC API on {listen}; calls need the token in {}{}",
+        token.path.display(),
+        if token.created { " (made now)" } else { "" }
+    );
     let node_id = format!("node-{}", std::process::id());
     let served = NodeService::new(node.manager.clone(), node_id)
         .with_builder(node.builder.clone())
+        .with_token(token.token)
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -14,6 +14,7 @@ use hearth_api::{ApiConfig, AppState, Node, Nodes, Store};
 use hearth_guest::Progress;
 use hearth_net::SlotNaming;
 use hearth_orchestrator::grpc::NodeService;
+use hearth_orchestrator::node_token::NodeToken;
 use hearth_orchestrator::{DataDir, NodeLimits};
 
 use crate::local_node::{LocalNode, NodeOptions};
@@ -60,6 +61,9 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| data.root().join("sdk.env"));
     let database_url = options.database_url.clone();
     let uploads_dir = data.root().join("v1/uploads");
+    // The node's API is on loopback, but other local users could reach it.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let token = crate::node_auth::node_token(&data, loopback, None)?.token;
     let node = LocalNode::start(
         data,
         options.naming.clone(),
@@ -75,7 +79,7 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         (listener, proxy_listener),
         &uploads_dir,
         &database_url,
-        &sdk_env,
+        (&sdk_env, token),
         &options,
         &progress,
     )
@@ -85,17 +89,12 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
 }
 
 /// `--database-url`, else `$HEARTH_DATABASE_URL`, else SQLite in the data
-/// directory (created when missing).
+/// directory (created when missing, private: see `at_rest.rs`).
 pub fn database_url(data: &DataDir, given: Option<String>) -> anyhow::Result<String> {
     if let Some(url) = given.or_else(|| std::env::var("HEARTH_DATABASE_URL").ok()) {
         return Ok(url);
     }
-    std::fs::create_dir_all(data.root())
-        .with_context(|| format!("creating {}", data.root().display()))?;
-    Ok(format!(
-        "sqlite://{}?mode=rwc",
-        data.root().join("hearth.db").display()
-    ))
+    crate::at_rest::private_sqlite(data)
 }
 
 type Listeners = (
@@ -108,7 +107,7 @@ async fn serve(
     (listener, proxy_listener): Listeners,
     uploads_dir: &Path,
     database_url: &str,
-    sdk_env: &Path,
+    (sdk_env, token): (&Path, NodeToken),
     options: &UpOptions,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -117,8 +116,8 @@ async fn serve(
         .with_context(|| format!("opening the database {database_url}"))?;
     register_base_template(&store, node).await?;
     let api_url = format!("http://{}", options.listen);
-    let key = ensure_team(&store, sdk_env, options.api.team_max_sandboxes).await?;
-    write_sdk_env(sdk_env, &api_url, &key)?;
+    let (key, new_key) = ensure_team(&store, sdk_env, options.api.team_max_sandboxes).await?;
+    crate::at_rest::write_sdk_env(sdk_env, &api_url, &key)?;
 
     // The node's gRPC API, on a loopback port of its own.
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -130,14 +129,14 @@ async fn serve(
     let grpc_task = tokio::spawn(
         NodeService::new(node.manager.clone(), node_id)
             .with_builder(node.builder.clone())
+            .with_token(token.clone())
             .serve(grpc, async {
                 let _ = grpc_stopped.await;
             }),
     );
-    let nodes = Nodes::new(vec![Node::new(
-        LOCAL_NODE,
-        &format!("http://{grpc_address}"),
-    )?]);
+    let nodes = Nodes::new(vec![
+        Node::new(LOCAL_NODE, &format!("http://{grpc_address}"))?.with_token(token),
+    ]);
     // Template build uploads: stored by the control plane, read by the node
     // (same host). A fresh signing key each start: old upload URLs expire.
     let uploads = hearth_api::Uploads::with_random_key(uploads_dir)
@@ -148,7 +147,7 @@ async fn serve(
 
     progress.say(&format!("hearth is up on {api_url}"));
     println!("hearth is up: API and sandbox traffic on {api_url}");
-    println!("  API key:  {key}");
+    println!("{}", key_line(&key, new_key, sdk_env));
     println!(
         "  settings: source {} (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY)",
         sdk_env.display()
@@ -237,20 +236,44 @@ async fn register_base_template(store: &Store, node: &LocalNode) -> anyhow::Resu
     Ok(())
 }
 
-/// The API key for the SDK settings: the one `sdk.env` holds while it is
-/// still valid, else a new one (and on first start, a team for it).
-async fn ensure_team(store: &Store, sdk_env: &Path, max_sandboxes: i64) -> anyhow::Result<String> {
+/// The API key is shown once, when it is made; after that it stays out of
+/// terminals and logs, and `sdk.env` holds it.
+fn key_line(key: &str, new_key: bool, sdk_env: &Path) -> String {
+    if new_key {
+        format!("  API key:  {key} (shown this once; it is also in sdk.env)")
+    } else {
+        format!("  API key:  in {} (E2B_API_KEY)", sdk_env.display())
+    }
+}
+
+/// The API key for the SDK settings, and whether it is new: the one
+/// `sdk.env` holds while it is still valid, else a new one (and on first
+/// start, a team for it). That team gets `max_sandboxes` at every start, so
+/// the flag's value holds.
+async fn ensure_team(
+    store: &Store,
+    sdk_env: &Path,
+    max_sandboxes: i64,
+) -> anyhow::Result<(String, bool)> {
     if let Some(key) = read_key(sdk_env)
-        && store.authenticate(&key).await?.is_some()
+        && let Some((team, _)) = store.authenticate(&key).await?
     {
-        return Ok(key);
+        store
+            .set_team_max_sandboxes(&team.team_id, max_sandboxes)
+            .await?;
+        return Ok((key, false));
     }
     let team = match store.teams().await?.into_iter().next() {
-        Some(team) => team,
+        Some(team) => {
+            store
+                .set_team_max_sandboxes(&team.team_id, max_sandboxes)
+                .await?;
+            team
+        }
         None => store.create_team("default", max_sandboxes).await?,
     };
     let (_, key) = store.create_api_key(&team.team_id, "hearth up").await?;
-    Ok(key)
+    Ok((key, true))
 }
 
 fn read_key(sdk_env: &Path) -> Option<String> {
@@ -260,30 +283,17 @@ fn read_key(sdk_env: &Path) -> Option<String> {
         .map(|key| key.trim().to_owned())
 }
 
-/// `sdk.env`: lines a shell can source, readable by root only (it holds a key).
-fn write_sdk_env(path: &Path, api_url: &str, key: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let text = format!(
-        "# hearth: settings for the E2B SDKs and CLI. Use: source {}\n\
-         export E2B_API_URL={api_url}\n\
-         export E2B_SANDBOX_URL={api_url}\n\
-         export E2B_API_KEY={key}\n",
-        path.display()
-    );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_printed_only_when_it_is_new() {
+        let sdk_env = Path::new("/var/lib/hearth/sdk.env");
+        let first = key_line("e2b_0123", true, sdk_env);
+        assert!(first.contains("e2b_0123"), "{first}");
+        let later = key_line("e2b_0123", false, sdk_env);
+        assert!(!later.contains("e2b_0123"), "{later}");
+        assert!(later.contains("/var/lib/hearth/sdk.env"), "{later}");
     }
-    let temp = path.with_extension("env.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("writing {}", temp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -140,14 +140,26 @@ fn move_path(
     stat(destination, users)
 }
 
+/// Removes a file, a symlink (not its target) or a whole tree. A path that
+/// does not exist is already removed: upstream envd (Go's `os.RemoveAll`)
+/// succeeds there, and the SDKs' own tests remove a directory that way to
+/// start from a clean one.
 fn remove(path: &Path) -> Result<(), ConnectError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| io_error(path, e))?;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(path, e)),
+    };
     let result = if meta.is_dir() {
         std::fs::remove_dir_all(path)
     } else {
         std::fs::remove_file(path)
     };
-    result.map_err(|e| io_error(path, e))
+    match result {
+        // Someone else removed it meanwhile: the outcome asked for.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(|e| io_error(path, e)),
+    }
 }
 
 impl FilesystemService {

@@ -1,15 +1,15 @@
 //! `POST /files`: writes uploaded files to disk as they stream in, from a
-//! multipart form (one part per file) or a raw octet-stream body.
+//! multipart form (one part per file, `upload_multipart.rs`) or a raw
+//! octet-stream body.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
+use futures::TryStreamExt;
 use http::{HeaderMap, header};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -19,6 +19,7 @@ use super::early_response::{close, drain_or_close};
 use super::error::ApiError;
 use super::files_access::{FilesQuery, authorize, target_path};
 use super::signature::Operation;
+use super::upload_multipart::{multipart_error, receive_multipart};
 use crate::filesystem::entry::METADATA_XATTR_PREFIX;
 use crate::filesystem::ownership::{chown, create_dirs};
 use crate::state::{Envd, SharedEnvd};
@@ -51,7 +52,7 @@ pub async fn upload(
         Ok(plan) => plan,
         Err(error) => return drain_or_close(body, version, error.into_response()).await,
     };
-    match receive(&query, plan, body).await {
+    match receive(&envd, &query, plan, body).await {
         Ok(entries) => Json(entries).into_response(),
         // The body may be partly unread; don't let the client reuse the connection.
         Err(error) => close(version, error.into_response()),
@@ -154,6 +155,7 @@ pub fn metadata_from_headers(headers: &HeaderMap) -> Result<HashMap<String, Stri
 }
 
 async fn receive(
+    envd: &Envd,
     query: &FilesQuery,
     plan: UploadPlan,
     body: Body,
@@ -167,7 +169,21 @@ async fn receive(
     } = plan;
     match kind {
         UploadKind::Multipart { boundary } => {
-            receive_multipart(&user, query, stream, boundary, &metadata).await
+            let options = &envd.options;
+            let staging_dir = options
+                .upload_staging_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir);
+            receive_multipart(
+                &user,
+                query,
+                stream,
+                boundary,
+                &metadata,
+                &options.upload_limits,
+                staging_dir,
+            )
+            .await
         }
         UploadKind::Raw { target } => {
             let reader = StreamReader::new(stream);
@@ -184,56 +200,7 @@ async fn receive(
     }
 }
 
-async fn receive_multipart<S>(
-    user: &User,
-    query: &FilesQuery,
-    stream: S,
-    boundary: String,
-    metadata: &HashMap<String, String>,
-) -> Result<Vec<WrittenEntry>, ApiError>
-where
-    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
-{
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut entries = Vec::new();
-    let mut seen = HashSet::new();
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        // The path query names the file of a single-file upload; otherwise
-        // each part's raw filename (directories included) is its target.
-        let name = match (&query.path, field.file_name()) {
-            (Some(path), _) if entries.is_empty() => path.clone(),
-            (Some(_), _) => {
-                return Err(ApiError::bad_request(
-                    "the path query parameter allows only one file per upload",
-                ));
-            }
-            (None, Some(file_name)) => file_name.to_string(),
-            (None, None) => continue,
-        };
-        let target = target_path(user, &name)?;
-        if !seen.insert(target.clone()) {
-            return Err(ApiError::bad_request(format!(
-                "path '{}' appears more than once in the upload",
-                target.display()
-            )));
-        }
-        let reader = StreamReader::new(field.map_err(std::io::Error::other));
-        write_file(&target, user, reader, metadata).await?;
-        entries.push(written(&target, metadata.clone()));
-    }
-    if entries.is_empty() {
-        return Err(ApiError::bad_request(
-            "the multipart upload contains no file",
-        ));
-    }
-    Ok(entries)
-}
-
-fn multipart_error(error: multer::Error) -> ApiError {
-    ApiError::bad_request(format!("invalid multipart body: {error}"))
-}
-
-fn written(path: &Path, metadata: HashMap<String, String>) -> WrittenEntry {
+pub(super) fn written(path: &Path, metadata: HashMap<String, String>) -> WrittenEntry {
     WrittenEntry {
         path: path.to_string_lossy().into_owned(),
         name: path
@@ -268,19 +235,44 @@ pub async fn write_file(
         .await
         .map_err(|e| ApiError::internal(format!("preparing the upload: {e}")))??
     };
-    let mut file = tokio::fs::File::from_std(prepared);
+    stream_into(prepared, reader, target).await?;
+    replace_metadata(target, metadata)
+}
+
+/// Streams `reader` into `file` (the one for `target`, named in errors)
+/// through a [`WRITE_BUFFER`] buffer.
+pub(super) async fn stream_into(
+    file: std::fs::File,
+    reader: impl AsyncRead + Unpin,
+    target: &Path,
+) -> Result<(), ApiError> {
+    let mut file = tokio::fs::File::from_std(file);
     file.set_max_buf_size(WRITE_BUFFER);
     let mut reader = tokio::io::BufReader::with_capacity(WRITE_BUFFER, reader);
     tokio::io::copy_buf(&mut reader, &mut file)
         .await
-        .map_err(|e| upload_io_error(target, &e))?;
+        .map_err(|e| upload_io_error(target, e))?;
     file.flush()
         .await
-        .map_err(|e| ApiError::from_io(target, &e))?;
-    replace_metadata(target, metadata)
+        .map_err(|e| ApiError::from_io(target, &e))
 }
 
-fn upload_io_error(target: &Path, error: &std::io::Error) -> ApiError {
+fn upload_io_error(target: &Path, error: std::io::Error) -> ApiError {
+    // A multipart failure (a limit, a malformed body) surfaces while the
+    // part's data is read; it has its own status.
+    let error = match error.downcast::<multer::Error>() {
+        Ok(multer::Error::FieldSizeExceeded { limit, .. }) => {
+            return ApiError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the file for '{}' is larger than the limit of {limit} bytes per part",
+                    target.display()
+                ),
+            );
+        }
+        Ok(multipart) => return multipart_error(multipart),
+        Err(error) => error,
+    };
     match error.kind() {
         // Body stream failures (bad gzip, broken multipart, client gone).
         std::io::ErrorKind::Other
@@ -289,12 +281,15 @@ fn upload_io_error(target: &Path, error: &std::io::Error) -> ApiError {
             "reading the upload for '{}': {error}",
             target.display()
         )),
-        _ => ApiError::from_io(target, error),
+        _ => ApiError::from_io(target, &error),
     }
 }
 
 /// Stores upload metadata as `user.e2b.<key>` xattrs, replacing old ones.
-fn replace_metadata(target: &Path, metadata: &HashMap<String, String>) -> Result<(), ApiError> {
+pub(super) fn replace_metadata(
+    target: &Path,
+    metadata: &HashMap<String, String>,
+) -> Result<(), ApiError> {
     if let Ok(names) = xattr::list(target) {
         for name in names {
             if name.to_string_lossy().starts_with(METADATA_XATTR_PREFIX) {

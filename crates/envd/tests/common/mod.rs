@@ -15,11 +15,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::with_options(Options::default()).await
+    }
+
+    pub async fn with_options(options: Options) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let address = listener.local_addr().expect("local address");
-        let envd = Envd::new(Options::default());
+        let envd = Envd::new(options);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let served = envd.clone();
         tokio::spawn(async move {

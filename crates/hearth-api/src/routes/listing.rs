@@ -83,6 +83,16 @@ fn parse_page_key(token: &str) -> ApiResult<(i64, String)> {
         .ok_or_else(|| ApiError::BadRequest(format!("invalid nextToken '{token}'")))
 }
 
+/// The `startedAfter` bound in Unix milliseconds. It is inclusive ("at or
+/// after", as the SDKs document it) at the precision `startedAt` is
+/// written in, milliseconds: finer digits are cut off, so a sandbox's own
+/// `startedAt`, sent back in any precision, lists that sandbox.
+fn started_after_ms(text: &str) -> ApiResult<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ApiError::BadRequest(format!("invalid startedAfter '{text}': {e}")))
+}
+
 /// `GET /v2/sandboxes`.
 pub async fn list_v2(
     State(app): State<Arc<AppState>>,
@@ -122,11 +132,7 @@ pub async fn list_v2(
     };
     let started_after = query
         .get("startedAfter")
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| ApiError::BadRequest(format!("invalid startedAfter '{s}': {e}")))
-        })
+        .map(started_after_ms)
         .transpose()?;
     let template = query.get("template");
     let after = query
@@ -143,7 +149,7 @@ pub async fn list_v2(
         .into_iter()
         .filter(|_| want_running)
         .filter(|r| matches_metadata(r, &wanted))
-        .filter(|r| started_after.is_none_or(|t| r.started_at > t))
+        .filter(|r| started_after.is_none_or(|t| r.started_at >= t))
         .filter(|r| template.is_none_or(|t| r.template_id == t || r.alias.as_deref() == Some(t)))
         .collect();
     let total = records.len();
@@ -186,6 +192,18 @@ mod tests {
         assert_eq!(filter.get("user id").map(String::as_str), Some("a&b=c"));
         assert_eq!(filter.get("k").map(String::as_str), Some("v"));
         assert_eq!(filter.len(), 2);
+    }
+
+    #[test]
+    fn started_after_is_cut_to_milliseconds() -> ApiResult<()> {
+        // Python sends microseconds and an offset, JS milliseconds and `Z`.
+        assert_eq!(
+            started_after_ms("2024-01-02T03:04:05.678999+00:00")?,
+            started_after_ms("2024-01-02T03:04:05.678Z")?
+        );
+        assert_eq!(started_after_ms("1970-01-01T00:00:01.5Z")?, 1500);
+        assert!(started_after_ms("yesterday").is_err());
+        Ok(())
     }
 
     #[test]

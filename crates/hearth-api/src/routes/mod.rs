@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use crate::error::{ApiError, error_body};
 use crate::state::AppState;
 
-pub use sandboxes::{CREATE_TIMEOUT, delete_on_node, forget as forget_sandbox};
+pub use sandboxes::forget as forget_sandbox;
 
 /// E2B endpoints hearth does not offer (yet): 501, not 404, which the SDKs
 /// would read as "no such sandbox".
@@ -149,4 +149,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .method_not_allowed_fallback(|| async {
             error_body(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
+        // Last, so that it wraps every route and both fallbacks.
+        .layer(axum::middleware::from_fn(crate::request_id::tag))
 }

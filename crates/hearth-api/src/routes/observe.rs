@@ -8,12 +8,12 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use hearth_proto::orchestrator::SandboxConsoleRequest;
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::sandboxes::owned_sandbox;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, PathParam, QueryPairs};
+use crate::guest_read::{GuestReadError, METRICS_LIMIT, read_limited, within};
 use crate::model::{SandboxMetric, timestamp};
 use crate::nodes::call;
 use crate::proxy::ENVD_PORT;
@@ -37,12 +37,13 @@ struct EnvdMetrics {
     disk_total: i64,
 }
 
+/// Asks the sandbox's envd for its metrics: the whole exchange under the
+/// configured deadline and the body under [`METRICS_LIMIT`], since the
+/// guest decides what comes back.
 async fn sample(app: &AppState, record: &SandboxRecord) -> ApiResult<SandboxMetric> {
-    let unavailable = |e: String| {
-        ApiError::Unavailable(format!(
-            "sandbox {} did not report its metrics: {e}",
-            record.sandbox_id
-        ))
+    let guest = |e: GuestReadError| ApiError::Guest {
+        sandbox: record.sandbox_id.clone(),
+        detail: format!("reading its metrics: {e}"),
     };
     let mut request = axum::http::Request::get(format!(
         "http://{}:{ENVD_PORT}/metrics",
@@ -53,26 +54,33 @@ async fn sample(app: &AppState, record: &SandboxRecord) -> ApiResult<SandboxMetr
     }
     let request = request
         .body(Body::empty())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let response = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        app.upstream.send(&record.sandbox_id, request),
-    )
-    .await
-    .map_err(|_| unavailable("no answer in 10 s".into()))?
-    .map_err(|e| unavailable(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(unavailable(format!("envd answered {}", response.status())));
-    }
-    let body = response
-        .into_body()
-        .collect()
+        .map_err(|e| ApiError::Internal(format!("a metrics request: {e}")))?;
+    let exchange = async {
+        let response = app
+            .upstream
+            .send(&record.sandbox_id, request)
+            .await
+            .map_err(|e| GuestReadError::Send(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(GuestReadError::Status(response.status()));
+        }
+        read_limited(response.into_body(), METRICS_LIMIT).await
+    };
+    let body = within(app.config.guest_read_timeout, exchange)
         .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .to_bytes();
-    let m: EnvdMetrics = serde_json::from_slice(&body).map_err(|e| unavailable(e.to_string()))?;
+        .map_err(guest)?;
+    let m: EnvdMetrics = serde_json::from_slice(&body).map_err(|e| ApiError::Guest {
+        sandbox: record.sandbox_id.clone(),
+        detail: format!("its metrics are not envd's JSON: {e}"),
+    })?;
+    // The guest's clock: a time past what milliseconds can hold is refused
+    // rather than overflowing.
+    let ms = m.ts.checked_mul(1000).ok_or_else(|| ApiError::Guest {
+        sandbox: record.sandbox_id.clone(),
+        detail: format!("its metrics' time {} is out of range", m.ts),
+    })?;
     Ok(SandboxMetric {
-        timestamp: timestamp(m.ts * 1000),
+        timestamp: timestamp(ms),
         timestamp_unix: m.ts,
         cpu_count: m.cpu_count,
         cpu_used_pct: m.cpu_used_pct,

@@ -11,6 +11,7 @@ use hearth_proto::orchestrator::{
     SandboxConfig, SandboxCreateRequest, SandboxDeleteRequest, SandboxNetworkConfig,
     SandboxNetworkEgressConfig, SandboxUpdateRequest,
 };
+use tracing::Instrument;
 
 use crate::config::millis;
 use crate::error::{ApiError, ApiResult};
@@ -19,7 +20,7 @@ use crate::model::{
     ConnectSandbox, NetworkConfig, NetworkUpdate, NewSandbox, RefreshRequest, SandboxCreated,
     TimeoutRequest,
 };
-use crate::nodes::{Node, call};
+use crate::nodes::{Node, bounded, call, call_within};
 use crate::secrets;
 use crate::state::AppState;
 use crate::store::{SandboxRecord, now_ms};
@@ -27,8 +28,6 @@ use crate::store::{SandboxRecord, now_ms};
 /// A node keeps a sandbox this much past its end, in case the control
 /// plane is down when it should kill it.
 const NODE_GRACE: Duration = Duration::from_secs(60);
-/// A create may wait for a start slot on the node and then boot under TCG.
-pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The lifetime a refresh gives when it names none (E2B's default).
 const DEFAULT_REFRESH_SECONDS: i64 = 15;
 const MAX_REFRESH_SECONDS: i64 = 3600;
@@ -94,7 +93,9 @@ async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<NewSandbox>,
 ) -> Response {
-    let task = tokio::spawn(async move { create_sandbox(&app, &caller, body).await });
+    // In the request's span, so its log lines carry the request id.
+    let task =
+        tokio::spawn(async move { create_sandbox(&app, &caller, body).await }.in_current_span());
     let result = match task.await {
         Ok(result) => result,
         Err(e) => Err(ApiError::Internal(format!("the create task failed: {e}"))),
@@ -102,7 +103,7 @@ async fn create(
     match result {
         Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
         Err(error) => {
-            let busy = matches!(error, ApiError::Unavailable(_));
+            let busy = error.status() == StatusCode::SERVICE_UNAVAILABLE;
             let mut response = error.into_response();
             if busy {
                 // The SDKs retry a 503; a create the node may have begun
@@ -139,6 +140,13 @@ fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
     }
     if let Some(network) = &body.network {
         unsupported.extend(network.unsupported());
+        // Checked here, so the client learns which one; the node checks
+        // again, but its words stay in the log.
+        if let Some(bad) = network.invalid_cidr() {
+            return Err(ApiError::BadRequest(format!(
+                "'{bad}' is not an IPv4 address or CIDR"
+            )));
+        }
     }
     if unsupported.is_empty() {
         Ok(())
@@ -161,15 +169,15 @@ async fn create_sandbox(
     let template = &resolved.template;
     // Creates in flight count against the limit, or concurrent creates
     // would each see room for themselves.
-    let _starting = app.starting.begin(&caller.team.team_id);
-    let running = app.store.count_sandboxes_of(&caller.team.team_id).await?;
-    let in_flight = app.starting.count(&caller.team.team_id) - 1;
-    if running + in_flight >= caller.team.max_sandboxes {
-        return Err(ApiError::TooManyRequests(format!(
-            "your team runs {running} sandboxes (and starts {in_flight}), its limit is {}: kill some first",
-            caller.team.max_sandboxes
-        )));
-    }
+    let team_id = &caller.team.team_id;
+    let admitted = app
+        .starting
+        .admit(
+            team_id,
+            caller.team.max_sandboxes,
+            app.store.count_sandboxes_of(team_id),
+        )
+        .await?;
     let network = body.network.clone().unwrap_or_default();
     let allow_internet = body.allow_internet_access.unwrap_or(true);
     let sandbox_id = secrets::sandbox_id().map_err(internal("sandbox id"))?;
@@ -191,9 +199,10 @@ async fn create_sandbox(
     let end_at = started_at + millis(timeout);
     // A built template's files are on the node that built it; a template
     // every node has (`base`) goes where there is most room.
+    let deadlines = &app.config.node_deadlines;
     let node = match resolved.node() {
         Some(name) => app.nodes.get(name)?,
-        None => app.nodes.place().await?,
+        None => app.nodes.place(deadlines.probe).await?,
     };
     let config = SandboxConfig {
         template_id: template.template_id.clone(),
@@ -232,13 +241,16 @@ async fn create_sandbox(
         }),
         default_user: DEFAULT_USER.into(),
     };
-    let mut request = tonic::Request::new(SandboxCreateRequest {
-        sandbox: Some(config),
-        start_time: Some(proto_time(started_at)),
-        end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
-    });
-    request.set_timeout(CREATE_TIMEOUT);
-    let response = match node.sandboxes().create(request).await {
+    let request = call_within(
+        SandboxCreateRequest {
+            sandbox: Some(config),
+            start_time: Some(proto_time(started_at)),
+            end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
+        },
+        deadlines.create,
+    );
+    let mut client = node.sandboxes();
+    let response = match bounded(deadlines.create, client.create(request)).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             if matches!(
@@ -246,7 +258,9 @@ async fn create_sandbox(
                 tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unavailable
             ) {
                 // The node may have started it anyway; it must not run on
-                // unseen. (Reconciliation catches what this misses.)
+                // unseen. A node still starting it undoes the create itself
+                // once it sees its caller gone; reconciliation catches the
+                // rest.
                 let _ = delete_on_node(node, &sandbox_id).await;
             }
             return Err(status.into());
@@ -273,7 +287,9 @@ async fn create_sandbox(
         started_at,
         end_at,
     };
-    if let Err(error) = app.store.insert_sandbox(&record).await {
+    // Written under the team's gate, so that the row replaces the create
+    // in flight in one step for the team's limit.
+    if let Err(error) = admitted.finish(app.store.insert_sandbox(&record)).await {
         // No row, so no VM either: a failed create leaves nothing behind.
         let _ = delete_on_node(node, &sandbox_id).await;
         return Err(error.into());
@@ -390,6 +406,12 @@ pub async fn update_network(
         return Err(ApiError::BadRequest(format!(
             "not supported by hearth: {}",
             unsupported.join(", ")
+        )));
+    }
+    let lists = body.allow_out.iter().chain(&body.deny_out).flatten();
+    if let Some(bad) = crate::model::first_invalid_cidr(lists) {
+        return Err(ApiError::BadRequest(format!(
+            "'{bad}' is not an IPv4 address or CIDR"
         )));
     }
     let mut network: NetworkConfig =

@@ -287,7 +287,11 @@ pub async fn start(
     };
     let node = match &base_node {
         Some(name) => app.nodes.get(name)?,
-        None => app.nodes.place_build().await?,
+        None => {
+            app.nodes
+                .place_build(app.config.node_deadlines.probe)
+                .await?
+        }
     };
     if !app
         .store

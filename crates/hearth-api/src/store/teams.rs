@@ -52,6 +52,20 @@ impl Store {
         Ok(record)
     }
 
+    /// Sets how many sandboxes a team may run at once; whether it exists.
+    pub async fn set_team_max_sandboxes(
+        &self,
+        team_id: &str,
+        max_sandboxes: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE teams SET max_sandboxes = $1 WHERE team_id = $2")
+            .bind(max_sandboxes)
+            .bind(team_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn team(&self, team_id: &str) -> StoreResult<Option<TeamRecord>> {
         sqlx::query("SELECT * FROM teams WHERE team_id = $1")
             .bind(team_id)

@@ -1,7 +1,7 @@
 //! A node that keeps sandboxes as records only: the control plane's tests
 //! exercise the API without VMs. Every call is recorded for assertions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use std::pin::Pin;
@@ -57,6 +57,13 @@ pub struct FakeState {
     pub cancelled_builds: Vec<String>,
     /// Templates the control plane asked this node to forget.
     pub deleted_templates: Vec<String>,
+    /// Slot addresses the next creates get, in order; once it is empty
+    /// every sandbox gets 127.0.0.1 (one slot, reused by each create).
+    pub addresses: VecDeque<String>,
+    /// How long each create takes before it answers (a slow boot).
+    pub create_delay: Option<std::time::Duration>,
+    /// Every sandbox a delete was asked for, known or not.
+    pub delete_asked: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +76,14 @@ impl FakeNode {
 
     /// Serves the node on a loopback port; returns its address.
     pub async fn start() -> std::io::Result<(Self, String)> {
+        Self::start_requiring(None).await
+    }
+
+    /// Serves the node, refusing calls without `token` as the real node's
+    /// interceptor does.
+    pub async fn start_requiring(
+        token: Option<hearth_proto::auth::NodeToken>,
+    ) -> std::io::Result<(Self, String)> {
         let node = Self(Arc::new(Mutex::new(FakeState {
             max_sandboxes: 1000,
             ..FakeState::default()
@@ -77,6 +92,9 @@ impl FakeNode {
         let address = format!("http://{}", listener.local_addr()?);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let router = tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(
+                hearth_proto::auth::RequireToken(token),
+            ))
             .add_service(SandboxServiceServer::new(node.clone()))
             .add_service(InfoServiceServer::new(node.clone()))
             .add_service(TemplateServiceServer::new(node.clone()));
@@ -92,13 +110,21 @@ impl SandboxService for FakeNode {
         request: Request<pb::SandboxCreateRequest>,
     ) -> Result<Response<pb::SandboxCreateResponse>, Status> {
         let request = request.into_inner();
+        let delay = self.state().create_delay;
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let config = request
             .sandbox
             .ok_or_else(|| Status::invalid_argument("no sandbox"))?;
-        let (id, conflicting_store) = {
+        let (id, conflicting_store, host_address) = {
             let mut state = self.state();
             if state.failing_templates.contains(&config.template_id) {
-                return Err(Status::internal("the snapshot is corrupt"));
+                // As a node words it: with a host path the client must not see.
+                return Err(Status::internal(format!(
+                    "restoring /var/lib/hearth/v1/templates/{}/device.state: the snapshot is corrupt",
+                    config.template_id
+                )));
             }
             for cidr in config
                 .network
@@ -112,6 +138,10 @@ impl SandboxService for FakeNode {
             }
             let id = config.sandbox_id.clone();
             let conflicting_store = state.conflicting_store.clone();
+            let host_address = state
+                .addresses
+                .pop_front()
+                .unwrap_or_else(|| "127.0.0.1".into());
             state.sandboxes.insert(
                 id.clone(),
                 pb::RunningSandbox {
@@ -120,14 +150,14 @@ impl SandboxService for FakeNode {
                     vcpu: 2,
                     ram_mb: 512,
                     build_id: "fake-build".into(),
-                    host_address: "127.0.0.1".into(),
+                    host_address: host_address.clone(),
                     start_time: request.start_time,
                     end_time: request.end_time,
                     config: Some(config),
                     ..Default::default()
                 },
             );
-            (id, conflicting_store)
+            (id, conflicting_store, host_address)
         };
         if let Some(store) = conflicting_store {
             store
@@ -137,7 +167,7 @@ impl SandboxService for FakeNode {
         }
         Ok(Response::new(pb::SandboxCreateResponse {
             client_id: "fake-node".into(),
-            host_address: "127.0.0.1".into(),
+            host_address,
             vcpu: 2,
             ram_mb: 512,
             build_id: "fake-build".into(),
@@ -188,6 +218,7 @@ impl SandboxService for FakeNode {
     ) -> Result<Response<()>, Status> {
         let id = request.into_inner().sandbox_id;
         let mut state = self.state();
+        state.delete_asked.push(id.clone());
         if state.sandboxes.remove(&id).is_none() {
             return Err(Status::not_found("no such sandbox"));
         }

@@ -90,18 +90,47 @@ impl Batch {
         hook: InetHookNumber,
         priority: i32,
     ) {
+        self.push_base_chain(table, chain, kind, hook, priority, None);
+    }
+
+    /// A filter chain, policy accept, that sees what `device` receives
+    /// before anything else in the stack does (`hook ingress device`; an
+    /// `inet` table's ingress chain sees only IPv4 and IPv6).
+    pub fn add_ingress_chain(&mut self, table: &str, chain: &str, device: &str, priority: i32) {
+        let hook = InetHookNumber::Ingress;
+        self.push_base_chain(
+            table,
+            chain,
+            ChainType::Filter,
+            hook,
+            priority,
+            Some(device),
+        );
+    }
+
+    fn push_base_chain(
+        &mut self,
+        table: &str,
+        chain: &str,
+        kind: ChainType,
+        hook: InetHookNumber,
+        priority: i32,
+        device: Option<&str>,
+    ) {
         let kind = match kind {
             ChainType::Filter => "filter",
             ChainType::Nat => "nat",
         };
+        let mut hook = vec![
+            Hook::Number(HookNumber::Inet(hook)),
+            // The kernel reads the priority as a signed 32-bit number.
+            Hook::Priority(priority as u32),
+        ];
+        hook.extend(device.map(|device| Hook::NetDeviceName(device.to_owned())));
         let attributes = vec![
             ChainAttribute::Table(table.to_owned()),
             ChainAttribute::Name(chain.to_owned()),
-            ChainAttribute::Hook(vec![
-                Hook::Number(HookNumber::Inet(hook)),
-                // The kernel reads the priority as a signed 32-bit number.
-                Hook::Priority(priority as u32),
-            ]),
+            ChainAttribute::Hook(hook),
             ChainAttribute::Policy(ACCEPT),
             ChainAttribute::Type(kind.to_owned()),
         ];

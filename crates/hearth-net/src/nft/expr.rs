@@ -16,15 +16,25 @@ use netlink_packet_netfilter::nftables::{
 
 pub type Expr = ListAttribute<ExpressionAttribute>;
 
-/// Where `payload` reads from: NFT_PAYLOAD_NETWORK_HEADER.
+/// Where `payload` reads from: NFT_PAYLOAD_NETWORK_HEADER and
+/// NFT_PAYLOAD_TRANSPORT_HEADER.
 const NETWORK_HEADER: u32 = 1;
+const TRANSPORT_HEADER: u32 = 2;
 /// Offsets of the IPv4 source and destination address.
 pub const IPV4_SADDR: u32 = 12;
 pub const IPV4_DADDR: u32 = 16;
-/// NFPROTO_IPV4, as `meta nfproto` loads it.
+/// Offset of the IPv6 destination address.
+pub const IPV6_DADDR: u32 = 24;
+/// NFPROTO_IPV4 and NFPROTO_IPV6, as `meta nfproto` loads them.
 pub const NFPROTO_IPV4: u8 = 2;
+pub const NFPROTO_IPV6: u8 = 10;
 /// IPPROTO_TCP, as `meta l4proto` loads it.
 pub const TCP: u8 = 6;
+/// Offset of the TCP flags byte, and the flags `nft` names fin, syn, rst
+/// and ack.
+const TCP_FLAGS: u32 = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_FIN_SYN_RST_ACK: u8 = 0x17;
 /// Interface names are compared as IFNAMSIZ bytes.
 const IFNAMSIZ: usize = 16;
 
@@ -84,6 +94,43 @@ pub fn network_header(offset: u32, len: u32) -> Expr {
     .into()
 }
 
+/// `meta nfproto <family>`: in an `inet` table, what must precede reading
+/// an address, since the chain sees IPv4 and IPv6 alike.
+pub fn nfproto(family: u8) -> [Expr; 2] {
+    [meta(MetaKey::Nfproto), cmp(Operator::Equal, vec![family])]
+}
+
+/// Clears the bits of register 1 that are not in `mask`.
+fn and(mask: Vec<u8>) -> Expr {
+    let length = u32::try_from(mask.len()).unwrap_or(u32::MAX);
+    let zeros = vec![0; mask.len()];
+    Expressions::Bitwise(vec![
+        Bitwise::SourceRegister(Register::Reg1),
+        Bitwise::DestinationRegister(Register::Reg1),
+        Bitwise::Length(length),
+        Bitwise::Mask(DataAttribute::Value(mask)),
+        Bitwise::Xor(DataAttribute::Value(zeros)),
+    ])
+    .into()
+}
+
+/// `tcp flags & (fin | syn | rst | ack) == syn`: the first packet of a TCP
+/// connection, and no other (after `meta l4proto tcp`).
+pub fn tcp_syn_only() -> [Expr; 3] {
+    let load = Expressions::Payload(vec![
+        Payload::DestinationRegister(Register::Reg1),
+        Payload::Base(TRANSPORT_HEADER),
+        Payload::Offset(TCP_FLAGS),
+        Payload::Len(1),
+    ])
+    .into();
+    [
+        load,
+        and(vec![TCP_FIN_SYN_RST_ACK]),
+        cmp(Operator::Equal, vec![TCP_SYN]),
+    ]
+}
+
 /// An interface name as `iifname "eth0"` compares it: padded to IFNAMSIZ.
 pub fn ifname(name: &str) -> Vec<u8> {
     let mut bytes = name.as_bytes().to_vec();
@@ -107,16 +154,7 @@ pub fn ct_established_or_related() -> [Expr; 3] {
         ],
     );
     // The state is a host-order number in the register.
-    let mask = Expressions::Bitwise(vec![
-        Bitwise::SourceRegister(Register::Reg1),
-        Bitwise::DestinationRegister(Register::Reg1),
-        Bitwise::Length(4),
-        Bitwise::Mask(DataAttribute::Value(
-            CT_STATE_ESTABLISHED_OR_RELATED.to_ne_bytes().to_vec(),
-        )),
-        Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
-    ])
-    .into();
+    let mask = and(CT_STATE_ESTABLISHED_OR_RELATED.to_ne_bytes().to_vec());
     [load, mask, cmp(Operator::NotEqual, vec![0; 4])]
 }
 

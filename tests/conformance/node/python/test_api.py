@@ -4,12 +4,13 @@ isolation, keys, templates, and traffic to a sandbox's own ports."""
 import socket
 import time
 import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from e2b import Sandbox
+from e2b import Sandbox, SandboxQuery
 from e2b.exceptions import AuthenticationException, NotFoundException
 
 from conftest import API_KEY, API_URL
@@ -131,6 +132,34 @@ def test_templates_list_get_and_alias():
     assert_error(api("GET", "/templates/aliases/nope"), 404)
     assert_error(api("DELETE", "/templates/base"), 403)
     assert_error(api("GET", "/templates/nope"), 404)
+
+
+def test_started_after_a_sandboxs_own_start_lists_it():
+    # Tagged, so that other tests' sandboxes never push it off the page.
+    tag = uuid.uuid4().hex
+    sbx = Sandbox.create(timeout=120, metadata={"tag": tag})
+    try:
+        info = sbx.get_info()
+
+        def listed(started_after):
+            query = SandboxQuery(metadata={"tag": tag}, started_after=started_after)
+            return {s.sandbox_id for s in Sandbox.list(query=query).next_items()}
+
+        # The SDK sends the datetime it parsed from startedAt back as
+        # startedAfter (microseconds, an offset): the bound is inclusive.
+        assert sbx.sandbox_id in listed(info.started_at)
+        # A millisecond later, the precision startedAt is written in, it is not.
+        assert sbx.sandbox_id not in listed(info.started_at + timedelta(milliseconds=1))
+    finally:
+        sbx.kill()
+
+
+def test_api_answers_carry_a_request_id():
+    mine = api("GET", "/v2/sandboxes", headers={"X-Request-Id": "conformance-42"})
+    assert mine.status_code == 200 and mine.headers["x-request-id"] == "conformance-42"
+    made_up = api("GET", "/no/such/endpoint")
+    assert_error(made_up, 404)
+    assert made_up.headers["x-request-id"]
 
 
 def sandbox_request(path, sid, port, **headers):
