@@ -16,12 +16,13 @@ FUZZ_SECONDS ?= 60
 HOST_CA_BUNDLE := /etc/ssl/certs/ca-certificates.crt
 HEARTH_UP_ARGS ?= $(if $(wildcard $(HOST_CA_BUNDLE)),--ca-bundle $(HOST_CA_BUNDLE))
 
-.PHONY: help up test deps deps-test check fmt-check clippy unit api-postgres envd hearth template vm-test conformance node-conformance bench fuzz clean
+.PHONY: help up test deps deps-test check fmt-check clippy unit api-postgres envd hearth template vm-test conformance node-conformance bench soak fuzz clean
 
 help:
 	@echo "make up      install what is missing, build, run a node on 127.0.0.1:3000"
 	@echo "make test    the whole test suite (fmt, clippy, unit, integration, SDK conformance)"
 	@echo "make bench   benchmarks (results belong in docs/benchmarks.md)"
+	@echo "make soak    SOAK_CYCLES create/run/kill cycles (default 1000) and fault tests against hearth up"
 	@echo "make fuzz    run each fuzz target for FUZZ_SECONDS (default 60)"
 
 deps:
@@ -72,7 +73,7 @@ template: envd hearth
 # Real VMs (TCG here): template, clones, isolation, faults. Needs root.
 vm-test: template
 	cargo test --locked -p hearth-net --test slot -- --ignored
-	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test faults --test grpc --test stress --test recovery -- --ignored --test-threads=1
+	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test jail --test faults --test grpc --test stress --test recovery -- --ignored --test-threads=1
 
 conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
@@ -89,6 +90,17 @@ bench: deps envd template
 	HEARTH_ENVD=$(ENVD_BIN) $(REPO)/target/release/hearth-bench --build-from-nothing
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-sdk-bench.sh 20 8
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-template-bench.sh 10
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-density-bench.sh 100
+
+# Not part of `make test`: SOAK_CYCLES create → run → kill cycles through the
+# SDK, SOAK_CONCURRENCY at a time, then faults (a sandbox's QEMU killed, hearth
+# killed and restarted); each checks that nothing leaks. hearth listens on
+# HEARTH_UP_LISTEN (default 127.0.0.1:3901) with slots HEARTH_UP_SLOTS (htu:25).
+SOAK_CYCLES ?= 1000
+SOAK_CONCURRENCY ?= 8
+soak: deps envd template
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/soak/run-soak.sh $(SOAK_CYCLES) $(SOAK_CONCURRENCY)
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/soak/faults.sh
 
 fuzz:
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
