@@ -27,8 +27,7 @@ fn fail(message: impl Into<String>) -> BuildFailure {
 }
 
 fn internal(error: impl std::fmt::Display) -> BuildFailure {
-    tracing::warn!(%error, "template build: base layer failed");
-    fail(format!("preparing the base layer failed: {error}"))
+    BuildFailure::internal(BASE_STEP, "preparing the base layer", error)
 }
 
 fn size_mib(path: &Path) -> u64 {

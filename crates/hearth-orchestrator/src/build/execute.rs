@@ -42,11 +42,8 @@ impl TemplateBuilder {
             let frozen = match vm.freeze(self.runtime(), &next, size).await {
                 Ok(frozen) => frozen,
                 Err(e) => {
-                    tracing::warn!(template = %spec.template_id, error = %e, "freezing a layer failed");
-                    return Err(BuildFailure::new(
-                        step.name(),
-                        format!("the build VM failed: {e}"),
-                    ));
+                    tracing::warn!(template = %spec.template_id, "freezing a layer failed");
+                    return Err(BuildFailure::internal(step.name(), "the build VM", e));
                 }
             };
             let mut chain = below.chain.clone();
@@ -98,7 +95,7 @@ impl TemplateBuilder {
             .clone()
             .unwrap_or_else(|| image_rootfs::SANDBOX_USER.into());
         let fail = |message: String| BuildFailure::new(&name, message);
-        let vm_error = |e: NodeError| fail(format!("the build VM failed: {e}"));
+        let vm_error = |e: NodeError| BuildFailure::internal(&name, "the build VM", e);
         let mut env = ca_env.clone();
         env.extend(context.env.clone());
         match &step.kind {
@@ -265,7 +262,7 @@ impl TemplateBuilder {
             let code = self
                 .stream(vm, &process, FINALIZE, log)
                 .await
-                .map_err(|e| BuildFailure::new(FINALIZE, format!("the build VM failed: {e}")))?;
+                .map_err(|e| BuildFailure::internal(FINALIZE, "the build VM", e))?;
             if code == 0 {
                 log.info(Some(FINALIZE), "ready".into());
                 return Ok(());

@@ -62,6 +62,17 @@ impl BuildFailure {
             message: message.into(),
         }
     }
+
+    /// A failure of hearth's own (`what` failed): the detail (host paths,
+    /// QEMU's output) goes to the node's log, the client gets `what`.
+    pub fn internal(step: impl Into<String>, what: &str, error: impl std::fmt::Display) -> Self {
+        let step = step.into();
+        tracing::warn!(%step, %error, "template build: {what} failed");
+        Self::new(
+            step,
+            format!("{what} failed (an internal error, logged by the node)"),
+        )
+    }
 }
 
 /// Where a build starts from.
@@ -578,8 +589,8 @@ impl TemplateBuilder {
 }
 
 fn vm_failure(template: &str, step: String, error: NodeError) -> BuildFailure {
-    tracing::warn!(%template, %error, "template build failed");
-    BuildFailure::new(step, format!("the build VM failed: {error}"))
+    tracing::warn!(%template, "template build failed");
+    BuildFailure::internal(step, "the build VM", error)
 }
 
 /// Unique per process and moment: for scratch and image file names.
