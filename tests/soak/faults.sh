@@ -20,6 +20,8 @@ mkdir -p "$LOG_DIR"
 HERE_CONF="$REPO/tests/conformance"
 ( HERE="$HERE_CONF"; . "$HERE_CONF/deps.sh" )
 
+# Every create and kill in the log, for evidence when a cycle fails.
+export HEARTH_LOG="${HEARTH_LOG:-info,qapi=error}"
 HU_NAME=faults.sh
 . "$REPO/scripts/hearth-up-lib.sh"
 hu_init

@@ -20,6 +20,8 @@ if [ "${1:-}" != "--inside" ]; then
   mkdir -p "$LOG_DIR"
   HERE_CONF="$REPO/tests/conformance"
   ( HERE="$HERE_CONF"; . "$HERE_CONF/deps.sh" )
+  # Every create and kill in the log, for evidence when a cycle fails.
+  export HEARTH_LOG="${HEARTH_LOG:-info,qapi=error}"
   echo "==> soak; hearth's log: $LOG_DIR/hearth-up.log"
   exec "$REPO/scripts/with-hearth-up.sh" "$0" --inside "${1:-1000}" "${2:-8}"
 fi
