@@ -289,6 +289,9 @@ async fn supervise(
 
 async fn drain(mut readers: Vec<JoinHandle<()>>, progress: &AtomicU64) {
     loop {
+        // A reader that ended in an earlier round was polled to completion
+        // by that round's `join_all`: polling it again panics.
+        readers.retain(|reader| !reader.is_finished());
         let before = progress.load(Ordering::Relaxed);
         let all = futures::future::join_all(readers.iter_mut());
         if tokio::time::timeout(DRAIN_IDLE, all).await.is_ok() {
@@ -300,5 +303,36 @@ async fn drain(mut readers: Vec<JoinHandle<()>>, progress: &AtomicU64) {
             }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One pipe closes at once, the other keeps delivering for a few drain
+    /// rounds: a later round must not poll the finished reader again (a
+    /// panic: "JoinHandle polled after completion").
+    #[tokio::test]
+    async fn drain_outlasts_a_round_with_one_reader_finished() {
+        let progress = Arc::new(AtomicU64::new(0));
+        let finished = tokio::spawn(async {});
+        let busy = tokio::spawn({
+            let progress = progress.clone();
+            async move {
+                let end = Instant::now() + DRAIN_IDLE * 3;
+                while Instant::now() < end {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            drain(vec![finished, busy], &progress),
+        )
+        .await
+        .expect("drain ends once both readers have");
+        assert!(progress.load(Ordering::Relaxed) > 0);
     }
 }
