@@ -1,12 +1,13 @@
 """Soak: CYCLES times `Sandbox.create()` → `commands.run("echo ok")` →
 `kill()`, CONCURRENCY at a time, through the E2B Python SDK against a running
-hearth (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY). Afterwards no sandbox may
+hearth (E2B_API_URL, E2B_DOMAIN, E2B_API_KEY). Afterwards no sandbox may
 be left in `Sandbox.list()` or in the database's sandboxes table. Exits 1 on
 any failure. Run by tests/soak/run-soak.sh.
 
     python soak.py [CYCLES] [CONCURRENCY]
 """
 
+import os
 import statistics
 import sys
 import threading
@@ -15,6 +16,7 @@ import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 from e2b import Sandbox
 
 from hearth_host import database_rows, listed_sandbox_ids, percentile, run_echo
@@ -71,12 +73,35 @@ def cycle(number, tally):
         print(f"  cycle {number} failed in {phase} ({sandbox_id}): {detail}", flush=True)
         if phase == "run":
             traceback.print_exc()
+            diagnose(sandbox)
             try:
                 sandbox.kill()
             except Exception as kill_error:
                 print(f"    and killing it failed too: {kill_error}", flush=True)
         return
     tally.record(timing=tuple(b - a for a, b in zip(marks, marks[1:])))
+
+
+def diagnose(sandbox):
+    """After a failed command: does the sandbox answer another one, and
+    what did its console (the node's ring of it) say last?"""
+    began = time.perf_counter()
+    try:
+        run_echo(sandbox, timeout=30)
+        print(f"    a second echo ok answered in {time.perf_counter() - began:.1f} s", flush=True)
+    except Exception as error:
+        print(f"    a second echo ok failed after {time.perf_counter() - began:.1f} s: {error}", flush=True)
+    try:
+        response = httpx.get(
+            f"{os.environ['E2B_API_URL']}/sandboxes/{sandbox.sandbox_id}/logs",
+            params={"limit": 30},
+            headers={"X-API-Key": os.environ["E2B_API_KEY"]},
+            timeout=10,
+        )
+        lines = [entry["line"] for entry in response.json().get("logs", [])]
+        print(f"    its console, last {len(lines)} lines:", *(f"      {line}" for line in lines), sep="\n", flush=True)
+    except Exception as error:
+        print(f"    its console could not be read: {error}", flush=True)
 
 
 def report_timings(timings):
