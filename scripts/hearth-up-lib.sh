@@ -67,6 +67,18 @@ hu_wait_ready() {
   hu_die "hearth up did not become ready"
 }
 
+# hu_use_sdk_env SDK_ENV: the settings `hearth up` wrote, exported as a
+# user's shell has them after `source sdk.env` (host routing over HTTPS:
+# E2B_API_URL, E2B_DOMAIN, E2B_API_KEY, SSL_CERT_FILE, NODE_EXTRA_CA_CERTS),
+# and nothing an outer environment set. HEARTH_PROXY_URL is the origin for
+# header routing (E2b-Sandbox-Id/Port), for tests that use that mode.
+hu_use_sdk_env() {
+  unset E2B_SANDBOX_URL E2B_DEBUG E2B_DOMAIN SSL_CERT_FILE NODE_EXTRA_CA_CERTS
+  # shellcheck disable=SC1090
+  . "$1"
+  export HEARTH_PROXY_URL="$E2B_API_URL"
+}
+
 # Stops hearth with SIGTERM (it deletes its sandboxes); after
 # HEARTH_UP_STOP_TIMEOUT seconds (default 60) kills its whole session, VMs
 # included. Fails if it had to.

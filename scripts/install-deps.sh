@@ -21,6 +21,9 @@ command -v qemu-img >/dev/null || missing+=(qemu-utils)
 command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v curl >/dev/null || missing+=(curl)
+# Sandbox hosts `<port>-<id>.hearth.localhost` resolve to loopback for
+# programs here through glibc's myhostname module (browsers need nothing).
+[ -e /lib/x86_64-linux-gnu/libnss_myhostname.so.2 ] || missing+=(libnss-myhostname)
 # Template builds put a static tini and busybox into images that lack them.
 [ -x /usr/bin/tini-static ] || missing+=(tini)
 [ -x /bin/busybox ] || missing+=(busybox-static)
@@ -30,6 +33,9 @@ command -v curl >/dev/null || missing+=(curl)
 if [ "${1:-}" = "--test" ]; then
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
+    # A browser opening a sandbox's https URL, trusting hearth's CA (certutil).
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v certutil >/dev/null || missing+=(libnss3-tools)
 fi
 
 updated=0
@@ -50,4 +56,11 @@ if ! qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10\.'; then
     echo "installing: qemu-system-x86 (bookworm-backports)"
     ((updated)) || apt-get update -qq
     apt-get install -y -qq -t bookworm-backports qemu-system-x86 >/dev/null
+fi
+
+# The package's postinst adds `myhostname` to nsswitch.conf's hosts line; a
+# machine whose nsswitch.conf was edited by hand may still lack it.
+if ! grep -Eq '^hosts:.*\bmyhostname\b' /etc/nsswitch.conf; then
+    echo "enabling myhostname on the hosts line of /etc/nsswitch.conf"
+    sed -i -E 's/^(hosts:[[:space:]]+files)/\1 myhostname/' /etc/nsswitch.conf
 fi

@@ -12,8 +12,9 @@
 # so a node running on this machine is not disturbed; HEARTH_UP_EXTRA_ARGS
 # adds `hearth up` flags. The data directory ($HEARTH_DATA_DIR, default
 # /var/lib/hearth) supplies the cached guest image and template; the database
-# is a fresh SQLite file unless DATABASE_URL names another. CMD sees
-# E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY, HEARTH_DATABASE_URL for
+# is a fresh SQLite file unless DATABASE_URL names another. CMD sees what
+# sdk.env sets (E2B_API_URL, E2B_DOMAIN, E2B_API_KEY, SSL_CERT_FILE,
+# NODE_EXTRA_CA_CERTS), HEARTH_PROXY_URL (header routing), HEARTH_DATABASE_URL for
 # `hearth team create`, HEARTH_UP_PID and HEARTH_UP_PREFIX (the slot prefix),
 # and HEARTH_UP_SNAPSHOT, the host's VM cgroups and taps before hearth started
 # (for scripts/hearth-up-lib.sh's hu_leftovers).
@@ -43,12 +44,9 @@ hu_snapshot >"$WORK/before.txt"
 echo "==> starting hearth up on $HU_LISTEN (slots $HU_SLOTS, database ${DATABASE_URL%%:*})"
 hu_start "$DATABASE_URL" "$WORK/sdk.env" "$HEARTH_LOG_FILE"
 hu_wait_ready "$WORK/sdk.env" "$HEARTH_LOG_FILE"
-# shellcheck disable=SC1091
-. "$WORK/sdk.env"
-export E2B_API_URL E2B_SANDBOX_URL E2B_API_KEY HEARTH_BIN
-export HEARTH_DATABASE_URL="$DATABASE_URL" HEARTH_UP_SNAPSHOT="$WORK/before.txt"
+hu_use_sdk_env "$WORK/sdk.env"
+export HEARTH_BIN HEARTH_DATABASE_URL="$DATABASE_URL" HEARTH_UP_SNAPSHOT="$WORK/before.txt"
 export HEARTH_UP_PID="$HU_PID" HEARTH_UP_PREFIX="$HU_PREFIX" HEARTH_DATA_DIR="$HU_DATA_DIR"
-unset E2B_DEBUG E2B_DOMAIN
 
 status=0
 "$@" || status=$?

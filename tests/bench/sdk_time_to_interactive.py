@@ -1,6 +1,6 @@
 """Time to interactive as the SDK sees it: `Sandbox.create()` then
 `commands.run("true")`, against a running hearth (E2B_API_URL,
-E2B_SANDBOX_URL, E2B_API_KEY). Run by tests/bench/run-sdk-bench.sh.
+E2B_DOMAIN, E2B_API_KEY). Run by tests/bench/run-sdk-bench.sh.
 
     python sdk_time_to_interactive.py [SEQUENTIAL] [CONCURRENT]
 """

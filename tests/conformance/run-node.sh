@@ -67,13 +67,15 @@ fi
 if [ "${ENVD_SUITES:-1}" != 0 ]; then
   # The same tests as tests/conformance/run.sh, each in a VM of its own. Under
   # TCG a VM is slower than a local envd, hence the longer per-test limits.
-  echo "==> envd suite, Python SDK, in VMs (pytest, HEARTH_CONFORMANCE_TARGET=node)"
-  (cd "$HERE/python" && HEARTH_CONFORMANCE_TARGET=node "$VENV/bin/python" -m pytest -q -o timeout=120) \
-    || status=1
+  # These keep the header routing of E2B_SANDBOX_URL (the SDKs' other mode,
+  # and their raw HTTP tests' way in); the suites above route by host.
+  echo "==> envd suite, Python SDK, in VMs (pytest, HEARTH_CONFORMANCE_TARGET=node, header routing)"
+  (cd "$HERE/python" && E2B_SANDBOX_URL="$HEARTH_PROXY_URL" HEARTH_CONFORMANCE_TARGET=node \
+    "$VENV/bin/python" -m pytest -q -o timeout=120) || status=1
 
   echo "==> envd suite, JS SDK, in VMs (node --test, HEARTH_CONFORMANCE_TARGET=node)"
   js_log="$LOG_DIR/node-envd-js.log"
-  if (cd "$HERE/js" && HEARTH_CONFORMANCE_TARGET=node node --test --test-concurrency=1 \
+  if (cd "$HERE/js" && E2B_SANDBOX_URL="$HEARTH_PROXY_URL" HEARTH_CONFORMANCE_TARGET=node node --test --test-concurrency=1 \
       --test-timeout=120000 --test-reporter=spec test/*.test.mjs) >"$js_log" 2>&1; then
     grep -E '^ℹ (tests|pass|fail|skipped) ' "$js_log" || tail -n 5 "$js_log"
   else

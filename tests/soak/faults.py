@@ -1,5 +1,5 @@
 """Faults against a running hearth, through the E2B Python SDK (E2B_API_URL,
-E2B_SANDBOX_URL, E2B_API_KEY, HEARTH_UP_PREFIX, HEARTH_DATABASE_URL). Run
+E2B_DOMAIN, E2B_API_KEY, HEARTH_UP_PREFIX, HEARTH_DATABASE_URL). Run
 by tests/soak/faults.sh, which starts, kills and restarts hearth around them.
 
     python faults.py qemu-kill              a sandbox's QEMU is killed

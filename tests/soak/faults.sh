@@ -67,11 +67,8 @@ hu_check_port_free
 hu_snapshot >"$WORK/before.txt"
 echo "==> starting hearth up on $HU_LISTEN (slots $HU_SLOTS); logs in $LOG_DIR"
 start_hearth "$LOG_DIR/hearth-up.log"
-# shellcheck disable=SC1090
-. "$SDK_ENV"
-export E2B_API_URL E2B_SANDBOX_URL E2B_API_KEY
+hu_use_sdk_env "$SDK_ENV"
 export HEARTH_DATABASE_URL="$DATABASE_URL" HEARTH_UP_PREFIX="$HU_PREFIX" PYTHONDONTWRITEBYTECODE=1
-unset E2B_DEBUG E2B_DOMAIN
 faults() { "$VENV/bin/python" "$HERE/faults.py" "$@"; }
 
 echo "==> (a) kill -9 of a sandbox's QEMU while others run"

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod guest_read;
 pub mod lifecycle;
+pub mod listener;
 pub mod model;
 pub mod names;
 pub mod nodes;

@@ -36,17 +36,25 @@ pub struct NetworkConfig {
     pub allow_out: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
-    /// E2B's egress proxy, DNS, host rules and host masking: not enforced
-    /// by hearth's nodes, so refused when set.
+    /// The Host header requests to the sandbox's ports carry, `${PORT}`
+    /// replaced by the port (E2B's `maskRequestHost`), for servers in the
+    /// guest that check it; unset, the client's Host is passed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_request_host: Option<String>,
+    /// E2B's egress proxy, DNS and host rules: not enforced by hearth's
+    /// nodes, so refused when set.
     #[serde(default, skip_serializing)]
     pub egress_proxy: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     pub dns_servers: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     pub rules: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    pub mask_request_host: Option<serde_json::Value>,
 }
+
+/// What `maskRequestHost` replaces with the port.
+const PORT_VARIABLE: &str = "${PORT}";
+/// The longest `maskRequestHost` (a DNS name's limit).
+const MAX_MASK_LEN: usize = 255;
 
 /// Whether a JSON setting is present and not empty.
 fn set(value: Option<&serde_json::Value>) -> bool {
@@ -100,8 +108,28 @@ impl NetworkConfig {
             ("network.egressProxy", &self.egress_proxy),
             ("network.dnsServers", &self.dns_servers),
             ("network.rules", &self.rules),
-            ("network.maskRequestHost", &self.mask_request_host),
         ])
+    }
+
+    /// The Host header for requests to `port`, when masked.
+    pub fn request_host(&self, port: u16) -> Option<String> {
+        let mask = self.mask_request_host.as_deref()?;
+        Some(mask.replace(PORT_VARIABLE, &port.to_string()))
+    }
+
+    /// Why `maskRequestHost` cannot be a Host header, if it cannot.
+    pub fn invalid_mask(&self) -> Option<&'static str> {
+        let mask = self.mask_request_host.as_deref()?;
+        if mask.is_empty() || mask.len() > MAX_MASK_LEN {
+            return Some("network.maskRequestHost must be 1 to 255 characters");
+        }
+        let host = mask.replace(PORT_VARIABLE, "65535");
+        let valid = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+        (!valid).then_some(
+            "network.maskRequestHost must be a host name (letters, digits, '-', '.', ':' and ${PORT})",
+        )
     }
 }
 

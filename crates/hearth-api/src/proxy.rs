@@ -18,11 +18,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, error_body};
+use crate::model::NetworkConfig;
 use crate::secrets::same_secret;
 use crate::state::AppState;
 
@@ -78,6 +79,12 @@ pub async fn route_sandbox_traffic(
         }
         None => next.run(request).await,
     }
+}
+
+/// The Host the sandbox's `maskRequestHost` gives requests to `port`.
+fn masked_host(network: &serde_json::Value, port: u16) -> Option<HeaderValue> {
+    let network: NetworkConfig = serde_json::from_value(network.clone()).ok()?;
+    HeaderValue::from_str(&network.request_host(port)?).ok()
 }
 
 async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> Response {
@@ -137,6 +144,9 @@ async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> R
 
     let (mut parts, body) = request.into_parts();
     headers::outbound(&mut parts, upgrade.as_ref());
+    if let Some(host) = masked_host(&record.network, port) {
+        parts.headers.insert(header::HOST, host);
+    }
     parts.uri = uri;
     let body = Body::new(Guarded::new(body, route.gone.clone()));
     let upstream_request = axum::http::Request::from_parts(parts, body);

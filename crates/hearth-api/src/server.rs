@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::state::AppState;
 
@@ -44,20 +45,24 @@ pub fn proxy_app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the proxy alone on `listener`, until the task is dropped.
+/// Serves the proxy alone on `listener` (plain and, with `tls`, HTTPS),
+/// until the task is dropped.
 pub async fn serve_proxy(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, proxy_app(state)).await
+    crate::listener::serve(listener, proxy_app(state), tls, std::future::pending()).await
 }
 
-/// Serves `app` on `listener` (HTTP/1.1 and h2c) until `shutdown`, and
-/// enforces sandbox timeouts meanwhile. Builds that a previous process left
-/// running on these nodes are ended first (their streams died with it).
+/// Serves `app` on `listener` (HTTP/1.1 and HTTP/2, plain and, with `tls`,
+/// HTTPS) until `shutdown`, and enforces sandbox timeouts meanwhile. Builds
+/// that a previous process left running on these nodes are ended first
+/// (their streams died with it).
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     match crate::builds::interrupt_leftovers(&state).await {
@@ -72,7 +77,5 @@ pub async fn serve(
         state.clone(),
         Duration::from_secs(1),
     )));
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::listener::serve(listener, app(state), tls, shutdown).await
 }

@@ -640,7 +640,8 @@ async fn network_updates_reach_the_node_and_unenforced_settings_are_refused() ->
     for network in [
         json!({"egressProxy": {"address": "p:1"}}),
         json!({"rules": {"a.com": []}}),
-        json!({"maskRequestHost": "x"}),
+        json!({"maskRequestHost": "bad host/${PORT}"}),
+        json!({"maskRequestHost": ""}),
     ] {
         let response = h
             .request(Method::POST, "/v2/sandboxes")

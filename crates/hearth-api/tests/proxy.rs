@@ -344,7 +344,11 @@ async fn the_proxy_alone_carries_sandbox_traffic_only() -> TestResult {
     let id = h.create(json!({})).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let proxy_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(hearth_api::server::serve_proxy(h.state.clone(), listener));
+    tokio::spawn(hearth_api::server::serve_proxy(
+        h.state.clone(),
+        listener,
+        None,
+    ));
     let echoed: Value = h
         .http
         .get(format!("{proxy_url}/echo?alone=1"))

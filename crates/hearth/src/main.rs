@@ -5,6 +5,7 @@ mod build_args;
 mod dockerfile;
 mod local_node;
 mod node_auth;
+mod sandbox_urls;
 mod up;
 
 use std::path::PathBuf;
@@ -115,9 +116,13 @@ enum Command {
         /// Where to write the SDK settings (default: <data dir>/sdk.env).
         #[arg(long)]
         sdk_env: Option<PathBuf>,
-        /// The domain of `<port>-<sandboxID>.<domain>` sandbox hosts.
+        /// The domain of `<port>-<sandboxID>.<domain>` sandbox hosts, served
+        /// over HTTPS on the listen port (default: hearth.localhost:<port>,
+        /// which resolves to this host).
         #[arg(long)]
         domain: Option<String>,
+        #[command(flatten)]
+        tls: sandbox_urls::TlsArgs,
         /// Sandbox lifetime when a create names none, in seconds.
         #[arg(long, default_value_t = 300)]
         default_timeout: u64,
@@ -323,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             sdk_env,
             domain,
+            tls,
             default_timeout,
             max_timeout,
             slots,
@@ -333,8 +339,11 @@ async fn main() -> anyhow::Result<()> {
             keep_sandboxes_on_exit,
             build,
         } => {
+            let domain = domain.unwrap_or_else(|| sandbox_urls::default_domain(listen));
+            let tls = sandbox_urls::tls(&data, &tls, &domain, listen)?;
             let options = up::UpOptions {
                 build: build.settings()?,
+                tls: std::sync::Arc::new(tls),
                 listen,
                 proxy_listen,
                 envd: envd_path(envd)?,
@@ -344,7 +353,7 @@ async fn main() -> anyhow::Result<()> {
                 api: hearth_api::ApiConfig {
                     default_timeout: Duration::from_secs(default_timeout),
                     max_timeout: Duration::from_secs(max_timeout),
-                    domain,
+                    domain: Some(domain),
                     team_max_sandboxes,
                     ..hearth_api::ApiConfig::default()
                 },
@@ -380,6 +389,15 @@ async fn doctor(data: DataDir) -> anyhow::Result<()> {
                 .map_or("none (no limits)", |l| l.version())
         ),
         None => println!("vm jail:        off (not root)"),
+    }
+    let domain = sandbox_urls::default_domain(([127, 0, 0, 1], 3000).into());
+    match sandbox_urls::sandbox_hosts_resolve(&domain).await {
+        Ok(()) => println!("sandbox hosts:  *.hearth.localhost resolve to loopback"),
+        Err(why) => println!(
+            "sandbox hosts:  {why}; programs here cannot reach https://<port>-<id>.hearth.localhost \
+             (browsers can): install libnss-myhostname and put 'myhostname' on the hosts line of \
+             /etc/nsswitch.conf (`make up` does both)"
+        ),
     }
     Ok(())
 }

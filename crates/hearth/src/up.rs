@@ -16,13 +16,18 @@ use hearth_net::SlotNaming;
 use hearth_orchestrator::grpc::NodeService;
 use hearth_orchestrator::node_token::NodeToken;
 use hearth_orchestrator::{DataDir, NodeLimits};
+use hearth_tls::ServerTls;
 
+use crate::at_rest::SdkEnv;
 use crate::local_node::{LocalNode, NodeOptions};
+use crate::sandbox_urls::TrustFiles;
 
 /// The name the store gives this process's node.
 const LOCAL_NODE: &str = "local";
 /// How long open connections (streams, watches) may keep Ctrl-C waiting.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often certificate files are checked for renewals.
+const TLS_REFRESH: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -38,6 +43,8 @@ pub struct UpOptions {
     pub limits: NodeLimits,
     pub node: NodeOptions,
     pub build: hearth_orchestrator::build::BuildSettings,
+    /// The certificates HTTPS connections to the listen ports get.
+    pub tls: Arc<ServerTls>,
 }
 
 pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
@@ -117,7 +124,17 @@ async fn serve(
     register_base_template(&store, node).await?;
     let api_url = format!("http://{}", options.listen);
     let (key, new_key) = ensure_team(&store, sdk_env, options.api.team_max_sandboxes).await?;
-    crate::at_rest::write_sdk_env(sdk_env, &api_url, &key)?;
+    let trust = crate::sandbox_urls::trust_files(&options.tls)?;
+    let domain = options.api.domain.clone().unwrap_or_default();
+    crate::at_rest::write_sdk_env(
+        sdk_env,
+        &SdkEnv {
+            api_url: &api_url,
+            domain: &domain,
+            key: &key,
+            trust: trust.as_ref(),
+        },
+    )?;
 
     // The node's gRPC API, on a loopback port of its own.
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -146,25 +163,47 @@ async fn serve(
     let state = Arc::new(AppState::new(store.clone(), nodes, api, uploads));
 
     progress.say(&format!("hearth is up on {api_url}"));
-    println!("hearth is up: API and sandbox traffic on {api_url}");
+    println!("hearth is up: the API on {api_url}, sandboxes at https://<port>-<id>.{domain}");
     println!("{}", key_line(&key, new_key, sdk_env));
     println!(
-        "  settings: source {} (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY)",
-        sdk_env.display()
+        "  settings: source {} (E2B_API_URL, E2B_DOMAIN, E2B_API_KEY{})",
+        sdk_env.display(),
+        if trust.is_some() {
+            ", SSL_CERT_FILE, NODE_EXTRA_CA_CERTS"
+        } else {
+            ""
+        }
     );
+    if let Some(trust) = &trust {
+        println!("{}", trust_lines(trust));
+    }
     println!(
         "  then:     python3 -c 'from e2b import Sandbox; print(Sandbox.create().commands.run(\"uname -a\").stdout)'"
     );
     println!("Ctrl-C stops hearth and kills its sandboxes.");
 
+    let tls_config = options.tls.config();
     let proxy = proxy_listener.map(|(address, listener)| {
-        println!("  sandbox traffic alone also on http://{address}");
-        tokio::spawn(hearth_api::server::serve_proxy(state.clone(), listener))
+        println!("  sandbox traffic alone also on {address} (HTTP and HTTPS)");
+        tokio::spawn(hearth_api::server::serve_proxy(
+            state.clone(),
+            listener,
+            Some(tls_config.clone()),
+        ))
+    });
+    let refresh = tokio::spawn({
+        let tls = options.tls.clone();
+        async move { tls.refresh(TLS_REFRESH).await }
     });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut api = tokio::spawn(hearth_api::server::serve(state.clone(), listener, async {
-        let _ = api_stopped.await;
-    }));
+    let mut api = tokio::spawn(hearth_api::server::serve(
+        state.clone(),
+        listener,
+        Some(tls_config),
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
     let served = tokio::select! {
         served = &mut api => served,
         _ = shutdown_signal() => {
@@ -184,6 +223,7 @@ async fn serve(
     if let Some(proxy) = proxy {
         proxy.abort();
     }
+    refresh.abort();
     let _ = stop_grpc.send(());
     let _ = grpc_task.await;
     if !options.node.keep_sandboxes_on_exit {
@@ -234,6 +274,16 @@ async fn register_base_template(store: &Store, node: &LocalNode) -> anyhow::Resu
         })
         .await?;
     Ok(())
+}
+
+/// Where the local CA is and how to trust it, for people and browsers.
+fn trust_lines(trust: &TrustFiles) -> String {
+    format!(
+        "  TLS:      certificates from hearth's local CA {ca}\n\
+         \x20           sdk.env makes the SDKs trust it; curl: --cacert {ca}; a browser: import it as an\n\
+         \x20           authority (Chrome: Settings > Privacy and security > Security > Manage certificates)",
+        ca = trust.ca.display()
+    )
 }
 
 /// The API key is shown once, when it is made; after that it stays out of

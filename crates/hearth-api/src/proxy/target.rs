@@ -46,17 +46,12 @@ pub fn target(request: &Request, domain: Option<&str>) -> Option<Target> {
 }
 
 /// `<port>-<sandboxID>.<domain>[:<listen port>]`; without a configured
-/// domain any domain is taken, since API hosts never have that shape.
+/// domain any domain is taken, since API hosts never have that shape. The
+/// domain may carry the listen port (`hearth.localhost:3000`): the SDKs put
+/// it into sandbox hosts as given.
 fn host_target(host: &str, domain: Option<&str>) -> Option<Target> {
-    let host = host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            name
-        } else {
-            host
-        }
-    });
-    let (label, rest) = host.split_once('.')?;
-    if domain.is_some_and(|d| !rest.eq_ignore_ascii_case(d)) {
+    let (label, rest) = without_port(host).split_once('.')?;
+    if domain.is_some_and(|d| !rest.eq_ignore_ascii_case(without_port(d))) {
         return None;
     }
     let (port, id) = label.split_once('-')?;
@@ -66,6 +61,14 @@ fn host_target(host: &str, domain: Option<&str>) -> Option<Target> {
         id: id.to_ascii_lowercase(),
         port,
     })
+}
+
+/// `name` of `name:port`.
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +117,17 @@ mod tests {
             })
         );
         assert_eq!(target(&r, Some("other.com")), None);
+        // A domain with the port in it, as `hearth up` gives the SDKs.
+        let r = request(&[("Host", "49983-abc123.hearth.localhost:3000")]);
+        assert_eq!(
+            target(&r, Some("hearth.localhost:3000")),
+            Some(Target::Sandbox {
+                id: "abc123".into(),
+                port: 49983
+            })
+        );
+        let r = request(&[("Host", "api.hearth.localhost:3000")]);
+        assert_eq!(target(&r, Some("hearth.localhost:3000")), None);
         assert_eq!(target(&request(&[("Host", "127.0.0.1:3000")]), None), None);
         assert_eq!(target(&request(&[("Host", "api.example.com")]), None), None);
         assert_eq!(

@@ -147,6 +147,9 @@ fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
                 "'{bad}' is not an IPv4 address or CIDR"
             )));
         }
+        if let Some(why) = network.invalid_mask() {
+            return Err(ApiError::BadRequest(why.into()));
+        }
     }
     if unsupported.is_empty() {
         Ok(())

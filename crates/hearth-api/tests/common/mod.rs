@@ -101,6 +101,25 @@ impl Harness {
         nodes: Vec<Node>,
         config: ApiConfig,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::serving(node, nodes, config, None).await
+    }
+
+    /// A harness whose port also serves HTTPS with `tls`.
+    pub async fn with_tls(
+        config: ApiConfig,
+        tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let (node, address) = FakeNode::start().await?;
+        let name = format!("fake-{}", uuid::Uuid::new_v4());
+        Self::serving(node, vec![Node::new(&name, &address)?], config, Some(tls)).await
+    }
+
+    async fn serving(
+        node: FakeNode,
+        nodes: Vec<Node>,
+        config: ApiConfig,
+        tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let dir = tempfile::tempdir()?;
         let store = store(&dir).await?;
         let mut base = template("base", None);
@@ -112,7 +131,12 @@ impl Harness {
         let state = Arc::new(AppState::new(store, Nodes::new(nodes), config, uploads));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(axum::serve(listener, hearth_api::server::app(state.clone())).into_future());
+        tokio::spawn(hearth_api::listener::serve(
+            listener,
+            hearth_api::server::app(state.clone()),
+            tls,
+            std::future::pending(),
+        ));
         Ok(Self {
             url,
             state,

@@ -1,5 +1,6 @@
 // The unmodified E2B JS SDK against a running `hearth up` (real VMs), set up
-// only through E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY. Run by
+// only by the sdk.env it writes (E2B_API_URL, E2B_DOMAIN, E2B_API_KEY,
+// NODE_EXTRA_CA_CERTS): sandboxes at https://<port>-<id>.<domain>. Run by
 // tests/conformance/run-node.sh.
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
@@ -7,7 +8,7 @@ import { test } from 'node:test'
 
 import { CommandExitError, Sandbox } from 'e2b'
 
-for (const name of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
+for (const name of ['E2B_API_URL', 'E2B_DOMAIN', 'E2B_API_KEY']) {
   if (!process.env[name]) throw new Error(`${name} is not set: run tests/conformance/run-node.sh`)
 }
 
@@ -58,4 +59,29 @@ test('background commands, stdin and PTY', async () => {
 
 test('a wrong API key is refused', async () => {
   await assert.rejects(Sandbox.create({ apiKey: 'e2b_' + '2'.repeat(40) }), (e) => e.name === 'AuthenticationError')
+})
+
+test('envd and a server in the sandbox answer at https://<port>-<id>.<domain>', async () => {
+  assert.equal(process.env.E2B_SANDBOX_URL, undefined)
+  const sbx = await Sandbox.create({ timeoutMs: 60_000 })
+  try {
+    const host = sbx.getHost(8000)
+    assert.equal(host, `8000-${sbx.sandboxId}.${process.env.E2B_DOMAIN}`)
+    await sbx.files.write('/tmp/www/index.html', 'served over https\n')
+    await sbx.commands.run('cd /tmp/www && python3 -m http.server 8000', { background: true })
+    // Node's fetch trusts hearth's CA through NODE_EXTRA_CA_CERTS.
+    const deadline = Date.now() + 30_000
+    let response
+    do {
+      response = await fetch(`https://${host}/index.html`)
+      if (response.status !== 502) break
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    } while (Date.now() < deadline)
+    assert.equal(response.status, 200)
+    assert.equal(await response.text(), 'served over https\n')
+    const envd = await fetch(`https://${sbx.getHost(49983)}/health`)
+    assert.equal(envd.status, 204)
+  } finally {
+    await sbx.kill()
+  }
 })

@@ -11,7 +11,7 @@ import { after, test } from 'node:test'
 
 import { BuildError, Sandbox, Template, waitForPort } from 'e2b'
 
-for (const name of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
+for (const name of ['E2B_API_URL', 'E2B_DOMAIN', 'E2B_API_KEY']) {
   if (!process.env[name]) throw new Error(`${name} is not set: run tests/conformance/run-node.sh`)
 }
 const API = process.env.E2B_API_URL

@@ -1,6 +1,7 @@
 """Fixtures for the end-to-end suite: the unmodified `e2b` SDK against a
-running `hearth up` (real VMs), configured only through E2B_API_URL,
-E2B_SANDBOX_URL and E2B_API_KEY, as a user would.
+running `hearth up` (real VMs), configured only by the sdk.env it writes
+(E2B_API_URL, E2B_DOMAIN, E2B_API_KEY, SSL_CERT_FILE), as a user would:
+sandboxes are reached at https://<port>-<id>.<domain>, as against E2B.
 
 run-node.sh starts hearth and exports those, plus HEARTH_BIN and
 HEARTH_DATABASE_URL so that tests can create a second team.
@@ -13,7 +14,7 @@ import pytest
 
 from e2b import AsyncSandbox, Sandbox
 
-for _var in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"):
+for _var in ("E2B_API_URL", "E2B_DOMAIN", "E2B_API_KEY"):
     if not os.environ.get(_var):
         raise RuntimeError(f"{_var} is not set: run tests/conformance/run-node.sh")
 os.environ.pop("E2B_DEBUG", None)

@@ -5,7 +5,7 @@ exports HEARTH_TEST_REGISTRY and PUSH_IMAGE_BIN for the image tests."""
 
 import os
 
-for _var in ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY"):
+for _var in ("E2B_API_URL", "E2B_DOMAIN", "E2B_API_KEY"):
     if not os.environ.get(_var):
         raise RuntimeError(f"{_var} is not set: run tests/conformance/run-node.sh")
 os.environ.pop("E2B_DEBUG", None)
