@@ -41,14 +41,16 @@ pub struct NetworkConfig {
     /// guest that check it; unset, the client's Host is passed on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_request_host: Option<String>,
-    /// E2B's egress proxy, DNS and host rules: not enforced by hearth's
-    /// nodes, so refused when set.
+    /// E2B's egress proxy, DNS and host rules, and ports the proxy would
+    /// reach over HTTPS: not done by hearth, so refused when set.
     #[serde(default, skip_serializing)]
     pub egress_proxy: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     pub dns_servers: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     pub rules: Option<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub https_ports: Option<serde_json::Value>,
 }
 
 /// What `maskRequestHost` replaces with the port.
@@ -108,6 +110,7 @@ impl NetworkConfig {
             ("network.egressProxy", &self.egress_proxy),
             ("network.dnsServers", &self.dns_servers),
             ("network.rules", &self.rules),
+            ("network.httpsPorts", &self.https_ports),
         ])
     }
 

@@ -167,12 +167,8 @@ impl Nodes {
         }
         match best {
             Some((node, _)) => Ok(node),
-            // Which nodes is for the log (above), not for clients.
-            None if !unreachable.is_empty() && unreachable.len() == self.nodes.len() => Err(
-                ApiError::Unavailable("no node is reachable; try again later".into()),
-            ),
             None => Err(ApiError::Unavailable(
-                "every node is at its sandbox limit; try again later".into(),
+                no_room(self.nodes.len(), unreachable.len()).into(),
             )),
         }
     }
@@ -192,5 +188,34 @@ impl Nodes {
                 Err(error)
             }
         }
+    }
+}
+
+/// Why no node takes a sandbox, of `nodes` of which `unreachable` did not
+/// answer. Which nodes is for the log, not for clients.
+fn no_room(nodes: usize, unreachable: usize) -> &'static str {
+    match (nodes, unreachable) {
+        (0, _) => "this control plane has no nodes to run sandboxes on",
+        (n, u) if u == n => "no node is reachable; try again later",
+        (_, 0) => "every node is at its sandbox limit; try again later",
+        _ => "every node that answered is at its sandbox limit; try again later",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cluster_without_nodes_says_so() {
+        let empty = Nodes::new(Vec::new());
+        match empty.place(Duration::from_millis(10)).await {
+            Err(ApiError::Unavailable(message)) => assert!(message.contains("no nodes"), "{message}"),
+            Err(other) => panic!("an empty cluster: {other}"),
+            Ok(node) => panic!("placed on an empty cluster: {}", node.name),
+        }
+        assert!(no_room(3, 3).contains("reachable"));
+        assert!(no_room(3, 0).starts_with("every node is"));
+        assert!(no_room(3, 1).contains("answered"));
     }
 }

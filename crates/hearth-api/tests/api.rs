@@ -642,6 +642,7 @@ async fn network_updates_reach_the_node_and_unenforced_settings_are_refused() ->
         json!({"rules": {"a.com": []}}),
         json!({"maskRequestHost": "bad host/${PORT}"}),
         json!({"maskRequestHost": ""}),
+        json!({"httpsPorts": [8443]}),
     ] {
         let response = h
             .request(Method::POST, "/v2/sandboxes")
