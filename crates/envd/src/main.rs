@@ -42,14 +42,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, version = envd::VERSION, "envd listening");
-    if args.forward_local_ports {
-        tokio::spawn(envd::port_forward::run(std::time::Duration::from_secs(1)));
-    }
     let envd = Envd::new(Options {
         clock_sync: args.clock_sync,
         set_hostname: args.set_hostname,
         ..Options::default()
     });
+    if args.forward_local_ports {
+        tokio::spawn(envd::port_forward::run(
+            envd::port_forward::ScanPace::default(),
+            envd.process_started.clone(),
+        ));
+    }
     envd::server::serve(listener, envd, shutdown_signal())
         .await
         .context("serving")?;

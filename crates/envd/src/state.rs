@@ -45,6 +45,9 @@ pub struct Envd {
     defaults: RwLock<Defaults>,
     pub processes: ProcessRegistry,
     pub watchers: WatcherRegistry,
+    /// Told of every process started, so the scan for loopback-only ports
+    /// (`port_forward.rs`) looks again at once.
+    pub process_started: Arc<tokio::sync::Notify>,
 }
 
 pub type SharedEnvd = Arc<Envd>;
@@ -56,6 +59,7 @@ impl Envd {
             defaults: RwLock::new(Defaults::default()),
             processes: ProcessRegistry::default(),
             watchers: WatcherRegistry::default(),
+            process_started: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

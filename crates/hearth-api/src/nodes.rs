@@ -210,7 +210,9 @@ mod tests {
     async fn a_cluster_without_nodes_says_so() {
         let empty = Nodes::new(Vec::new());
         match empty.place(Duration::from_millis(10)).await {
-            Err(ApiError::Unavailable(message)) => assert!(message.contains("no nodes"), "{message}"),
+            Err(ApiError::Unavailable(message)) => {
+                assert!(message.contains("no nodes"), "{message}")
+            }
             Err(other) => panic!("an empty cluster: {other}"),
             Ok(node) => panic!("placed on an empty cluster: {}", node.name),
         }

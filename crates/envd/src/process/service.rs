@@ -201,6 +201,7 @@ impl Process for ProcessService {
         let started = spawn(spec, &self.envd.processes)
             .map_err(|e| ConnectError::invalid_argument(full_text(&e)))?;
         tracing::debug!(pid = started.handle.pid, cmd = %process.cmd, "process started");
+        self.envd.process_started.notify_one();
         let stream = process_events(
             started.handle.pid,
             started.events,
