@@ -136,10 +136,13 @@ impl TemplateService for TemplateBuilds {
         request: Request<pb::TemplateBuildRequest>,
     ) -> Result<Response<Self::BuildStream>, Status> {
         let spec = spec_from(request.into_inner())?;
-        // A build writes layers and a snapshot: refused up front on a node
-        // whose disk is nearly full, rather than failing midway.
-        self.manager
-            .disk_allows_a_build()
+        // A build writes layers and a snapshot and runs a VM: refused up
+        // front on a node whose disk is nearly full or whose memory is
+        // committed, rather than failing midway. Its VM's memory stays
+        // committed until the build ends.
+        let reservation = self
+            .manager
+            .reserve_build(spec.memory_mib)
             .map_err(|e| Status::resource_exhausted(e.to_string()))?;
         let (log, mut lines) = BuildLog::new();
         let (events, receiver) = mpsc::channel(256);
@@ -149,6 +152,7 @@ impl TemplateService for TemplateBuilds {
             tracing::info_span!("build", template = %spec.template_id, build = %spec.build_id);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let _reservation = reservation;
                 let build = builder.build(spec, log);
                 tokio::pin!(build);
                 let outcome = loop {

@@ -179,6 +179,9 @@ pub struct SandboxManager {
     /// may name builds older than the current one.
     builds: Mutex<HashMap<(String, String), Template>>,
     sandboxes: Mutex<HashMap<String, Entry>>,
+    /// Guest RAM of the template builds' VMs running now, which commit
+    /// memory as sandboxes do.
+    building: Mutex<Vec<u32>>,
     starts: Semaphore,
 }
 
@@ -188,6 +191,33 @@ impl std::fmt::Debug for SandboxManager {
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
+}
+
+/// A template build's memory commitment, given back when dropped.
+#[derive(Debug)]
+pub struct BuildReservation {
+    manager: Arc<SandboxManager>,
+    memory_mib: u32,
+}
+
+impl Drop for BuildReservation {
+    fn drop(&mut self) {
+        let mut building = lock(&self.manager.building);
+        if let Some(at) = building.iter().position(|mib| *mib == self.memory_mib) {
+            building.swap_remove(at);
+        }
+    }
+}
+
+/// The guest RAM of every sandbox and build VM that commits memory.
+fn commitments<'a>(
+    sandboxes: &'a HashMap<String, Entry>,
+    building: &'a [u32],
+) -> impl Iterator<Item = u64> + 'a {
+    sandboxes
+        .values()
+        .map(Entry::memory_mib)
+        .chain(building.iter().map(|mib| u64::from(*mib)))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,6 +233,7 @@ impl SandboxManager {
             templates: Mutex::new(HashMap::new()),
             builds: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
+            building: Mutex::new(Vec::new()),
         }
     }
 
@@ -339,11 +370,28 @@ impl SandboxManager {
         }
     }
 
-    /// Free disk for a build, checked before it starts (the same floor as
-    /// for creates).
-    pub fn disk_allows_a_build(&self) -> Result<(), SandboxError> {
+    /// Room for a template build whose VM has `memory_mib` of guest RAM:
+    /// free disk (the same floor as for creates) and committed memory
+    /// beside the sandboxes and other builds. The memory stays committed
+    /// until the reservation is dropped, when the build ends.
+    pub fn reserve_build(
+        self: &Arc<Self>,
+        memory_mib: u32,
+    ) -> Result<BuildReservation, SandboxError> {
         admission::disk_allows(self.runtime.data.root(), self.limits.min_free_disk_mib)
-            .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))
+            .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;
+        let budget = self.memory_budget();
+        let sandboxes = lock(&self.sandboxes);
+        let mut building = lock(&self.building);
+        let committed = budget.committed_mib(commitments(&sandboxes, &building));
+        budget
+            .admit(committed, u64::from(memory_mib))
+            .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;
+        building.push(memory_mib);
+        Ok(BuildReservation {
+            manager: self.clone(),
+            memory_mib,
+        })
     }
 
     /// Takes `id` for a create of a sandbox with `memory_mib` of guest RAM,
@@ -363,7 +411,7 @@ impl SandboxManager {
                 self.limits.max_sandboxes
             )));
         }
-        let committed = budget.committed_mib(sandboxes.values().map(Entry::memory_mib));
+        let committed = budget.committed_mib(commitments(&sandboxes, &lock(&self.building)));
         budget
             .admit(committed, u64::from(memory_mib))
             .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;

@@ -754,6 +754,63 @@ async fn a_service_on_guest_localhost_is_reachable_from_the_host() -> TestResult
     node.shutdown().await
 }
 
+/// The host's memory (MemTotal) in MiB.
+fn host_memory_mib() -> Result<u64, Box<dyn std::error::Error>> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    let kib = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or("no MemTotal in /proc/meminfo")?;
+    Ok(kib / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn template_builds_commit_memory_beside_sandboxes() -> TestResult {
+    // A budget of 1500 MiB; each 512 MiB VM commits 576 with its overhead.
+    let limits = NodeLimits {
+        min_free_memory_mib: host_memory_mib()?.saturating_sub(1500),
+        per_vm_overhead_mib: 64,
+        memory_overcommit: 1.0,
+        ..NodeLimits::default()
+    };
+    let mut node = Node::start(limits, &["beside-builds"]).await?;
+    let first = node.manager.reserve_build(512)?;
+    let second = node.manager.reserve_build(512)?;
+    // Two builds (1152 MiB) leave no room for a sandbox or a third build.
+    let refused = node
+        .client
+        .create(create_request("beside-builds"))
+        .await
+        .err();
+    assert_eq!(
+        refused.as_ref().map(|s| s.code()),
+        Some(Code::ResourceExhausted)
+    );
+    assert!(refused.is_some_and(|s| s.message().contains("memory")));
+    let third = node.manager.reserve_build(512);
+    assert!(third.is_err_and(|e| e.to_string().contains("memory")));
+    // A build that ends gives its memory back.
+    drop(second);
+    node.client.create(create_request("beside-builds")).await?;
+    assert!(node.manager.reserve_build(512).is_err());
+    node.client
+        .delete(pb::SandboxDeleteRequest {
+            sandbox_id: "beside-builds".into(),
+        })
+        .await?;
+    drop(node.manager.reserve_build(512)?);
+    drop(first);
+    node.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "boots VMs: run with `make vm-test`"]
 async fn a_node_short_of_memory_or_slots_refuses_clearly() -> TestResult {
