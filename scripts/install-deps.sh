@@ -33,6 +33,8 @@ command -v curl >/dev/null || missing+=(curl)
 if [ "${1:-}" = "--test" ]; then
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     command -v docker-registry >/dev/null || missing+=(docker-registry)
+    # htpasswd: the test registry that wants a login.
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
     # A browser opening a sandbox's https URL, trusting hearth's CA (certutil).
     command -v chromium >/dev/null || missing+=(chromium)
     command -v certutil >/dev/null || missing+=(libnss3-tools)

@@ -55,8 +55,8 @@ if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
 
   echo "==> Template builds, JS SDK against hearth up (node --test)"
   js_log="$LOG_DIR/node-templates-js.log"
-  if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec \
-      templates/*.test.mjs) >"$js_log" 2>&1; then
+  if (cd "$HERE/js" && "$REPO/scripts/with-test-registry.sh" node --test --test-concurrency=1 \
+      --test-timeout=900000 --test-reporter=spec templates/*.test.mjs) >"$js_log" 2>&1; then
     grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
   else
     cat "$js_log"

@@ -25,6 +25,9 @@ pub struct ApiConfig {
     pub build_timeout: Duration,
     /// The largest build-context archive an upload may carry.
     pub max_upload_bytes: u64,
+    /// The size of all stored uploads beyond which the least recently used
+    /// are removed (a client uploads a removed one again when asked).
+    pub upload_cache_bytes: u64,
     /// How long an upload URL stays valid once handed out.
     pub upload_url_ttl: Duration,
     /// The longest one upload may take, start to end.
@@ -73,6 +76,7 @@ impl Default for ApiConfig {
             max_concurrent_builds: 2,
             build_timeout: Duration::from_secs(3600),
             max_upload_bytes: 1 << 30,
+            upload_cache_bytes: 10 << 30,
             upload_url_ttl: Duration::from_secs(3600),
             // The SDKs give an upload an hour too.
             upload_timeout: Duration::from_secs(3600),

@@ -35,6 +35,9 @@ pub enum UploadError {
     Io(#[from] std::io::Error),
 }
 
+/// How long an upload is kept after its last use, whatever the cache's size.
+pub const UPLOAD_GRACE: Duration = Duration::from_secs(2 * 3600);
+
 /// Where uploads live and the key their URLs are signed with.
 pub struct Uploads {
     dir: PathBuf,
@@ -114,12 +117,32 @@ impl Uploads {
         Some(self.template_dir(template_id)?.join(hash))
     }
 
-    /// Whether the upload is stored.
+    /// Whether the upload is stored. Asking counts as a use: pruning keeps
+    /// what was asked for lately (a build is about to read it).
     pub async fn present(&self, template_id: &str, hash: &str) -> bool {
-        match self.path(template_id, hash) {
-            Some(path) => tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()),
-            None => false,
-        }
+        let Some(path) = self.path(template_id, hash) else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).ok()?;
+            file.metadata().ok().filter(|m| m.is_file())?;
+            // A file that cannot be touched is still there.
+            let _ = file.set_modified(std::time::SystemTime::now());
+            Some(())
+        })
+        .await
+        .is_ok_and(|found| found.is_some())
+    }
+
+    /// Removes the least recently used uploads until all of them take at
+    /// most `max_bytes`, but none used within [`UPLOAD_GRACE`]: a build
+    /// that was told an upload is present may not have read it yet.
+    /// Returns how many went.
+    pub async fn prune(&self, max_bytes: u64) -> usize {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || prune_uploads(&dir, max_bytes, UPLOAD_GRACE))
+            .await
+            .unwrap_or(0)
     }
 
     /// The URL a node reads the upload from (it shares the host for now).
@@ -202,6 +225,49 @@ impl Uploads {
             _ => Ok(()),
         }
     }
+}
+
+/// Walks `<dir>/<template>/<hash>` and removes the oldest uploads (by last
+/// use, the modification time) beyond `max_bytes` and older than `grace`.
+fn prune_uploads(dir: &Path, max_bytes: u64, grace: Duration) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let mut uploads: Vec<(std::time::SystemTime, PathBuf, u64)> = Vec::new();
+    let Ok(templates) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for template in templates.filter_map(|e| e.ok()) {
+        let Ok(files) = std::fs::read_dir(template.path()) else {
+            continue;
+        };
+        for file in files.filter_map(|e| e.ok()) {
+            if file.file_name().to_string_lossy().starts_with('.') {
+                continue; // an upload in progress
+            }
+            if let Ok(meta) = file.metadata()
+                && meta.is_file()
+                && let Ok(used) = meta.modified()
+            {
+                uploads.push((used, file.path(), meta.blocks() * 512));
+            }
+        }
+    }
+    let mut total: u64 = uploads.iter().map(|(_, _, size)| size).sum();
+    uploads.sort_by_key(|(used, _, _)| *used);
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for (used, path, size) in uploads {
+        if total <= max_bytes {
+            break;
+        }
+        if now.duration_since(used).unwrap_or_default() < grace {
+            break; // everything after it is younger still
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total = total.saturating_sub(size);
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn is_archive(head: &[u8]) -> bool {
@@ -328,6 +394,50 @@ mod tests {
         assert_eq!(mode(&root)?, 0o700);
         assert_eq!(mode(&root.join("t1"))?, 0o700);
         assert_eq!(mode(&root.join("t1").join(&hash))?, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn pruning_removes_the_least_recently_used_past_their_grace()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let hour = Duration::from_secs(3600);
+        let now = std::time::SystemTime::now();
+        let put = |template: &str, hash: &str, age: Duration| -> std::io::Result<PathBuf> {
+            let path = dir.path().join(template).join(hash);
+            std::fs::create_dir_all(dir.path().join(template))?;
+            std::fs::write(&path, vec![1u8; 64 << 10])?;
+            std::fs::File::open(&path)?.set_modified(now - age)?;
+            Ok(path)
+        };
+        let oldest = put("t1", "a", 5 * hour)?;
+        let older = put("t2", "b", 4 * hour)?;
+        let recent = put("t1", "c", Duration::from_secs(60))?;
+        let partial = put("t1", ".d.part", 9 * hour)?;
+        // Room for two: the oldest goes; uploads in progress never count.
+        assert_eq!(prune_uploads(dir.path(), 150 << 10, hour), 1);
+        assert!(!oldest.exists() && older.exists() && recent.exists() && partial.exists());
+        // Room for none: what was used within the grace stays.
+        assert_eq!(prune_uploads(dir.path(), 0, hour), 1);
+        assert!(!older.exists() && recent.exists());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn asking_whether_an_upload_is_present_counts_as_a_use()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let uploads = Uploads::new(dir.path(), b"key".to_vec());
+        let hash = "ab".repeat(32);
+        let path = uploads.path("tpl", &hash).ok_or("no path")?;
+        std::fs::create_dir_all(dir.path().join("tpl"))?;
+        std::fs::write(&path, b"x")?;
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(86400);
+        std::fs::File::open(&path)?.set_modified(long_ago)?;
+        assert!(uploads.present("tpl", &hash).await);
+        assert!(std::fs::metadata(&path)?.modified()? > long_ago);
+        assert_eq!(uploads.prune(0).await, 0);
+        assert!(path.exists());
         Ok(())
     }
 }

@@ -1333,5 +1333,33 @@ async fn the_legacy_v2_request_and_base_still_work() -> TestResult {
         (request.from_template.as_str(), request.from_image.as_str()),
         ("base", "")
     );
+    // Both log sources read the one log; another source is refused.
+    let logs = |source: &str| {
+        h.request(
+            Method::GET,
+            &format!("/templates/{template_id}/builds/{build_id}/logs?source={source}"),
+        )
+        .send()
+    };
+    let persistent: Value = logs("persistent").await?.json().await?;
+    let temporary: Value = logs("temporary").await?.json().await?;
+    assert!(persistent["logs"].as_array().is_some_and(|l| !l.is_empty()));
+    assert_eq!(persistent, temporary);
+    refused(
+        logs("elsewhere").await?,
+        400,
+        "source must be persistent or temporary",
+    )
+    .await?;
+    // The v1 build start (the old CLI's) is refused as not offered, not lost.
+    let v1 = h
+        .request(
+            Method::POST,
+            &format!("/templates/{template_id}/builds/{build_id}"),
+        )
+        .json(&json!({}))
+        .send()
+        .await?;
+    refused(v1, 501, "POST /v2/templates/{templateID}/builds/{buildID}").await?;
     Ok(())
 }

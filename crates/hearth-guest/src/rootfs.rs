@@ -13,7 +13,7 @@ use crate::pins;
 use crate::progress::Progress;
 
 const BASE_RECIPE: &str = "rootfs-base-2";
-const RECIPE: &str = "rootfs-1";
+const RECIPE: &str = "rootfs-2";
 /// PID 1 of the guest, started by the initramfs.
 pub const HEARTH_INIT: &str = include_str!("../../../guest/hearth-init");
 /// Where the init lives in the guest (`/sbin` is a link to `/usr/sbin`).
@@ -190,7 +190,12 @@ fn install_hearth(base: &Path, dir: &Path, envd: &Path, ca_bundle: Option<&[u8]>
 /// The system's CA bundle as curl, OpenSSL and Python read it.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Appends `bundle` to the image's system CA bundle and points pip at it.
+/// Where `update-ca-certificates` finds local certificates: a step that
+/// reinstalls ca-certificates keeps the extra ones.
+const EXTRA_CA_CERTIFICATES: &str = "/usr/local/share/ca-certificates/hearth-extra.crt";
+
+/// Appends `bundle` to the image's system CA bundle (and keeps it where
+/// `update-ca-certificates` looks) and points pip at it.
 fn add_ca_bundle(image: &Path, dir: &Path, bundle: &[u8]) -> Result<()> {
     let current = run(
         "reading the rootfs's CA bundle",
@@ -206,17 +211,20 @@ fn add_ca_bundle(image: &Path, dir: &Path, bundle: &[u8]) -> Result<()> {
     combined.extend_from_slice(bundle);
     let bundle_file = dir.join("ca-certificates.crt");
     let pip_file = dir.join("pip.conf");
+    let extra_file = dir.join("hearth-extra.crt");
     std::fs::write(&bundle_file, &combined).map_err(GuestError::io("writing", &bundle_file))?;
+    std::fs::write(&extra_file, bundle).map_err(GuestError::io("writing", &extra_file))?;
     std::fs::write(&pip_file, format!("[global]\ncert = {SYSTEM_CA_BUNDLE}\n"))
         .map_err(GuestError::io("writing", &pip_file))?;
     write_into_image(
         image,
         &[
             (&bundle_file, SYSTEM_CA_BUNDLE, 0o644),
+            (&extra_file, EXTRA_CA_CERTIFICATES, 0o644),
             (&pip_file, "/etc/pip.conf", 0o644),
         ],
     )?;
-    for file in [bundle_file, pip_file] {
+    for file in [bundle_file, extra_file, pip_file] {
         std::fs::remove_file(&file).map_err(GuestError::io("removing", &file))?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use hearth_oci::push::{PushRequest, push_rootfs};
-use hearth_oci::{Compression, ImageConfig};
+use hearth_oci::{Compression, Credentials, ImageConfig};
 
 #[derive(Parser)]
 #[command(about = "Push a directory as a single-layer linux/amd64 image")]
@@ -35,6 +35,11 @@ struct Args {
     workdir: Option<String>,
     #[arg(long)]
     user: Option<String>,
+    /// A login for a registry that wants one (with `--password`).
+    #[arg(long, requires = "password")]
+    username: Option<String>,
+    #[arg(long, requires = "username")]
+    password: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -58,6 +63,11 @@ async fn main() -> ExitCode {
         ..ImageConfig::default()
     };
     let reference = format!("{}/{}", args.registry, args.name);
+    let credentials = args
+        .username
+        .clone()
+        .zip(args.password.clone())
+        .map(|(username, password)| Credentials { username, password });
     let request = PushRequest {
         reference: &reference,
         rootfs: &args.rootfs,
@@ -68,7 +78,7 @@ async fn main() -> ExitCode {
         },
         config: &config,
         architecture: "amd64",
-        credentials: None,
+        credentials: credentials.as_ref(),
         insecure_registries: &[],
     };
     match push_rootfs(&request).await {

@@ -38,10 +38,48 @@ impl ImageStore {
 
     /// The cached blob, if one of the expected size is there. Its content
     /// was verified before it got its name.
+    /// A hit counts as a use for [`ImageStore::prune`].
     pub(crate) fn cached(&self, hex: &Sha256Hex, size: u64) -> Option<PathBuf> {
         let path = self.blob_path(hex);
-        let meta = std::fs::metadata(&path).ok()?;
-        (meta.is_file() && meta.len() == size).then_some(path)
+        let file = std::fs::File::open(&path).ok()?;
+        let meta = file.metadata().ok()?;
+        if !(meta.is_file() && meta.len() == size) {
+            return None;
+        }
+        // A blob that cannot be touched is still good.
+        let _ = file.set_modified(std::time::SystemTime::now());
+        Some(path)
+    }
+
+    /// Removes the least recently used blobs until the cache takes at most
+    /// `max_bytes`; returns how many went. The caller makes sure no pull
+    /// runs meanwhile (a pull re-fetches what is missing anyway).
+    pub fn prune(&self, max_bytes: u64) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(self.blob_dir()) else {
+            return 0;
+        };
+        let mut blobs: Vec<(std::time::SystemTime, PathBuf, u64)> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                Some((meta.modified().ok()?, e.path(), meta.blocks() * 512))
+            })
+            .collect();
+        let mut total: u64 = blobs.iter().map(|(_, _, size)| size).sum();
+        blobs.sort_by_key(|(used, _, _)| *used);
+        let mut removed = 0;
+        for (_, path, size) in blobs {
+            if total <= max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(size);
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Writes a blob from `chunks`, refusing it unless it has exactly `size`
@@ -229,5 +267,39 @@ mod tests {
         );
         assert!(leftovers(&store).is_empty());
         assert_eq!(store.cached(&hex, 11), None);
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_the_most_recently_used_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::new(dir.path());
+        let blob: Vec<u8> = vec![3u8; 64 << 10];
+        let mut stored = Vec::new();
+        for (n, seconds_ago) in [(1u8, 300u64), (2, 200), (3, 100)] {
+            let mut data = blob.clone();
+            data[0] = n;
+            let hex = sha256(&data);
+            let path = store
+                .write(
+                    "img",
+                    &hex,
+                    data.len() as u64,
+                    futures::stream::iter([Ok(Bytes::from(data.clone()))]),
+                )
+                .await
+                .expect("stored");
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds_ago);
+            std::fs::File::open(&path)
+                .expect("open")
+                .set_modified(then)
+                .expect("age");
+            stored.push((hex, data.len() as u64, path));
+        }
+        // A hit makes the oldest the newest.
+        assert!(store.cached(&stored[0].0, stored[0].1).is_some());
+        // Room for two: the least recently used (the second) goes.
+        assert_eq!(store.prune(150 << 10), 1);
+        assert!(stored[0].2.exists() && !stored[1].2.exists() && stored[2].2.exists());
+        assert_eq!(store.prune(1 << 30), 0);
     }
 }

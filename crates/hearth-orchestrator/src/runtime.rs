@@ -1,7 +1,7 @@
 //! One node's microVM runtime: its accelerator, guest artifacts, templates
 //! and the clones it runs, each in its own network slot.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -123,6 +123,27 @@ pub struct RunningSandbox {
     pub slot: NetSlot,
 }
 
+/// The guest's system CA bundle (Debian's path, which hearth also writes
+/// into images that have none).
+pub const GUEST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Environment that points tools which ignore the system trust store at
+/// it, when the node has extra CA certificates: Node (npm) adds
+/// `NODE_EXTRA_CA_CERTS` to its own roots and Python's `requests` reads
+/// certifi's bundle unless `REQUESTS_CA_BUNDLE` says otherwise. The system
+/// bundle holds the extra certificates in every guest (hearth appends them
+/// when it makes a rootfs). Build steps get it, and every sandbox under its
+/// own env vars.
+pub fn guest_ca_env(ca_bundle: Option<&[u8]>) -> BTreeMap<String, String> {
+    if ca_bundle.is_none() {
+        return BTreeMap::new();
+    }
+    ["NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"]
+        .into_iter()
+        .map(|name| (name.to_owned(), GUEST_CA_BUNDLE.to_owned()))
+        .collect()
+}
+
 /// The node's runtime state.
 #[derive(Debug)]
 pub struct NodeRuntime {
@@ -139,6 +160,11 @@ pub struct NodeRuntime {
 }
 
 impl NodeRuntime {
+    /// [`guest_ca_env`] for this node's sandboxes.
+    pub fn ca_env(&self) -> BTreeMap<String, String> {
+        guest_ca_env(self.ca_bundle.as_deref())
+    }
+
     /// Opens the data directory and picks the accelerator (probing it the
     /// first time, with the guest kernel, which is fetched if missing).
     pub async fn open(data: DataDir, naming: SlotNaming, progress: &Progress) -> Result<Self> {

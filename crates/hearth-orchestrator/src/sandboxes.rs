@@ -436,13 +436,11 @@ impl SandboxManager {
             })?
             .map_err(|_| SandboxError::ResourceExhausted("the node is shutting down".into()))?;
         // A built template's final USER, WORKDIR and ENV are its sandboxes'
-        // defaults; the create's own env vars win over the template's.
+        // defaults; the create's own env vars win over the template's, and
+        // both over where the node's extra CA certificates are.
         let defaults = &template.meta.defaults;
-        let mut env_vars: HashMap<String, String> = defaults
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut env_vars: HashMap<String, String> = self.runtime.ca_env().into_iter().collect();
+        env_vars.extend(defaults.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env_vars.extend(spec.env_vars.clone());
         let init = InitParams {
             env_vars: Some(env_vars),

@@ -30,6 +30,14 @@ pub struct BuildArgs {
     /// used are removed.
     #[arg(long, default_value_t = 20 * 1024)]
     pub layer_cache_mib: u64,
+    /// The size (MiB) of cached image blobs (pulled layers) beyond which the
+    /// least recently used are removed.
+    #[arg(long, default_value_t = 10 * 1024)]
+    pub image_cache_mib: u64,
+    /// The size (MiB) of stored build-context uploads beyond which the least
+    /// recently used are removed (`hearth up`'s control plane).
+    #[arg(long, default_value_t = 10 * 1024)]
+    pub upload_cache_mib: u64,
 }
 
 impl BuildArgs {
@@ -38,6 +46,7 @@ impl BuildArgs {
             default_disk_mib: self.build_disk_mib,
             max_concurrent: self.max_concurrent_builds,
             layer_cache_bytes: self.layer_cache_mib << 20,
+            image_cache_bytes: self.image_cache_mib << 20,
             ..BuildSettings::default()
         };
         if let Some(path) = &self.ca_bundle {

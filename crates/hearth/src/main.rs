@@ -355,6 +355,8 @@ async fn main() -> anyhow::Result<()> {
                     max_timeout: Duration::from_secs(max_timeout),
                     domain: Some(domain),
                     team_max_sandboxes,
+                    max_concurrent_builds: build.max_concurrent_builds,
+                    upload_cache_bytes: build.upload_cache_mib << 20,
                     ..hearth_api::ApiConfig::default()
                 },
                 limits: admission.apply(NodeLimits {

@@ -67,7 +67,7 @@ impl TemplateBuilder {
         }
         let work = self.scratch_dir(&key).map_err(internal)?;
         let name = layer_file_name(&key, "ext4");
-        let image = work.join(&name);
+        let image = work.path().join(&name);
         let linked = hearth_vmm::template::link_or_copy(&rootfs.image, &image).map_err(internal);
         let result = linked.and_then(|()| {
             let meta = LayerMeta {
@@ -79,7 +79,7 @@ impl TemplateBuilder {
             self.layers.publish(&key, &image, &meta).map_err(internal)?;
             Ok((key.clone(), meta))
         });
-        let _ = std::fs::remove_dir_all(&work);
+        drop(work);
         result
     }
 
@@ -93,9 +93,7 @@ impl TemplateBuilder {
             return Ok((key, meta));
         }
         let work = self.scratch_dir(&key).map_err(internal)?;
-        let result = self.template_layer_in(template, &key, &work).await;
-        let _ = std::fs::remove_dir_all(&work);
-        result
+        self.template_layer_in(template, &key, work.path()).await
     }
 
     async fn template_layer_in(
@@ -118,11 +116,24 @@ impl TemplateBuilder {
             }
             rebase = Some(name.clone());
             chain.push(name);
-        } else if let Some(missing) = chain.iter().find(|n| !self.layers.file(n).is_file()) {
-            return Err(fail(format!(
-                "the layers of template '{}' are no longer on this node ({missing}); rebuild it",
-                template.meta.name
-            )));
+        } else {
+            // The store may have pruned them; the template holds its own
+            // links to its chain under the same names.
+            for name in &chain {
+                let stored = self.layers.file(name);
+                if stored.is_file() {
+                    continue;
+                }
+                let own = template.dir.join(name);
+                if !own.is_file() {
+                    return Err(fail(format!(
+                        "the layers of template '{}' are no longer on this node ({name}); rebuild it",
+                        template.meta.name
+                    )));
+                }
+                std::fs::create_dir_all(self.layers.root()).map_err(internal)?;
+                hearth_vmm::template::link_or_copy(&own, &stored).map_err(internal)?;
+            }
         }
         let name = layer_file_name(key, "qcow2");
         let image = work.join(&name);
@@ -194,10 +205,14 @@ impl TemplateBuilder {
             );
             return Ok((key, meta));
         }
-        let work = self.scratch_dir(&key).map_err(internal)?;
-        let tree = work.join("tree");
+        // The unpack goes on in its blocking task if this future is
+        // dropped (a cancelled build): the task holds the scratch directory
+        // too, and the last of the two to finish removes it.
+        let work = std::sync::Arc::new(self.scratch_dir(&key).map_err(internal)?);
+        let work_for_task = work.clone();
+        let tree = work.path().join("tree");
         let name = layer_file_name(&key, "ext4");
-        let image = work.join(&name);
+        let image = work.path().join(&name);
         let tools = self.tools.clone();
         let bundle = self.settings.ca_bundle.clone();
         let sink = log.clone();
@@ -207,6 +222,7 @@ impl TemplateBuilder {
             "unpacking the image into a root filesystem".into(),
         );
         let made = tokio::task::spawn_blocking(move || -> Result<(), BuildFailure> {
+            let _work = work_for_task;
             std::fs::create_dir_all(&tree_for_task).map_err(internal)?;
             hearth_oci::unpack(&pulled, &tree_for_task, &|line: String| {
                 sink.debug(Some(BASE_STEP), line);
@@ -239,7 +255,7 @@ impl TemplateBuilder {
             self.layers.publish(&key, &image, &meta).map_err(internal)?;
             Ok((key.clone(), meta))
         });
-        let _ = std::fs::remove_dir_all(&work);
+        drop(work);
         result
     }
 }

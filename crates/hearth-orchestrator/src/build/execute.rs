@@ -66,19 +66,15 @@ impl TemplateBuilder {
         Ok((below.chain.clone(), context, below.disk_size_mib))
     }
 
-    /// Environment only build steps get: where the extra CA certificates
-    /// are, for tools that do not read the system bundle.
+    /// Where the extra CA certificates are, for tools that do not read
+    /// the system bundle (pip reads `/etc/pip.conf` too; steps that replace
+    /// it still get this).
     fn ca_env(&self) -> BTreeMap<String, String> {
-        if self.settings.ca_bundle.is_none() {
-            return BTreeMap::new();
+        let mut env = crate::runtime::guest_ca_env(self.settings.ca_bundle.as_deref());
+        if !env.is_empty() {
+            env.insert("PIP_CERT".into(), image_rootfs::SYSTEM_CA_BUNDLE.into());
         }
-        [
-            ("NODE_EXTRA_CA_CERTS", image_rootfs::EXTRA_CA_PATH),
-            ("PIP_CERT", image_rootfs::SYSTEM_CA_BUNDLE),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        env
     }
 
     async fn run_step(

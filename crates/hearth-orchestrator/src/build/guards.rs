@@ -50,7 +50,16 @@ impl Drop for SlotGuard {
     }
 }
 
+/// A directory removed when the last owner lets go of it (also when a
+/// build's future is dropped; a blocking task that still writes into it
+/// holds a clone of the `Arc` it is kept in).
 pub(super) struct RemoveOnDrop(pub(super) PathBuf);
+
+impl RemoveOnDrop {
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -20,7 +20,7 @@ pub const IMAGE_INIT_PATH: &str = "/usr/lib/hearth/init";
 pub const SANDBOX_USER: &str = "user";
 /// Where the extra CA certificates go, besides the system bundle.
 pub const EXTRA_CA_PATH: &str = "/usr/local/share/ca-certificates/hearth-extra.crt";
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub const SYSTEM_CA_BUNDLE: &str = crate::runtime::GUEST_CA_BUNDLE;
 /// Bumped when what `prepare` writes changes.
 pub const RECIPE: &str = "image-rootfs-2";
 /// `/bin/bash` for images without bash: the SDKs' commands need the name.

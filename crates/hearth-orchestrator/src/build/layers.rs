@@ -125,7 +125,8 @@ impl LayerStore {
 
 impl LayerStore {
     /// Removes least recently used layers until the store's images take at
-    /// most `max_bytes` on disk. A layer goes with every layer whose chain
+    /// most `max_bytes` on disk (images a template also links count as
+    /// nothing: removing them frees nothing). A layer goes with every layer whose chain
     /// names its image. Templates keep working: they hold their own hard
     /// links to their chains, so what a template or its sandboxes need is
     /// only freed when the template goes. Returns the layers removed.
@@ -149,8 +150,12 @@ impl LayerStore {
                     layers.push((used, key.to_owned(), meta));
                 }
             } else {
+                // What removing it would free: nothing while a template
+                // holds another link to it.
                 use std::os::unix::fs::MetadataExt;
-                let size = entry.metadata().map_or(0, |m| m.blocks() * 512);
+                let size = entry
+                    .metadata()
+                    .map_or(0, |m| if m.nlink() > 1 { 0 } else { m.blocks() * 512 });
                 images.push((name, size));
             }
         }
@@ -255,6 +260,8 @@ mod tests {
                 init: None,
             };
             store.publish(key, &image, &meta)?;
+            // As a build's scratch directory goes after publishing.
+            std::fs::remove_file(&image).map_err(io("removing", &image))?;
             // Distinct use times, oldest first.
             std::thread::sleep(std::time::Duration::from_millis(20));
             Ok(())
@@ -270,6 +277,15 @@ mod tests {
         // Enough room: nothing goes.
         assert_eq!(store.prune(1 << 30), 0);
         assert!(store.get("new").is_some());
+        // An image a template also links frees nothing, so it does not
+        // count: the store holds two images, but only one of its own.
+        layer("held", &["held.ext4"])?;
+        let template = dir.join("template");
+        std::fs::create_dir_all(&template).map_err(io("creating", &template))?;
+        std::fs::hard_link(store.file("held.ext4"), template.join("held.ext4"))
+            .map_err(io("linking", &template))?;
+        assert_eq!(store.prune(100 << 10), 0);
+        assert!(store.get("new").is_some() && store.get("held").is_some());
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

@@ -16,7 +16,7 @@ mod snapshot_cache;
 pub mod steps;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,9 @@ pub struct BuildSettings {
     /// The layer store's size on disk beyond which least recently used
     /// layers are removed after a build.
     pub layer_cache_bytes: u64,
+    /// The size of cached image blobs (pulled layers) beyond which the
+    /// least recently used are removed after a build.
+    pub image_cache_bytes: u64,
 }
 
 impl Default for BuildSettings {
@@ -144,6 +147,7 @@ impl Default for BuildSettings {
             max_concurrent: 2,
             timeout: Duration::from_secs(3600),
             layer_cache_bytes: 20 << 30,
+            image_cache_bytes: 10 << 30,
         }
     }
 }
@@ -236,6 +240,10 @@ impl TemplateBuilder {
             if removed > 0 {
                 tracing::info!(removed, "pruned least recently used template layers");
             }
+            let removed = self.images.prune(self.settings.image_cache_bytes);
+            if removed > 0 {
+                tracing::info!(removed, "pruned least recently used image blobs");
+            }
         }
     }
 
@@ -243,8 +251,8 @@ impl TemplateBuilder {
         self.manager.runtime()
     }
 
-    /// A fresh scratch directory for making `name`.
-    fn scratch_dir(&self, name: &str) -> Result<PathBuf> {
+    /// A fresh scratch directory for making `name`, removed with its guard.
+    fn scratch_dir(&self, name: &str) -> Result<RemoveOnDrop> {
         let dir = self
             .runtime()
             .data
@@ -256,7 +264,7 @@ impl TemplateBuilder {
             path: dir.clone(),
             source,
         })?;
-        Ok(dir)
+        Ok(RemoveOnDrop(dir))
     }
 
     /// Builds the template; on success it is on disk (not yet registered

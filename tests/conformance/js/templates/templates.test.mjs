@@ -1,10 +1,12 @@
 // Template builds through the unmodified E2B JS SDK against `hearth up`
 // (real build VMs): a Dockerfile turned into steps by the SDK, defaults and
-// the start command in the sandboxes, and a failing step. Run by
-// tests/conformance/run-node.sh.
+// the start command in the sandboxes, an image from a registry that wants a
+// login, the layer cache, and a failing step. Run by
+// tests/conformance/run-node.sh (inside scripts/with-test-registry.sh).
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -79,11 +81,66 @@ test('a Dockerfile becomes a template whose sandboxes run its server', async () 
   }
 })
 
-test('a failing step fails the build with its reason', async () => {
-  const template = Template().fromTemplate('base').runCmd('echo js-before').runCmd('exit 5')
+test('a failing step fails the build with its reason and its place', async () => {
+  const template = Template()
+    .fromTemplate('base')
+    .runCmd('echo js-before')
+    .runCmd('exit 5') // the failing step
   await assert.rejects(build(template, unique('js-failing')), (e) => {
     assert.ok(e instanceof BuildError, String(e))
     assert.match(e.message, /exited with code 5/)
+    // reason.step points the SDK at the builder call of that step.
+    assert.match(e.stack, /templates\.test\.mjs:\d+/, e.stack)
+    const line = Number(e.stack.match(/templates\.test\.mjs:(\d+)/)[1])
+    const source = readFileSync(new URL(import.meta.url), 'utf8').split('\n')
+    assert.match(source[line - 1], /the failing step/)
     return true
   })
+})
+
+test('an image from a registry that wants a login, built twice: the second from the cache', async () => {
+  const registry = process.env.HEARTH_TEST_LOGIN_REGISTRY
+  assert.ok(registry, 'HEARTH_TEST_LOGIN_REGISTRY is not set: run tests/conformance/run-node.sh')
+  const username = process.env.HEARTH_TEST_REGISTRY_USER
+  const password = process.env.HEARTH_TEST_REGISTRY_PASSWORD
+  // busybox as /bin/sh and nothing else: no user, no envd.
+  const root = mkdtempSync(join(tmpdir(), 'hearth-js-rootfs-'))
+  for (const dir of ['bin', 'etc', 'tmp', 'root']) mkdirSync(join(root, dir))
+  writeFileSync(join(root, 'bin', 'busybox'), readFileSync('/bin/busybox'), { mode: 0o755 })
+  symlinkSync('busybox', join(root, 'bin', 'sh'))
+  for (const applet of ['cat', 'echo', 'id', 'whoami', 'ls']) symlinkSync('busybox', join(root, 'bin', applet))
+  writeFileSync(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n')
+  writeFileSync(join(root, 'etc', 'group'), 'root:x:0:\n')
+  execFileSync(process.env.PUSH_IMAGE_BIN, [
+    '--registry', registry, '--name', 'hearth-test/js-private:1', '--rootfs', root,
+    '--env', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    '--username', username, '--password', password,
+  ])
+  const image = `${registry}/hearth-test/js-private:1`
+  const define = () => Template().fromImage(image, { username, password }).runCmd('echo from-js > /tmp/made')
+  const first = []
+  const name = unique('js-image')
+  await build(define(), name, first)
+  assert.ok(!first.some((m) => m.startsWith('CACHED')), first.join('\n'))
+  const sbx = await Sandbox.create(name, { timeoutMs: 60_000 })
+  try {
+    assert.equal((await sbx.commands.run('cat /tmp/made')).stdout.trim(), 'from-js')
+    assert.equal((await sbx.commands.run('whoami')).stdout.trim(), 'user')
+  } finally {
+    await sbx.kill()
+  }
+  const second = []
+  await build(define(), unique('js-image-again'), second)
+  assert.ok(second.includes('CACHED [1] RUN echo from-js > /tmp/made'), second.join('\n'))
+  assert.ok(!second.includes('booting the build VM'), second.join('\n'))
+  // A wrong password: the build fails naming the registry, not the password.
+  await assert.rejects(
+    build(Template().fromImage(image, { username, password: `not-${password}` }).runCmd('true'), unique('js-login')),
+    (e) => {
+      assert.ok(e instanceof BuildError, String(e))
+      assert.ok(e.message.includes(registry) && e.message.includes('credentials'), e.message)
+      assert.ok(!e.message.includes(password))
+      return true
+    },
+  )
 })

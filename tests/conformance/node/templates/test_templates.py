@@ -3,6 +3,7 @@ start command, failures, the layer cache and images from a registry."""
 
 import os
 import pathlib
+import shutil
 import subprocess
 import time
 import uuid
@@ -130,9 +131,26 @@ def test_a_failing_step_names_itself_and_leaves_nothing():
     # The SDK points at the builder call of the failing step (reason.step = 2).
     trace = "".join(__import__("traceback").format_tb(raised.value.__traceback__))
     assert 'run_cmd("echo about to fail && exit 3")' in trace
-    # No build VM is left running.
-    out = subprocess.run(["pgrep", "-f", f"build {name}"], capture_output=True, text=True)
-    assert out.stdout.strip() == ""
+    alias = httpx.get(f"{API_URL}/templates/aliases/{name}", headers={"X-API-Key": API_KEY}, timeout=30)
+    assert alias.status_code == 200, alias.text
+    assert_no_build_leftovers(alias.json()["templateID"])
+
+
+DATA_DIR = pathlib.Path(os.environ.get("HEARTH_DATA_DIR", "/var/lib/hearth"))
+
+
+def build_vm_running(template_id):
+    return subprocess.run(["pgrep", "-f", f"build {template_id}"], capture_output=True).returncode == 0
+
+
+def assert_no_build_leftovers(template_id):
+    """No build VM, staging directory or scratch files of a build that
+    ended (its network slot goes with its VM)."""
+    assert not build_vm_running(template_id)
+    staging = list((DATA_DIR / "v1" / "templates" / template_id).glob(".building-*"))
+    assert staging == [], staging
+    scratch = DATA_DIR / "v1" / "tmp"
+    assert not scratch.exists() or list(scratch.iterdir()) == [], list(scratch.iterdir())
 
 
 def test_unchanged_steps_come_from_the_cache():
@@ -140,7 +158,6 @@ def test_unchanged_steps_come_from_the_cache():
     base = Template().from_template("base").run_cmd("echo one > /tmp/one").run_cmd("echo two > /tmp/two")
     build(base, unique("cache-a"), first)
     assert not any(m.startswith("CACHED") for m in messages(first))
-    started = time.monotonic()
     build(base, unique("cache-b"), second)
     cached = [m for m in messages(second) if m.startswith("CACHED")]
     # Every step and the snapshot itself: no build VM boots.
@@ -152,7 +169,53 @@ def test_unchanged_steps_come_from_the_cache():
     build(changed, unique("cache-c"), third)
     cached = [m for m in messages(third) if m.startswith("CACHED")]
     assert cached == ["CACHED [1] RUN echo one > /tmp/one"], messages(third)
-    assert time.monotonic() - started > 0
+
+
+def test_skip_cache_rebuilds_from_where_it_is_asked():
+    steps = lambda t: t.run_cmd("echo one > /tmp/one").run_cmd("echo two > /tmp/two")  # noqa: E731
+    build(steps(Template().from_template("base")), unique("force-a"))
+    # The whole build (`force`): no step and no snapshot from the cache.
+    forced = []
+    build(steps(Template().from_template("base")), unique("force-b"), forced, skip_cache=True)
+    assert not any(m.startswith("CACHED") for m in messages(forced)), messages(forced)
+    # From the second step on (the step's `force`): the first is cached.
+    partly = []
+    template = Template().from_template("base").run_cmd("echo one > /tmp/one").skip_cache().run_cmd("echo two > /tmp/two")
+    build(template, unique("force-c"), partly)
+    cached = [m for m in messages(partly) if m.startswith("CACHED")]
+    assert cached == ["CACHED [1] RUN echo one > /tmp/one"], messages(partly)
+
+
+def test_from_dockerfile_and_the_e2b_base_image(tmp_path):
+    """The SDK turns a Dockerfile into steps on the client; `FROM e2bdev/base`
+    (what `from_base_image()` asks for) is hearth's own base, no internet."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("alpha\n")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "FROM e2bdev/base:latest\n"
+        "ENV STAGE=docker LEVEL=2\n"
+        "COPY notes /opt/notes\n"
+        "RUN cat /opt/notes/a.txt > /opt/notes/b.txt && whoami > /opt/notes/by\n"
+        "WORKDIR /opt/notes\n"
+        "USER user\n"
+    )
+    name = unique("dockerfile")
+    build(Template(file_context_path=str(tmp_path)).from_dockerfile(str(dockerfile)), name)
+    sbx = Sandbox.create(name, timeout=60)
+    try:
+        run = lambda cmd: sbx.commands.run(cmd).stdout.strip()  # noqa: E731
+        assert run("cat b.txt by") == "alpha\nroot"
+        assert run("echo $STAGE $LEVEL; pwd; whoami") == "docker 2\n/opt/notes\nuser"
+    finally:
+        sbx.kill()
+    name = unique("base-image")
+    build(Template().from_base_image().run_cmd("echo from-base > /tmp/made"), name)
+    sbx = Sandbox.create(name, timeout=60)
+    try:
+        assert sbx.commands.run("cat /tmp/made; whoami").stdout.split() == ["from-base", "user"]
+    finally:
+        sbx.kill()
 
 
 def test_an_unknown_image_fails_with_a_clear_message():
@@ -166,11 +229,11 @@ REGISTRY = os.environ.get("HEARTH_TEST_REGISTRY")
 
 
 @pytest.fixture(scope="module")
-def busybox_image(tmp_path_factory):
-    """A minimal image: busybox as /bin/sh and its applets, no tini, no
-    envd, no user, no coreutils — what hearth adds must make it a sandbox."""
-    if not REGISTRY:
-        pytest.fail("HEARTH_TEST_REGISTRY is not set: run tests/conformance/run-node.sh")
+def busybox_rootfs(tmp_path_factory):
+    """A minimal root filesystem shaped like Alpine's (whose own packages
+    this machine cannot reach): busybox as /bin/sh (ash) and its applets,
+    /etc/shadow, no tini, no envd, no user, no coreutils, no bash — what
+    hearth adds must make it a sandbox."""
     root = tmp_path_factory.mktemp("busybox-rootfs")
     for d in ("bin", "etc", "tmp", "root"):
         (root / d).mkdir()
@@ -183,14 +246,26 @@ def busybox_image(tmp_path_factory):
             (root / "bin" / applet).symlink_to("busybox")
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
-    reference = f"{REGISTRY}/hearth-test/busybox:1"
+    (root / "etc" / "shadow").write_text("root:*:19000:0:::::\n")
+    (root / "etc" / "shadow").chmod(0o640)
+    (root / "etc" / "os-release").write_text('ID=alpine\nNAME="Alpine-shaped test image"\n')
+    return root
+
+
+def push_image(registry, name, rootfs, *extra):
     subprocess.run(
-        [os.environ["PUSH_IMAGE_BIN"], "--registry", REGISTRY, "--name", "hearth-test/busybox:1",
-         "--rootfs", str(root), "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-         "--env", "IMAGE_VAR=from-image"],
+        [os.environ["PUSH_IMAGE_BIN"], "--registry", registry, "--name", name, "--rootfs", str(rootfs),
+         "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *extra],
         check=True,
     )
-    return reference
+    return f"{registry}/{name}"
+
+
+@pytest.fixture(scope="module")
+def busybox_image(busybox_rootfs):
+    if not REGISTRY:
+        pytest.fail("HEARTH_TEST_REGISTRY is not set: run tests/conformance/run-node.sh")
+    return push_image(REGISTRY, "hearth-test/busybox:1", busybox_rootfs, "--env", "IMAGE_VAR=from-image")
 
 
 def test_a_bare_busybox_image_becomes_a_template(busybox_image):
@@ -206,11 +281,34 @@ def test_a_bare_busybox_image_becomes_a_template(busybox_image):
     try:
         assert sbx.commands.run("cat /tmp/made").stdout.strip() == "built-in-busybox"
         assert sbx.commands.run("whoami").stdout.strip() == "user"
+        assert sbx.commands.run("id -u").stdout.strip() == "1000"
+        assert sbx.commands.run("grep -c '^user:' /etc/shadow", user="root").stdout.strip() == "1"
         assert sbx.commands.run("echo $IMAGE_VAR $STEP_VAR").stdout.strip() == "from-image from-step"
         sbx.files.write("/home/user/f.txt", "written through envd")
         assert sbx.files.read("/home/user/f.txt") == "written through envd"
     finally:
         sbx.kill()
+
+
+def test_a_registry_login_is_used_and_a_wrong_one_is_refused(busybox_rootfs):
+    registry = os.environ.get("HEARTH_TEST_LOGIN_REGISTRY")
+    if not registry:
+        pytest.fail("HEARTH_TEST_LOGIN_REGISTRY is not set: run tests/conformance/run-node.sh")
+    user, password = os.environ["HEARTH_TEST_REGISTRY_USER"], os.environ["HEARTH_TEST_REGISTRY_PASSWORD"]
+    image = push_image(registry, "hearth-test/private:1", busybox_rootfs, "--username", user, "--password", password)
+    name = unique("login")
+    build(Template().from_image(image, username=user, password=password).run_cmd("echo in > /tmp/in"), name)
+    sbx = Sandbox.create(name, timeout=60)
+    try:
+        assert sbx.commands.run("cat /tmp/in").stdout.strip() == "in"
+    finally:
+        sbx.kill()
+    for login in ({"username": user, "password": "not-" + password}, {}):
+        with pytest.raises(BuildException) as raised:
+            build(Template().from_image(image, **login).run_cmd("true"), unique("login-bad"))
+        message = str(raised.value)
+        assert registry in message and ("credentials" in message or "login" in message), message
+        assert password not in message
 
 
 def test_hearth_template_build_takes_a_dockerfile(tmp_path):
@@ -267,37 +365,56 @@ def test_deleting_a_template_cancels_its_build():
         time.sleep(0.5)
     else:
         pytest.fail("the long step never started")
-    assert subprocess.run(["pgrep", "-f", f"build {info.template_id}"], capture_output=True).returncode == 0
+    assert build_vm_running(info.template_id)
     r = httpx.delete(f"{API_URL}/templates/{info.template_id}", headers=headers, timeout=60)
     assert r.status_code == 204, r.text
     # The build VM goes within seconds, and with it the build's files.
     deadline = time.monotonic() + 30
-    while subprocess.run(["pgrep", "-f", f"build {info.template_id}"], capture_output=True).returncode == 0:
+    while build_vm_running(info.template_id):
         assert time.monotonic() < deadline, "the build VM outlived its template"
         time.sleep(0.2)
     assert httpx.get(f"{API_URL}/templates/{info.template_id}", headers=headers, timeout=30).status_code == 404
+    assert_no_build_leftovers(info.template_id)
 
 
 @pytest.fixture(scope="module")
 def debian_image(tmp_path_factory):
-    """A Debian image: hearth's own cached Debian rootfs (bash, python3,
-    apt, its own /etc/passwd with `user`), mounted read-only and pushed."""
+    """A stock Debian image: hearth's own cached debootstrap rootfs (bash,
+    python3, apt, sudo) seen through an overlay without its `user` (no
+    account, group, home or sudoers entry), as a Debian image from a
+    registry comes."""
     if not REGISTRY:
         pytest.fail("HEARTH_TEST_REGISTRY is not set: run tests/conformance/run-node.sh")
-    data = pathlib.Path(os.environ.get("HEARTH_DATA_DIR", "/var/lib/hearth"))
-    images = sorted((data / "v1/artifacts/rootfs-base").glob("*/base.ext4"), key=lambda p: p.stat().st_mtime)
+    images = sorted((DATA_DIR / "v1/artifacts/rootfs-base").glob("*/base.ext4"), key=lambda p: p.stat().st_mtime)
     assert images, "no cached Debian rootfs: hearth up builds one"
-    mount = tmp_path_factory.mktemp("debian-rootfs")
-    subprocess.run(["mount", "-o", "loop,ro", str(images[-1]), str(mount)], check=True)
+    work = tmp_path_factory.mktemp("debian-rootfs")
+    lower, upper, scratch, merged = (work / d for d in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, scratch, merged):
+        d.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro", str(images[-1]), str(lower)], check=True)
     try:
-        subprocess.run(
-            [os.environ["PUSH_IMAGE_BIN"], "--registry", REGISTRY, "--name", "hearth-test/debian:12",
-             "--rootfs", str(mount), "--compression", "none",
-             "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            check=True,
-        )
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={lower},upperdir={upper},workdir={scratch}", str(merged)], check=True)
+        try:
+            for table in ("passwd", "shadow", "group", "gshadow"):
+                path = merged / "etc" / table
+                if path.exists():
+                    kept = [line for line in path.read_text().splitlines(keepends=True)
+                            if not line.startswith("user:") and not line.startswith("user-")]
+                    path.write_text("".join(kept).replace(",user\n", "\n").replace(":user\n", ":\n"))
+            shutil.rmtree(merged / "home" / "user", ignore_errors=True)
+            (merged / "etc" / "sudoers.d" / "user").unlink(missing_ok=True)
+            assert "user:" not in (merged / "etc" / "passwd").read_text()
+            subprocess.run(
+                [os.environ["PUSH_IMAGE_BIN"], "--registry", REGISTRY, "--name", "hearth-test/debian:12",
+                 "--rootfs", str(merged), "--compression", "none",
+                 "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                check=True,
+            )
+        finally:
+            subprocess.run(["umount", str(merged)], check=True)
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        subprocess.run(["umount", str(lower)], check=True)
     return f"{REGISTRY}/hearth-test/debian:12"
 
 
@@ -313,6 +430,8 @@ def test_a_debian_image_becomes_a_template(debian_image):
     sbx = Sandbox.create(name, timeout=60)
     try:
         assert sbx.commands.run("cat /tmp/py; whoami; echo $SHELL").stdout.split() == ["3", "user", "/bin/bash"]
+        # hearth made the account: uid 1000, a home, passwordless sudo.
+        assert sbx.commands.run("id -u; echo $HOME; sudo -n id -un").stdout.split() == ["1000", "/home/user", "root"]
         assert proxied(sbx.sandbox_id, 8001, "/py").text == "3\n"
     finally:
         sbx.kill()
@@ -337,5 +456,28 @@ def test_builds_and_sandboxes_trust_the_hosts_ca_bundle():
             if template_name == name:
                 assert sbx.commands.run("cat /tmp/https").stdout == "reached\n"
             assert "cert = /etc/ssl/certs/ca-certificates.crt" in sbx.files.read("/etc/pip.conf")
+            # Tools that keep their own roots are pointed at the system bundle.
+            envs = sbx.commands.run("echo $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE").stdout.split()
+            assert envs == ["/etc/ssl/certs/ca-certificates.crt"] * 2, template_name
+            if template_name == "base":
+                # update-ca-certificates keeps the extra certificates.
+                extra = sbx.files.read("/usr/local/share/ca-certificates/hearth-extra.crt")
+                assert last_certificate(extra) == last_certificate(HOST_BUNDLE.read_text())
+                # Node (npm's runtime) over HTTPS, with the host's own node binary.
+                sbx.files.write("/tmp/node", HOST_NODE.read_bytes())
+                status = sbx.commands.run(
+                    "chmod +x /tmp/node && /tmp/node -e "
+                    "\"fetch('https://registry.npmjs.org/six').then(r => console.log(r.status))\"",
+                    timeout=180,
+                ).stdout.strip()
+                assert status == "200"
         finally:
             sbx.kill()
+
+
+HOST_BUNDLE = pathlib.Path("/etc/ssl/certs/ca-certificates.crt")
+HOST_NODE = pathlib.Path(shutil.which("node") or "/usr/bin/node").resolve()
+
+
+def last_certificate(pem):
+    return pem.strip().split("-----BEGIN CERTIFICATE-----")[-1]
