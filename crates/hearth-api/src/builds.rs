@@ -73,6 +73,12 @@ impl Builds {
         self.with(|running| running.len())
     }
 
+    /// The templates with a build in flight (running or queued): their
+    /// uploads are not pruned.
+    pub fn templates_in_flight(&self) -> std::collections::HashSet<String> {
+        self.with(|running| running.values().map(|r| r.template_id.clone()).collect())
+    }
+
     /// Aborts every build of a template (its node cancels it); how many.
     pub fn cancel_template(&self, template_id: &str) -> usize {
         self.with(|running| {

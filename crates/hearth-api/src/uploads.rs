@@ -42,6 +42,9 @@ pub const UPLOAD_GRACE: Duration = Duration::from_secs(2 * 3600);
 pub struct Uploads {
     dir: PathBuf,
     key: Vec<u8>,
+    /// Shared by presence checks, exclusive to a prune: an upload found
+    /// present (and touched) is not removed by a prune that looked before.
+    pruning: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -88,7 +91,11 @@ impl Uploads {
     pub fn new(dir: impl Into<PathBuf>, key: Vec<u8>) -> Self {
         let dir = dir.into();
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        Self { dir, key }
+        Self {
+            dir,
+            key,
+            pruning: tokio::sync::RwLock::new(()),
+        }
     }
 
     /// Uploads under `dir` with a fresh random key: URLs handed out by an
@@ -123,11 +130,13 @@ impl Uploads {
         let Some(path) = self.path(template_id, hash) else {
             return false;
         };
+        let _not_pruning = self.pruning.read().await;
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path).ok()?;
             file.metadata().ok().filter(|m| m.is_file())?;
-            // A file that cannot be touched is still there.
-            let _ = file.set_modified(std::time::SystemTime::now());
+            if let Err(error) = file.set_modified(std::time::SystemTime::now()) {
+                tracing::warn!(path = %path.display(), %error, "cannot mark an upload as used");
+            }
             Some(())
         })
         .await
@@ -135,12 +144,13 @@ impl Uploads {
     }
 
     /// Removes the least recently used uploads until all of them take at
-    /// most `max_bytes`, but none used within [`UPLOAD_GRACE`]: a build
-    /// that was told an upload is present may not have read it yet.
-    /// Returns how many went.
-    pub async fn prune(&self, max_bytes: u64) -> usize {
+    /// most `max_bytes`, but none of a template in `busy` (a build of it is
+    /// running or queued) and none used within [`UPLOAD_GRACE`]. Returns
+    /// how many went.
+    pub async fn prune(&self, max_bytes: u64, busy: std::collections::HashSet<String>) -> usize {
+        let _alone = self.pruning.write().await;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || prune_uploads(&dir, max_bytes, UPLOAD_GRACE))
+        tokio::task::spawn_blocking(move || prune_uploads(&dir, max_bytes, UPLOAD_GRACE, &busy))
             .await
             .unwrap_or(0)
     }
@@ -229,13 +239,21 @@ impl Uploads {
 
 /// Walks `<dir>/<template>/<hash>` and removes the oldest uploads (by last
 /// use, the modification time) beyond `max_bytes` and older than `grace`.
-fn prune_uploads(dir: &Path, max_bytes: u64, grace: Duration) -> usize {
+fn prune_uploads(
+    dir: &Path,
+    max_bytes: u64,
+    grace: Duration,
+    busy: &std::collections::HashSet<String>,
+) -> usize {
     use std::os::unix::fs::MetadataExt;
     let mut uploads: Vec<(std::time::SystemTime, PathBuf, u64)> = Vec::new();
     let Ok(templates) = std::fs::read_dir(dir) else {
         return 0;
     };
     for template in templates.filter_map(|e| e.ok()) {
+        if busy.contains(template.file_name().to_string_lossy().as_ref()) {
+            continue;
+        }
         let Ok(files) = std::fs::read_dir(template.path()) else {
             continue;
         };
@@ -262,10 +280,13 @@ fn prune_uploads(dir: &Path, max_bytes: u64, grace: Duration) -> usize {
         if now.duration_since(used).unwrap_or_default() < grace {
             break; // everything after it is younger still
         }
-        if std::fs::remove_file(&path).is_ok() {
-            total = total.saturating_sub(size);
-            removed += 1;
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            // Gone already: its bytes are free all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => continue,
         }
+        total = total.saturating_sub(size);
     }
     removed
 }
@@ -415,10 +436,15 @@ mod tests {
         let recent = put("t1", "c", Duration::from_secs(60))?;
         let partial = put("t1", ".d.part", 9 * hour)?;
         // Room for two: the oldest goes; uploads in progress never count.
-        assert_eq!(prune_uploads(dir.path(), 150 << 10, hour), 1);
+        let none = std::collections::HashSet::new();
+        assert_eq!(prune_uploads(dir.path(), 150 << 10, hour, &none), 1);
         assert!(!oldest.exists() && older.exists() && recent.exists() && partial.exists());
+        // A template with a build in flight keeps its uploads.
+        let busy: std::collections::HashSet<String> = ["t2".to_owned()].into();
+        assert_eq!(prune_uploads(dir.path(), 0, hour, &busy), 0);
+        assert!(older.exists());
         // Room for none: what was used within the grace stays.
-        assert_eq!(prune_uploads(dir.path(), 0, hour), 1);
+        assert_eq!(prune_uploads(dir.path(), 0, hour, &none), 1);
         assert!(!older.exists() && recent.exists());
         Ok(())
     }
@@ -436,7 +462,7 @@ mod tests {
         std::fs::File::open(&path)?.set_modified(long_ago)?;
         assert!(uploads.present("tpl", &hash).await);
         assert!(std::fs::metadata(&path)?.modified()? > long_ago);
-        assert_eq!(uploads.prune(0).await, 0);
+        assert_eq!(uploads.prune(0, Default::default()).await, 0);
         assert!(path.exists());
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::pins;
 use crate::progress::Progress;
 
 const BASE_RECIPE: &str = "rootfs-base-2";
-const RECIPE: &str = "rootfs-2";
+const RECIPE: &str = "rootfs-1";
 /// PID 1 of the guest, started by the initramfs.
 pub const HEARTH_INIT: &str = include_str!("../../../guest/hearth-init");
 /// Where the init lives in the guest (`/sbin` is a link to `/usr/sbin`).
@@ -59,6 +59,8 @@ pub fn key(envd: &Path, ca_bundle: Option<&[u8]>) -> Result<String> {
     // Without extra CAs the key is what it always was: caches stay valid.
     if let Some(bundle) = ca_bundle {
         hasher.text("ca-bundle", &String::from_utf8_lossy(bundle));
+        // 2: the certificates also go where update-ca-certificates looks.
+        hasher.text("ca-recipe", "2");
     }
     Ok(hasher.finish())
 }

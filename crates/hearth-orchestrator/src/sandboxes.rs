@@ -436,10 +436,14 @@ impl SandboxManager {
             })?
             .map_err(|_| SandboxError::ResourceExhausted("the node is shutting down".into()))?;
         // A built template's final USER, WORKDIR and ENV are its sandboxes'
-        // defaults; the create's own env vars win over the template's, and
-        // both over where the node's extra CA certificates are.
+        // defaults (where its CA certificates are among them); the create's
+        // own env vars win over the template's. `base` is the node's own,
+        // made with the node's CA certificates.
         let defaults = &template.meta.defaults;
-        let mut env_vars: HashMap<String, String> = self.runtime.ca_env().into_iter().collect();
+        let mut env_vars: HashMap<String, String> = HashMap::new();
+        if template.meta.name == crate::runtime::BASE_TEMPLATE {
+            env_vars.extend(self.runtime.ca_env());
+        }
         env_vars.extend(defaults.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env_vars.extend(spec.env_vars.clone());
         let init = InitParams {

@@ -148,7 +148,8 @@ pub async fn upload(
         .await
         .map_err(upload_error)?;
     tracing::info!(template = %template_id, %hash, bytes = length, "build files uploaded");
-    let pruned = app.uploads.prune(app.config.upload_cache_bytes).await;
+    let busy = app.builds.templates_in_flight();
+    let pruned = app.uploads.prune(app.config.upload_cache_bytes, busy).await;
     if pruned > 0 {
         tracing::info!(pruned, "removed the least recently used uploads");
     }

@@ -11,7 +11,7 @@ use hearth_vmm::{GuestDefaults, Template};
 use super::image_rootfs::{self, SANDBOX_USER};
 use super::layers::LayerMeta;
 use super::steps::hash_parts;
-use super::{BuildFailure, BuildLog, TemplateBuilder, layer_file_name};
+use super::{BuildFailure, BuildLog, TemplateBuilder, layer_file_name, uuid_like};
 use crate::error::NodeError;
 
 /// What `image_aliases` maps an image name to for hearth's own base rootfs.
@@ -131,8 +131,12 @@ impl TemplateBuilder {
                         template.meta.name
                     )));
                 }
+                // Under a temporary name first: a concurrent build never
+                // sees a half-copied image under the store's name.
                 std::fs::create_dir_all(self.layers.root()).map_err(internal)?;
-                hearth_vmm::template::link_or_copy(&own, &stored).map_err(internal)?;
+                let temporary = self.layers.root().join(format!(".{name}.{}", uuid_like()));
+                hearth_vmm::template::link_or_copy(&own, &temporary).map_err(internal)?;
+                std::fs::rename(&temporary, &stored).map_err(internal)?;
             }
         }
         let name = layer_file_name(key, "qcow2");

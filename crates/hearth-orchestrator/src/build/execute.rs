@@ -63,6 +63,11 @@ impl TemplateBuilder {
             below = meta;
         }
         self.finalize(spec, vm, &context, &ca_env, log).await?;
+        // The template's sandboxes find the CA certificates its rootfs got
+        // (under the template's own env vars).
+        for (name, value) in crate::runtime::guest_ca_env(self.settings.ca_bundle.as_deref()) {
+            context.env.entry(name).or_insert(value);
+        }
         Ok((below.chain.clone(), context, below.disk_size_mib))
     }
 

@@ -177,8 +177,18 @@ impl LayerStore {
                 continue;
             }
             // The layer and every layer whose chain names its image (they
-            // all contain it, so one pass finds them).
+            // all contain it, so one pass finds them) — unless removing
+            // them frees nothing (templates hold them): then the cache
+            // keeps them.
             let top = meta.top().to_owned();
+            let freed: u64 = layers
+                .iter()
+                .filter(|(_, _, other)| other.chain.contains(&top) && !gone.contains(other.top()))
+                .map(|(_, _, other)| size_of(other.top()))
+                .sum();
+            if freed == 0 {
+                continue;
+            }
             for (_, _, other) in &layers {
                 if other.chain.contains(&top) && gone.insert(other.top().to_owned()) {
                     total = total.saturating_sub(size_of(other.top()));
@@ -285,7 +295,18 @@ mod tests {
         std::fs::hard_link(store.file("held.ext4"), template.join("held.ext4"))
             .map_err(io("linking", &template))?;
         assert_eq!(store.prune(100 << 10), 0);
-        assert!(store.get("new").is_some() && store.get("held").is_some());
+        // (A lookup is a use: `held` is now the least recently used.)
+        assert!(store.get("held").is_some());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(store.get("new").is_some());
+        // (File times written by the kernel are coarser than a touch's.)
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Over the limit, the least recently used layer is skipped: its
+        // removal would free nothing.
+        layer("newest", &["newest.ext4"])?;
+        assert_eq!(store.prune(100 << 10), 1);
+        let kept = ["held", "new", "newest"].map(|key| store.get(key).is_some());
+        assert_eq!(kept, [true, false, true]);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
