@@ -1,0 +1,204 @@
+//! Contexts: a kernel each, with its language and working directory. State
+//! persists within a context and never crosses to another; executions in
+//! one context queue, in different contexts they run at once. Each
+//! language has one default context, made on first use.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, OwnedMutexGuard, RwLock};
+
+use crate::kernel::{Kernel, KernelError, KernelSettings};
+use crate::language::Language;
+
+/// What the SDKs see of a context.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ContextInfo {
+    pub id: String,
+    pub language: String,
+    pub cwd: String,
+}
+
+/// A context's kernel and what it has been told.
+pub struct Session {
+    pub kernel: Option<Kernel>,
+    /// The sandbox-wide environment variables this kernel has (as set by
+    /// earlier executions).
+    pub applied_env: BTreeMap<String, String>,
+}
+
+pub struct Context {
+    pub info: ContextInfo,
+    pub language: Language,
+    is_default: bool,
+    /// The kernel's pid, for a restart or removal that must not wait for a
+    /// running execution.
+    pid: AtomicI32,
+    session: Arc<Mutex<Session>>,
+}
+
+impl Context {
+    /// The context's session, once the execution before has finished.
+    pub async fn lock(&self) -> OwnedMutexGuard<Session> {
+        self.session.clone().lock_owned().await
+    }
+
+    /// Starts a kernel for this context (after a restart or a death).
+    pub async fn start_kernel(&self, settings: &KernelSettings) -> Result<Kernel, KernelError> {
+        let spec = Kernel::spec_for(self.language, settings).await?;
+        let kernel = Kernel::start(spec, &PathBuf::from(&self.info.cwd), settings).await?;
+        self.pid.store(kernel.pid(), Ordering::Relaxed);
+        Ok(kernel)
+    }
+
+    /// Kills the kernel now, whatever it runs (its execution ends with an
+    /// error; the session gets a new kernel when next used).
+    fn kill_kernel(&self) {
+        crate::kernel::kill_group(self.pid.swap(0, Ordering::Relaxed));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("Context {0} not found")]
+    NotFound(String),
+    #[error("the working directory must be an absolute path, not '{0}'")]
+    RelativeCwd(String),
+    #[error("the working directory {0} does not exist")]
+    MissingCwd(String),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// Every context of this server, in the order they were made.
+pub struct Contexts {
+    list: RwLock<Vec<Arc<Context>>>,
+    /// Held while a default context is made, so that two first uses of a
+    /// language make one.
+    making_default: Mutex<()>,
+    pub default_cwd: String,
+    pub settings: KernelSettings,
+}
+
+impl Contexts {
+    pub fn new(default_cwd: String, settings: KernelSettings) -> Self {
+        Self {
+            list: RwLock::new(Vec::new()),
+            making_default: Mutex::new(()),
+            default_cwd,
+            settings,
+        }
+    }
+
+    /// Makes a context with a kernel of its own, started before it is
+    /// listed.
+    pub async fn create(
+        &self,
+        language: Language,
+        cwd: Option<&str>,
+    ) -> Result<Arc<Context>, ContextError> {
+        self.make(language, cwd, false).await
+    }
+
+    async fn make(
+        &self,
+        language: Language,
+        cwd: Option<&str>,
+        is_default: bool,
+    ) -> Result<Arc<Context>, ContextError> {
+        let cwd = cwd
+            .filter(|c| !c.is_empty())
+            .unwrap_or(&self.default_cwd)
+            .to_owned();
+        if !cwd.starts_with('/') {
+            return Err(ContextError::RelativeCwd(cwd));
+        }
+        if !std::path::Path::new(&cwd).is_dir() {
+            return Err(ContextError::MissingCwd(cwd));
+        }
+        let context = Arc::new(Context {
+            info: ContextInfo {
+                id: uuid::Uuid::new_v4().to_string(),
+                language: language.as_str().to_owned(),
+                cwd,
+            },
+            language,
+            is_default,
+            pid: AtomicI32::new(0),
+            session: Arc::new(Mutex::new(Session {
+                kernel: None,
+                applied_env: BTreeMap::new(),
+            })),
+        });
+        let kernel = context.start_kernel(&self.settings).await?;
+        context.session.lock().await.kernel = Some(kernel);
+        self.list.write().await.push(context.clone());
+        Ok(context)
+    }
+
+    /// The default context of `language`, made now if there is none.
+    pub async fn default_for(&self, language: Language) -> Result<Arc<Context>, ContextError> {
+        if let Some(found) = self.find_default(language).await {
+            return Ok(found);
+        }
+        let _making = self.making_default.lock().await;
+        if let Some(found) = self.find_default(language).await {
+            return Ok(found);
+        }
+        self.make(language, None, true).await
+    }
+
+    async fn find_default(&self, language: Language) -> Option<Arc<Context>> {
+        let list = self.list.read().await;
+        list.iter()
+            .find(|c| c.is_default && c.language == language)
+            .cloned()
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Arc<Context>, ContextError> {
+        let list = self.list.read().await;
+        list.iter()
+            .find(|c| c.info.id == id)
+            .cloned()
+            .ok_or_else(|| ContextError::NotFound(id.to_owned()))
+    }
+
+    pub async fn list(&self) -> Vec<ContextInfo> {
+        self.list
+            .read()
+            .await
+            .iter()
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
+    /// A fresh kernel for the context, same id: its state is gone. A
+    /// running execution is ended first.
+    pub async fn restart(&self, id: &str) -> Result<(), ContextError> {
+        let context = self.get(id).await?;
+        context.kill_kernel();
+        let mut session = context.lock().await;
+        session.kernel = None;
+        session.applied_env.clear();
+        session.kernel = Some(context.start_kernel(&self.settings).await?);
+        Ok(())
+    }
+
+    /// Removes the context and kills its kernel.
+    pub async fn remove(&self, id: &str) -> Result<(), ContextError> {
+        let context = {
+            let mut list = self.list.write().await;
+            let index = list
+                .iter()
+                .position(|c| c.info.id == id)
+                .ok_or_else(|| ContextError::NotFound(id.to_owned()))?;
+            list.remove(index)
+        };
+        context.kill_kernel();
+        context.lock().await.kernel = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! One execution on a kernel: the request, the lines its IOPub messages
+//! become, and the end — when the kernel has replied and gone idle. A
+//! client that goes away (its line cannot be written) interrupts the
+//! execution; the context is usable again once the kernel is idle.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use jupyter_protocol::{JupyterMessage, JupyterMessageContent};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::kernel::{Kernel, Messages, is_idle};
+use crate::output::{Line, result};
+
+/// How timing works for executions.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// A keepalive line after this much silence (and a check that the
+    /// kernel still runs).
+    pub keepalive: Duration,
+    /// After its reply, how long a request's idle status may lag (IOPub
+    /// can drop messages when a client reads too slowly).
+    pub idle_lag: Duration,
+    /// How long an interrupted execution may take to stop before its
+    /// kernel counts as stuck.
+    pub interrupt_grace: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            keepalive: Duration::from_secs(2),
+            idle_lag: Duration::from_secs(2),
+            interrupt_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The kernel replied and is idle: the context can go on.
+    Done,
+    /// The client went away; the execution was interrupted and stopped.
+    Interrupted,
+    /// The kernel died or would not stop: it must be restarted.
+    KernelLost,
+}
+
+/// Where lines go; `None` once the client has gone.
+struct Sink<'a> {
+    out: Option<&'a mpsc::Sender<Bytes>>,
+    last: Instant,
+    error_sent: bool,
+}
+
+impl Sink<'_> {
+    /// Writes a line; false when the client has gone.
+    async fn send(&mut self, line: Line) -> bool {
+        let Some(out) = self.out else {
+            return false;
+        };
+        if out.send(line.to_bytes()).await.is_err() {
+            self.out = None;
+            return false;
+        }
+        self.last = Instant::now();
+        true
+    }
+}
+
+/// Runs `code` visibly and writes its lines to `out`, ending with
+/// `end_of_execution` unless the client went away.
+pub async fn run(kernel: &mut Kernel, code: &str, out: &mpsc::Sender<Bytes>, pace: Pace) -> Ended {
+    let mut sink = Sink {
+        out: Some(out),
+        last: Instant::now(),
+        error_sent: false,
+    };
+    let (request, messages) = match kernel.execute(code, false).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            sink.send(Line::error(
+                "KernelError",
+                format!("the execution could not start: {error}"),
+            ))
+            .await;
+            sink.send(Line::EndOfExecution).await;
+            return Ended::KernelLost;
+        }
+    };
+    let mut watch = Watch {
+        request,
+        messages,
+        replied: false,
+        idle: false,
+        failure: None,
+    };
+    let ended = watch.follow(kernel, &mut sink, pace, None).await;
+    let ended = match ended {
+        Ended::Interrupted => {
+            // The client is gone: stop the code, then wait for the kernel.
+            if kernel.interrupt().await.is_err() {
+                Ended::KernelLost
+            } else {
+                let deadline = Instant::now() + pace.interrupt_grace;
+                match watch.follow(kernel, &mut sink, pace, Some(deadline)).await {
+                    Ended::Done | Ended::Interrupted => Ended::Interrupted,
+                    Ended::KernelLost => Ended::KernelLost,
+                }
+            }
+        }
+        Ended::KernelLost => {
+            sink.send(Line::error(
+                "KernelDied",
+                "the kernel stopped during the execution; the context's state is lost and it was restarted",
+            ))
+            .await;
+            Ended::KernelLost
+        }
+        Ended::Done => Ended::Done,
+    };
+    kernel.unsubscribe();
+    if ended != Ended::Interrupted {
+        sink.send(Line::EndOfExecution).await;
+    }
+    ended
+}
+
+/// Runs helper code silently (no execution count, no output) and waits for
+/// it; the kernel's error message if it failed.
+pub async fn run_silent(
+    kernel: &mut Kernel,
+    code: &str,
+    limit: Duration,
+    pace: Pace,
+) -> Result<(), String> {
+    let (request, messages) = kernel
+        .execute(code, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut watch = Watch {
+        request,
+        messages,
+        replied: false,
+        idle: false,
+        failure: None,
+    };
+    let mut sink = Sink {
+        out: None,
+        last: Instant::now(),
+        error_sent: false,
+    };
+    let deadline = Instant::now() + limit;
+    let ended = watch.follow(kernel, &mut sink, pace, Some(deadline)).await;
+    kernel.unsubscribe();
+    match (ended, watch.failure) {
+        (Ended::Done, None) => Ok(()),
+        (Ended::Done, Some((name, value))) => Err(format!("{name}: {value}")),
+        _ => Err(format!("the kernel did not finish it within {limit:?}")),
+    }
+}
+
+/// An execution being followed.
+struct Watch {
+    request: JupyterMessage,
+    messages: Messages,
+    replied: bool,
+    idle: bool,
+    /// What the reply said went wrong, if anything.
+    failure: Option<(String, String)>,
+}
+
+impl Watch {
+    /// Follows the execution until the kernel replied and went idle
+    /// (`Done`), the client went away (`Interrupted`; only without a
+    /// deadline) or the kernel died or missed `deadline` (`KernelLost`).
+    async fn follow(
+        &mut self,
+        kernel: &mut Kernel,
+        sink: &mut Sink<'_>,
+        pace: Pace,
+        deadline: Option<Instant>,
+    ) -> Ended {
+        let mut replied_at: Option<Instant> = None;
+        loop {
+            if self.replied && self.idle {
+                return Ended::Done;
+            }
+            let wake = match replied_at {
+                // The reply is in; its idle status may have been dropped.
+                Some(at) if at.elapsed() >= pace.idle_lag => return Ended::Done,
+                Some(at) => at + pace.idle_lag,
+                None => sink.last + pace.keepalive,
+            };
+            let wake = deadline.map_or(wake, |d| wake.min(d));
+            tokio::select! {
+                reply = kernel.reply_to(&self.request), if !self.replied => {
+                    self.replied = true;
+                    replied_at = Some(Instant::now());
+                    let Ok(reply) = reply else {
+                        return Ended::KernelLost;
+                    };
+                    if let Some((name, value, traceback)) = failure(&reply) {
+                        self.failure = Some((name.clone(), value.clone()));
+                        if !sink.error_sent {
+                            sink.error_sent = true;
+                            if !sink.send(Line::Error { name, value, traceback }).await && deadline.is_none() {
+                                return Ended::Interrupted;
+                            }
+                        }
+                    }
+                }
+                message = self.messages.recv(), if !self.idle => {
+                    let Some(message) = message else {
+                        return Ended::KernelLost;
+                    };
+                    self.idle = is_idle(&message);
+                    if let Some(line) = line_of(&message, &mut sink.error_sent)
+                        && !sink.send(line).await
+                        && deadline.is_none()
+                    {
+                        return Ended::Interrupted;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) || !kernel.is_alive() {
+                        return Ended::KernelLost;
+                    }
+                    if replied_at.is_none() && deadline.is_none() && !sink.send(Line::Keepalive).await {
+                        return Ended::Interrupted;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The line an IOPub message becomes, if any. Only an execution's first
+/// error is reported (`error_sent`).
+fn line_of(message: &JupyterMessage, error_sent: &mut bool) -> Option<Line> {
+    let timestamp = || {
+        message
+            .header
+            .date
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
+    match &message.content {
+        JupyterMessageContent::StreamContent(stream) => Some(match stream.name {
+            jupyter_protocol::Stdio::Stdout => Line::Stdout {
+                text: stream.text.clone(),
+                timestamp: timestamp(),
+            },
+            jupyter_protocol::Stdio::Stderr => Line::Stderr {
+                text: stream.text.clone(),
+                timestamp: timestamp(),
+            },
+        }),
+        JupyterMessageContent::DisplayData(display) => {
+            Some(result(mime_bundle(&display.data), false))
+        }
+        JupyterMessageContent::ExecuteResult(value) => Some(result(mime_bundle(&value.data), true)),
+        JupyterMessageContent::ErrorOutput(error) if !*error_sent => {
+            *error_sent = true;
+            Some(Line::Error {
+                name: error.ename.clone(),
+                value: error.evalue.clone(),
+                traceback: error.traceback.join("\n"),
+            })
+        }
+        JupyterMessageContent::ExecuteInput(input) => Some(Line::NumberOfExecutions {
+            execution_count: i64::try_from(input.execution_count.value()).unwrap_or(i64::MAX),
+        }),
+        _ => None,
+    }
+}
+
+/// A display's MIME bundle as the kernel sent it.
+fn mime_bundle(media: &jupyter_protocol::Media) -> Map<String, Value> {
+    match serde_json::to_value(media) {
+        Ok(Value::Object(bundle)) => bundle,
+        _ => Map::new(),
+    }
+}
+
+/// (name, value, traceback) of a reply that says the execution failed.
+fn failure(reply: &JupyterMessage) -> Option<(String, String, String)> {
+    let content = serde_json::to_value(&reply.content).ok()?;
+    let text = |key: &str| {
+        content
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    match content.get("status").and_then(Value::as_str) {
+        Some("error") => {
+            let traceback = content
+                .get("traceback")
+                .and_then(Value::as_array)
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            Some((text("ename"), text("evalue"), traceback))
+        }
+        Some("aborted" | "abort") => Some((
+            "ExecutionAborted".into(),
+            "Execution was aborted".into(),
+            String::new(),
+        )),
+        _ => None,
+    }
+}

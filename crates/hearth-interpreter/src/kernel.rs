@@ -1,0 +1,448 @@
+//! One Jupyter kernel: a child process this server starts from its
+//! kernelspec, and the ZeroMQ sockets it is spoken to over (shell for
+//! requests, IOPub for what they produce, control for interrupts). No
+//! Jupyter server sits in between.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
+
+use jupyter_protocol::{
+    ConnectionInfo, ExecuteRequest, InterruptRequest, JupyterMessage, JupyterMessageContent,
+    connection_info::Transport,
+};
+use jupyter_zmq_client::{
+    ClientControlConnection, ClientIoPubConnection, ClientShellConnection, KernelspecDir,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::language::Language;
+
+/// How many IOPub messages of one request wait for their reader before
+/// the IOPub reader waits too (output of a fast kernel to a slow client).
+const PENDING_MESSAGES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("no kernel for {0} is installed")]
+    NotInstalled(Language),
+    #[error("cannot start the {kernel} kernel: {source}")]
+    Spawn {
+        kernel: String,
+        source: std::io::Error,
+    },
+    #[error("the {kernel} kernel exited while starting ({status})")]
+    ExitedAtStart { kernel: String, status: String },
+    #[error("the {kernel} kernel did not answer within {after:?}")]
+    StartTimeout { kernel: String, after: Duration },
+    #[error("writing the kernel's connection file {path}: {source}")]
+    ConnectionFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to the kernel: {0}")]
+    Channel(#[from] jupyter_zmq_client::RuntimeError),
+    #[error("the kernel went away")]
+    Gone,
+}
+
+/// Messages of one request, from the IOPub reader.
+pub type Messages = mpsc::Receiver<JupyterMessage>;
+
+/// Which request's IOPub messages go where.
+type Route = Arc<SyncMutex<Option<(String, mpsc::Sender<JupyterMessage>)>>>;
+
+/// A running kernel. Requests go one at a time (its context serialises
+/// them); dropping it kills the kernel and everything it started.
+pub struct Kernel {
+    kernel_name: String,
+    pid: i32,
+    interrupt_by_message: bool,
+    child: tokio::process::Child,
+    shell: ClientShellConnection,
+    control: ClientControlConnection,
+    route: Route,
+    iopub_reader: tokio::task::JoinHandle<()>,
+    connection_file: PathBuf,
+}
+
+/// Where and how kernels start.
+#[derive(Debug, Clone)]
+pub struct KernelSettings {
+    /// Where connection files go (they hold the message signing key).
+    pub runtime_dir: PathBuf,
+    /// How long a kernel may take to answer its first request.
+    pub start_timeout: Duration,
+    /// Jupyter data directories (with `kernels/<name>/kernel.json`) searched
+    /// before the usual ones.
+    pub kernel_dirs: Vec<PathBuf>,
+}
+
+impl Kernel {
+    /// Finds the kernelspec for `language` among the installed ones (the
+    /// settings' directories first, then Jupyter's usual places).
+    pub async fn spec_for(
+        language: Language,
+        settings: &KernelSettings,
+    ) -> Result<KernelspecDir, KernelError> {
+        let mut specs = Vec::new();
+        for dir in &settings.kernel_dirs {
+            specs.extend(jupyter_zmq_client::read_kernelspec_jsons(dir).await);
+        }
+        specs.extend(jupyter_zmq_client::list_kernelspecs().await);
+        language
+            .kernel_names()
+            .iter()
+            .find_map(|name| specs.iter().find(|s| s.kernel_name == *name))
+            .cloned()
+            .ok_or(KernelError::NotInstalled(language))
+    }
+
+    /// Starts the kernel in `cwd` and waits until it answers on its shell
+    /// and IOPub channels.
+    pub async fn start(
+        spec: KernelspecDir,
+        cwd: &Path,
+        settings: &KernelSettings,
+    ) -> Result<Self, KernelError> {
+        let kernel_name = spec.kernel_name.clone();
+        let interrupt_by_message = spec.kernelspec.interrupt_mode.as_deref() == Some("message");
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let (ports, listeners) = jupyter_zmq_client::peek_ports_with_listeners(ip, 5).await?;
+        let [stdin_port, control_port, hb_port, shell_port, iopub_port] = ports[..] else {
+            return Err(KernelError::Gone);
+        };
+        let connection = ConnectionInfo {
+            transport: Transport::TCP,
+            ip: ip.to_string(),
+            stdin_port,
+            control_port,
+            hb_port,
+            shell_port,
+            iopub_port,
+            signature_scheme: "hmac-sha256".into(),
+            key: uuid::Uuid::new_v4().to_string(),
+            kernel_name: Some(kernel_name.clone()),
+        };
+        let connection_file = settings
+            .runtime_dir
+            .join(format!("kernel-{}.json", uuid::Uuid::new_v4()));
+        write_private(&settings.runtime_dir, &connection_file, &connection)?;
+        let mut command = spec
+            .command(&connection_file, None, None)
+            .map_err(KernelError::Channel)?;
+        // Its own process group: a kill takes what the kernel started too.
+        command.current_dir(cwd).process_group(0).kill_on_drop(true);
+        let spawned = command.spawn();
+        // The kernel binds the ports next; until now they were held here.
+        drop(listeners);
+        let child = spawned.map_err(|source| KernelError::Spawn {
+            kernel: kernel_name.clone(),
+            source,
+        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or_default();
+        let deadline = Instant::now() + settings.start_timeout;
+        let mut starting = Starting {
+            kernel_name,
+            child: Some(child),
+            connection_file: connection_file.clone(),
+        };
+        let session = uuid::Uuid::new_v4().to_string();
+        let (shell, control, iopub) = starting
+            .connect(&connection, &session, deadline, settings.start_timeout)
+            .await?;
+        let route: Route = Arc::new(SyncMutex::new(None));
+        let iopub_reader = tokio::spawn(read_iopub(iopub, route.clone()));
+        let Some(child) = starting.child.take() else {
+            return Err(KernelError::Gone);
+        };
+        let mut kernel = Self {
+            kernel_name: std::mem::take(&mut starting.kernel_name),
+            pid,
+            interrupt_by_message,
+            child,
+            shell,
+            control,
+            route,
+            iopub_reader,
+            connection_file,
+        };
+        kernel.handshake(deadline, settings.start_timeout).await?;
+        Ok(kernel)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.kernel_name
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Runs nothing (an empty silent execution: every kernel answers it,
+    /// and its reply decodes whatever the kernel is) until a reply and an
+    /// IOPub message of the same request arrive: then IOPub is subscribed
+    /// and nothing the next request prints is lost.
+    async fn handshake(&mut self, deadline: Instant, limit: Duration) -> Result<(), KernelError> {
+        loop {
+            if Instant::now() > deadline {
+                return Err(KernelError::StartTimeout {
+                    kernel: self.kernel_name.clone(),
+                    after: limit,
+                });
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(KernelError::ExitedAtStart {
+                    kernel: self.kernel_name.clone(),
+                    status: status.to_string(),
+                });
+            }
+            let (request, mut messages) = self.execute("", true).await?;
+            let replied = tokio::time::timeout_at(deadline, self.reply_to(&request)).await;
+            if !matches!(replied, Ok(Ok(_))) {
+                continue;
+            }
+            // IOPub caught up when it shows this request's status.
+            let seen = tokio::time::timeout(Duration::from_millis(500), messages.recv()).await;
+            self.unsubscribe();
+            if matches!(seen, Ok(Some(_))) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Routes the IOPub messages of `request` to the receiver returned.
+    pub fn subscribe(&self, request: &JupyterMessage) -> Messages {
+        let (sender, receiver) = mpsc::channel(PENDING_MESSAGES);
+        if let Ok(mut route) = self.route.lock() {
+            *route = Some((request.header.msg_id.clone(), sender));
+        }
+        receiver
+    }
+
+    pub fn unsubscribe(&self) {
+        if let Ok(mut route) = self.route.lock() {
+            *route = None;
+        }
+    }
+
+    /// Sends an execute request; its IOPub messages arrive on the receiver.
+    pub async fn execute(
+        &mut self,
+        code: &str,
+        silent: bool,
+    ) -> Result<(JupyterMessage, Messages), KernelError> {
+        let request: JupyterMessage = ExecuteRequest {
+            code: code.to_owned(),
+            silent,
+            store_history: !silent,
+            user_expressions: None,
+            allow_stdin: false,
+            stop_on_error: true,
+        }
+        .into();
+        let messages = self.subscribe(&request);
+        self.shell.send(request.clone()).await?;
+        Ok((request, messages))
+    }
+
+    /// The shell reply to `request` (replies to requests given up on
+    /// earlier are skipped, and so are messages that do not decode, while
+    /// the kernel lives).
+    pub async fn reply_to(
+        &mut self,
+        request: &JupyterMessage,
+    ) -> Result<JupyterMessage, KernelError> {
+        loop {
+            let reply = match self.shell.read().await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    if !self.is_alive() {
+                        return Err(error.into());
+                    }
+                    tracing::debug!(kernel = %self.kernel_name, %error, "skipped a shell message");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if reply
+                .parent_header
+                .as_ref()
+                .is_some_and(|parent| parent.msg_id == request.header.msg_id)
+            {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Interrupts what the kernel runs, the way its kernelspec asks.
+    pub async fn interrupt(&mut self) -> Result<(), KernelError> {
+        if self.interrupt_by_message {
+            self.control.send(InterruptRequest {}.into()).await?;
+            return Ok(());
+        }
+        if self.pid > 0 {
+            // SAFETY: kill(2) with a pid this server started and still owns
+            // (the child is not reaped while `self.child` lives).
+            unsafe { libc::kill(self.pid, libc::SIGINT) };
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel process is still there.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.iopub_reader.abort();
+        kill_group(self.pid);
+        let _ = std::fs::remove_file(&self.connection_file);
+    }
+}
+
+/// A kernel process between spawn and handshake; dropped early, it takes
+/// the process and its connection file with it.
+struct Starting {
+    kernel_name: String,
+    child: Option<tokio::process::Child>,
+    connection_file: PathBuf,
+}
+
+impl Starting {
+    /// Connects the channels once the kernel listens (a connect to a port
+    /// nothing listens on yet fails, so it is retried).
+    async fn connect(
+        &mut self,
+        connection: &ConnectionInfo,
+        session: &str,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<
+        (
+            ClientShellConnection,
+            ClientControlConnection,
+            ClientIoPubConnection,
+        ),
+        KernelError,
+    > {
+        loop {
+            let attempt = async {
+                let identity = jupyter_zmq_client::peer_identity_for_session(session)?;
+                let iopub =
+                    jupyter_zmq_client::create_client_iopub_connection(connection, "", session)
+                        .await?;
+                let shell = jupyter_zmq_client::create_client_shell_connection_with_identity(
+                    connection, session, identity,
+                )
+                .await?;
+                let control =
+                    jupyter_zmq_client::create_client_control_connection(connection, session)
+                        .await?;
+                Ok::<_, jupyter_zmq_client::RuntimeError>((shell, control, iopub))
+            };
+            if let Ok(connected) = attempt.await {
+                return Ok(connected);
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(KernelError::ExitedAtStart {
+                    kernel: self.kernel_name.clone(),
+                    status: status.to_string(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(KernelError::StartTimeout {
+                    kernel: self.kernel_name.clone(),
+                    after: limit,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child
+            && let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok())
+        {
+            kill_group(pid);
+            let _ = std::fs::remove_file(&self.connection_file);
+        }
+    }
+}
+
+/// Kills a kernel's process group (0: none).
+pub(crate) fn kill_group(pid: i32) {
+    if pid > 0 {
+        // SAFETY: killpg(2) on the group this server made for its own child.
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+    }
+}
+
+/// The connection file, readable by this server's user only.
+fn write_private(dir: &Path, path: &Path, connection: &ConnectionInfo) -> Result<(), KernelError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let error = |source| KernelError::ConnectionFile {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(error)?;
+    let json = serde_json::to_vec(connection).map_err(|e| error(std::io::Error::other(e)))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(&json).map_err(error)
+}
+
+/// Reads IOPub for the kernel's life, handing each message to the request
+/// it belongs to; messages of no current request are dropped.
+async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route) {
+    loop {
+        let Ok(message) = iopub.read().await else {
+            // A message that does not verify or decode is skipped (the
+            // pause keeps a broken socket from spinning; the reader is
+            // aborted with its kernel).
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Some(parent) = message.parent_header.as_ref().map(|p| p.msg_id.clone()) else {
+            continue;
+        };
+        let sender = match route.lock() {
+            Ok(route) => route
+                .as_ref()
+                .filter(|(msg_id, _)| *msg_id == parent)
+                .map(|(_, sender)| sender.clone()),
+            Err(_) => None,
+        };
+        if let Some(sender) = sender {
+            let _ = sender.send(message).await;
+        }
+    }
+}
+
+/// Whether the kernel went idle: the last IOPub message of a request.
+pub fn is_idle(message: &JupyterMessage) -> bool {
+    matches!(
+        &message.content,
+        JupyterMessageContent::Status(status)
+            if status.execution_state == jupyter_protocol::ExecutionState::Idle
+    )
+}

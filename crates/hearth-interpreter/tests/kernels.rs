@@ -1,0 +1,487 @@
+//! The code interpreter server against real Jupyter kernels (ipykernel and
+//! bash_kernel from the conformance virtualenv, HEARTH_KERNEL_PYTHON), with a
+//! stand-in envd for the sandbox's variables and access token. Run by
+//! `make conformance` once the virtualenv exists:
+//!
+//!   HEARTH_KERNEL_PYTHON=build/venv/bin/python cargo test -p hearth-interpreter --test kernels -- --ignored
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_interpreter::context::Contexts;
+use hearth_interpreter::envd::Envd;
+use hearth_interpreter::execution::Pace;
+use hearth_interpreter::http::{App, router};
+use hearth_interpreter::kernel::KernelSettings;
+use serde_json::{Value, json};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const TOKEN: &str = "sandbox-token";
+
+struct Server {
+    url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// The Python with ipykernel and bash_kernel.
+fn kernel_python() -> Result<PathBuf, String> {
+    let python = std::env::var("HEARTH_KERNEL_PYTHON").map_err(
+        |_| "HEARTH_KERNEL_PYTHON is not set: the Python with ipykernel (make conformance sets it)",
+    )?;
+    Ok(PathBuf::from(python))
+}
+
+/// kernelspecs for python3 and bash under `dir/kernels`.
+fn write_kernelspecs(dir: &std::path::Path, python: &std::path::Path) -> std::io::Result<()> {
+    let specs = [
+        (
+            "python3",
+            "python",
+            vec!["-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        ),
+        (
+            "bash",
+            "bash",
+            vec!["-m", "bash_kernel", "-f", "{connection_file}"],
+        ),
+    ];
+    for (name, language, args) in specs {
+        let mut argv = vec![python.display().to_string()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let spec = json!({"argv": argv, "display_name": name, "language": language});
+        std::fs::create_dir_all(dir.join("kernels").join(name))?;
+        std::fs::write(
+            dir.join("kernels").join(name).join("kernel.json"),
+            spec.to_string(),
+        )?;
+    }
+    Ok(())
+}
+
+/// A stand-in envd: `/envs` answers the sandbox's variables to callers
+/// with the token, 401 to others.
+async fn fake_envd() -> Result<SocketAddr, std::io::Error> {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/envs",
+        axum::routing::get(|headers: HeaderMap| async move {
+            if headers.get("x-access-token").and_then(|v| v.to_str().ok()) != Some(TOKEN) {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"code": 401, "message": "invalid access token"})),
+                );
+            }
+            (
+                StatusCode::OK,
+                axum::Json(json!({"SANDBOX_WIDE": "from-the-sandbox", "SHADOWED": "global"})),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(address)
+}
+
+impl Server {
+    async fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        let python = kernel_python()?;
+        let dir = tempfile::tempdir()?;
+        write_kernelspecs(dir.path(), &python)?;
+        std::fs::create_dir_all(dir.path().join("work"))?;
+        let envd = fake_envd().await?;
+        let app = Arc::new(App {
+            contexts: Contexts::new(
+                dir.path().join("work").display().to_string(),
+                KernelSettings {
+                    runtime_dir: dir.path().join("runtime"),
+                    start_timeout: Duration::from_secs(60),
+                    kernel_dirs: vec![dir.path().to_owned()],
+                },
+            ),
+            envd: Some(Envd {
+                address: envd.to_string(),
+                timeout: Duration::from_secs(5),
+            }),
+            pace: Pace {
+                keepalive: Duration::from_millis(500),
+                ..Pace::default()
+            },
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, router(app)).await });
+        Ok(Self {
+            url,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        })
+    }
+
+    /// Runs code and returns the response's lines (keepalives left out).
+    async fn execute(&self, body: Value) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+        let response = self
+            .client
+            .post(format!("{}/execute", self.url))
+            .header("X-Access-Token", TOKEN)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}").into());
+        }
+        let mut lines = Vec::new();
+        for line in text.split_terminator('\n') {
+            let value: Value =
+                serde_json::from_str(line).map_err(|e| format!("line {line:?}: {e}"))?;
+            if value["type"] != "keepalive" {
+                lines.push(value);
+            }
+        }
+        Ok(lines)
+    }
+
+    async fn run(&self, code: &str) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+        self.execute(json!({"code": code, "context_id": null, "language": null, "env_vars": null}))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> Result<(u16, String), reqwest::Error> {
+        let mut request = self.client.post(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+}
+
+fn of_type<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["type"] == kind).collect()
+}
+
+fn stdout(lines: &[Value]) -> String {
+    of_type(lines, "stdout")
+        .iter()
+        .filter_map(|l| l["text"].as_str())
+        .collect()
+}
+
+fn main_text(lines: &[Value]) -> Option<String> {
+    of_type(lines, "result")
+        .into_iter()
+        .find(|r| r["is_main_result"] == true)
+        .and_then(|r| r["text"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn state_output_results_and_errors_of_the_default_python_context() -> TestResult {
+    let server = Server::start().await?;
+    let first = server
+        .run("x = 41\nprint('hello'); import sys; print('oops', file=sys.stderr)")
+        .await?;
+    assert_eq!(stdout(&first), "hello\n");
+    assert_eq!(of_type(&first, "stderr")[0]["text"], "oops\n");
+    assert!(
+        of_type(&first, "stderr")[0]["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert_eq!(
+        of_type(&first, "number_of_executions")[0]["execution_count"],
+        1
+    );
+    assert_eq!(
+        first.last().map(|l| l["type"].clone()),
+        Some(json!("end_of_execution"))
+    );
+    // State persists; the cell's value is the main result.
+    let second = server.run("x + 1").await?;
+    assert_eq!(main_text(&second).as_deref(), Some("42"));
+    assert_eq!(
+        of_type(&second, "number_of_executions")[0]["execution_count"],
+        2
+    );
+    // Several displays, then the value; a string's quotes come off.
+    let shown = server
+        .run("from IPython.display import display, HTML\ndisplay(1)\ndisplay(HTML('<b>b</b>'))\n'text'")
+        .await?;
+    let results = of_type(&shown, "result");
+    assert_eq!(results.len(), 3, "{shown:?}");
+    assert_eq!(
+        (
+            results[0]["text"].clone(),
+            results[0]["is_main_result"].clone()
+        ),
+        (json!("1"), json!(false))
+    );
+    assert_eq!(results[1]["html"], "<b>b</b>");
+    assert_eq!(results[1]["extra"], json!({}));
+    assert_eq!(main_text(&shown).as_deref(), Some("text"));
+    // An error: its name, value and traceback; the context goes on.
+    let failed = server.run("1 / 0").await?;
+    let errors = of_type(&failed, "error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["name"], "ZeroDivisionError");
+    assert_eq!(errors[0]["value"], "division by zero");
+    assert!(
+        errors[0]["traceback"]
+            .as_str()
+            .is_some_and(|t| t.contains("ZeroDivisionError"))
+    );
+    assert_eq!(main_text(&server.run("x").await?).as_deref(), Some("41"));
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn contexts_are_isolated_restartable_and_removable() -> TestResult {
+    let server = Server::start().await?;
+    let cwd = tempfile::tempdir()?;
+    let (status, body) = server
+        .post(
+            "/contexts",
+            Some(json!({"language": "python", "cwd": cwd.path()})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let context: Value = serde_json::from_str(&body)?;
+    assert_eq!(context["language"], "python");
+    assert_eq!(context["cwd"], cwd.path().display().to_string());
+    let id = context["id"].as_str().ok_or("no id")?.to_owned();
+    let in_context = |code: &str| json!({"code": code, "context_id": id});
+    server.execute(in_context("secret = 7")).await?;
+    let pwd = server.execute(in_context("import os; os.getcwd()")).await?;
+    assert_eq!(main_text(&pwd), Some(cwd.path().display().to_string()));
+    // The default context does not see it.
+    let other = server.run("secret").await?;
+    assert_eq!(of_type(&other, "error")[0]["name"], "NameError");
+    // Listed in creation order: the default (made by the run above) is
+    // after the new one.
+    let listed: Vec<Value> = server
+        .client
+        .get(format!("{}/contexts", server.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ids: Vec<&str> = listed.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.first(), Some(&id.as_str()));
+    assert_eq!(listed.len(), 2);
+    // A restart keeps the id and loses the state.
+    let (status, body) = server
+        .post(&format!("/contexts/{id}/restart"), None)
+        .await?;
+    assert_eq!((status, body.as_str()), (200, "null"));
+    let after = server.execute(in_context("secret")).await?;
+    assert_eq!(of_type(&after, "error")[0]["name"], "NameError");
+    // Removed: gone from the list, executions in it are 404.
+    let removed = server
+        .client
+        .delete(format!("{}/contexts/{id}", server.url))
+        .send()
+        .await?;
+    assert_eq!(removed.status(), 200);
+    let gone = server.execute(in_context("1")).await;
+    assert!(gone.is_err_and(|e| e.to_string().starts_with("404") && e.to_string().contains(&id)));
+    // A cwd that does not exist, or a language nobody installed: 400.
+    let (status, body) = server
+        .post("/contexts", Some(json!({"cwd": "/nonexistent/dir"})))
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .post("/contexts", Some(json!({"language": "java"})))
+        .await?;
+    assert!(
+        status == 400 && body.contains("no kernel for java"),
+        "{status} {body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn env_vars_apply_to_one_execution_over_the_sandboxs_own() -> TestResult {
+    let server = Server::start().await?;
+    let read = "import os; print(os.environ.get('SANDBOX_WIDE'), os.environ.get('SHADOWED'), os.environ.get('ONLY_NOW'))";
+    let with = server
+        .execute(json!({"code": read, "env_vars": {"SHADOWED": "mine", "ONLY_NOW": "it's \"quoted\"\n"}}))
+        .await?;
+    assert_eq!(stdout(&with), "from-the-sandbox mine it's \"quoted\"\n\n");
+    let without = server.run(read).await?;
+    assert_eq!(stdout(&without), "from-the-sandbox global None\n");
+    // Helper code counts no executions.
+    assert_eq!(
+        of_type(&without, "number_of_executions")[0]["execution_count"],
+        2
+    );
+    // Without the sandbox's token envd refuses, and so does the server.
+    let refused = server
+        .client
+        .post(format!("{}/execute", server.url))
+        .json(&json!({"code": "1"}))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.text().await?, "invalid access token");
+    // A name no language can set is refused before anything runs.
+    let bad = server
+        .execute(json!({"code": "1", "env_vars": {"A-B": "x"}}))
+        .await;
+    assert!(bad.is_err_and(|e| e.to_string().starts_with("400")));
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn a_client_that_gives_up_interrupts_its_execution() -> TestResult {
+    let server = Server::start().await?;
+    server.run("counter = 1").await?;
+    let started = Instant::now();
+    let timed_out = server
+        .client
+        .post(format!("{}/execute", server.url))
+        .header("X-Access-Token", TOKEN)
+        .timeout(Duration::from_secs(2))
+        .json(&json!({"code": "import time\ntime.sleep(120)\ncounter = 2"}))
+        .send()
+        .await;
+    let gave_up = match timed_out {
+        Ok(response) => response.text().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(gave_up, "the request should have timed out");
+    // The sleep was interrupted: the next execution runs within seconds,
+    // and the rest of the cell never ran.
+    let next = server.run("counter").await?;
+    assert_eq!(main_text(&next).as_deref(), Some("1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn contexts_run_at_once_and_executions_in_one_queue() -> TestResult {
+    let server = Arc::new(Server::start().await?);
+    let (status, body) = server.post("/contexts", Some(json!({}))).await?;
+    assert_eq!(status, 200, "{body}");
+    let other: Value = serde_json::from_str(&body)?;
+    server.run("import time").await?;
+    server
+        .execute(json!({"code": "import time", "context_id": other["id"]}))
+        .await?;
+    let started = Instant::now();
+    let sleep = |context: Option<Value>| {
+        let server = server.clone();
+        async move {
+            server
+                .execute(json!({"code": "time.sleep(2); time.time()", "context_id": context}))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    // Two contexts: side by side (~2 s, not ~4 s).
+    let (a, b) = tokio::join!(sleep(None), sleep(Some(other["id"].clone())));
+    a?;
+    b?;
+    let parallel = started.elapsed();
+    assert!(parallel < Duration::from_millis(3800), "{parallel:?}");
+    // One context: one after the other.
+    let started = Instant::now();
+    let (a, b) = tokio::join!(sleep(None), sleep(None));
+    let (a, b) = (a?, b?);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (ta, tb): (f64, f64) = (
+        main_text(&a).ok_or("no value")?.parse()?,
+        main_text(&b).ok_or("no value")?.parse()?,
+    );
+    assert!((ta - tb).abs() >= 1.9, "{ta} {tb}");
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs bash_kernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn bash_runs_in_a_context_of_its_own() -> TestResult {
+    let server = Server::start().await?;
+    let lines = server
+        .execute(json!({"code": "X=3; echo $((X * 14)) $ONLY_NOW", "language": "bash", "env_vars": {"ONLY_NOW": "$(whoami)"}}))
+        .await?;
+    assert_eq!(stdout(&lines), "42 $(whoami)\n");
+    let later = server
+        .execute(json!({"code": "echo \"$X-${ONLY_NOW:-unset}\"", "language": "bash"}))
+        .await?;
+    assert_eq!(stdout(&later), "3-unset\n");
+    let listed: Vec<Value> = server
+        .client
+        .get(format!("{}/contexts", server.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(listed.iter().any(|c| c["language"] == "bash"));
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn bad_requests_are_refused_with_what_is_wrong() -> TestResult {
+    let server = Server::start().await?;
+    let cases: Vec<(&str, u16, &str)> = vec![
+        ("{not json", 400, "malformed request body"),
+        (
+            r#"{"code": "1", "context_id": "x", "language": "python"}"#,
+            400,
+            "Only one of context_id or language",
+        ),
+        (
+            r#"{"code": "1", "language": "cobol"}"#,
+            400,
+            "unknown language 'cobol'",
+        ),
+        (
+            r#"{"code": "1", "context_id": "nope"}"#,
+            404,
+            "Context nope not found",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let response = server
+            .client
+            .post(format!("{}/execute", server.url))
+            .header("X-Access-Token", TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let text = response.text().await?;
+        assert!(text.contains(message), "{body}: {text}");
+    }
+    // A huge output streams through (several MB, in order, nothing lost).
+    let lines = server
+        .run("for i in range(200):\n    print(str(i).rjust(8) + 'x' * 40000)")
+        .await?;
+    let out = stdout(&lines);
+    assert_eq!(out.lines().count(), 200);
+    assert!(
+        out.lines()
+            .enumerate()
+            .all(|(i, l)| l.trim_start().starts_with(&format!("{i}x")))
+    );
+    Ok(())
+}
