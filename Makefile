@@ -9,6 +9,8 @@ BUILD_DIR ?= $(REPO)/build
 # static-pie; the musl target cannot be fetched on our machines).
 ENVD_TARGET := x86_64-unknown-linux-gnu
 ENVD_BIN := $(REPO)/target/$(ENVD_TARGET)/release/envd
+# The code interpreter server goes into a template the same way.
+INTERPRETER_BIN := $(REPO)/target/$(ENVD_TARGET)/release/hearth-interpreter
 HEARTH_BIN := $(REPO)/target/release/hearth
 FUZZ_SECONDS ?= 60
 # Templates trust what this host trusts (e.g. a TLS-intercepting gateway's CA),
@@ -16,7 +18,7 @@ FUZZ_SECONDS ?= 60
 HOST_CA_BUNDLE := /etc/ssl/certs/ca-certificates.crt
 HEARTH_UP_ARGS ?= $(if $(wildcard $(HOST_CA_BUNDLE)),--ca-bundle $(HOST_CA_BUNDLE))
 
-.PHONY: help up test deps deps-test check fmt-check clippy unit api-postgres envd hearth template vm-test conformance node-conformance bench soak fuzz clean
+.PHONY: help up test deps deps-test check fmt-check clippy unit api-postgres envd interpreter hearth template vm-test conformance node-conformance bench soak fuzz clean
 
 help:
 	@echo "make up      install what is missing, build, run a node on 127.0.0.1:3000"
@@ -33,9 +35,11 @@ deps-test:
 
 # Builds, then runs API, proxy and node in the foreground; the first start
 # builds the base template (minutes) and writes <data dir>/sdk.env
-# (data dir: $$HEARTH_DATA_DIR, default /var/lib/hearth).
-up: deps envd hearth
-	$(HEARTH_BIN) up --envd $(ENVD_BIN) $(HEARTH_UP_ARGS)
+# (data dir: $$HEARTH_DATA_DIR, default /var/lib/hearth). Once up, hearth
+# builds the code-interpreter-v1 template in the background (minutes the
+# first time, then from its cache).
+up: deps envd interpreter hearth
+	$(HEARTH_BIN) up --envd $(ENVD_BIN) --code-interpreter $(INTERPRETER_BIN) $(HEARTH_UP_ARGS)
 
 test: deps-test check unit api-postgres envd vm-test conformance node-conformance
 	@echo "make test: all suites passed"
@@ -61,6 +65,10 @@ envd:
 	RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$(REPO)=/hearth" cargo build --locked --release -p envd --target $(ENVD_TARGET)
 	@scripts/check-static.sh $(ENVD_BIN)
 
+interpreter:
+	RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$(REPO)=/hearth" cargo build --locked --release -p hearth-interpreter --target $(ENVD_TARGET)
+	@scripts/check-static.sh $(INTERPRETER_BIN)
+
 hearth:
 	cargo build --locked --release -p hearth
 
@@ -83,17 +91,18 @@ conformance: envd
 
 # Both SDKs against `hearth up` with real VMs: once on SQLite, once on PostgreSQL.
 # The envd suites in VMs (one per test) do not depend on the database: SQLite run only.
-node-conformance: template
-	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run-node.sh
-	ENVD_SUITES=0 TEMPLATE_SUITES=0 HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) scripts/with-test-postgres.sh tests/conformance/run-node.sh
+node-conformance: template interpreter
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) INTERPRETER_BIN=$(INTERPRETER_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run-node.sh
+	ENVD_SUITES=0 TEMPLATE_SUITES=0 INTERPRETER_SUITES=0 HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) scripts/with-test-postgres.sh tests/conformance/run-node.sh
 
-bench: deps envd template
+bench: deps envd interpreter template
 	cargo build --locked --release -p envd-bench -p hearth-bench
 	ENVD_BIN=$(ENVD_BIN) $(REPO)/target/release/envd-bench
 	HEARTH_ENVD=$(ENVD_BIN) $(REPO)/target/release/hearth-bench --build-from-nothing
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-sdk-bench.sh 20 8
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-host-routing-bench.sh 200 5
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-template-bench.sh 10
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) INTERPRETER_BIN=$(INTERPRETER_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-interpreter-bench.sh 20
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-density-bench.sh 100
 
 # Not part of `make test`: SOAK_CYCLES create → run → kill cycles through the

@@ -7,8 +7,9 @@
 #   HEARTH_BIN=/abs/hearth ENVD_BIN=/abs/envd [DATABASE_URL=postgres://…] \
 #     [BUILD_DIR=<repo>/build] [ENVD_SUITES=0] tests/conformance/run-node.sh
 #
-# ENVD_SUITES=0 leaves out the envd suites and TEMPLATE_SUITES=0 the template
-# builds (neither depends on the database).
+# ENVD_SUITES=0 leaves out the envd suites, TEMPLATE_SUITES=0 the template
+# builds and INTERPRETER_SUITES=0 the code interpreter's (none depends on the
+# database). INTERPRETER_BIN is the static hearth-interpreter.
 # scripts/with-hearth-up.sh starts and stops hearth and checks for leftovers.
 set -euo pipefail
 
@@ -60,6 +61,30 @@ if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
     grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
   else
     cat "$js_log"
+    status=1
+  fi
+fi
+
+if [ "${INTERPRETER_SUITES:-1}" != 0 ]; then
+  # The code-interpreter-v1 template is built once (minutes: pip in a build
+  # VM) and then found in the template builder's cache, keyed by its inputs.
+  echo "==> Code interpreter template (built, or found in the cache)"
+  if INTERPRETER_BIN="${INTERPRETER_BIN:?INTERPRETER_BIN: the static hearth-interpreter}" \
+      "$REPO/scripts/build-code-interpreter.sh" >"$LOG_DIR/code-interpreter-build.log" 2>&1; then
+    tail -n 2 "$LOG_DIR/code-interpreter-build.log"
+    echo "==> Code interpreter, Python SDK against hearth up (pytest)"
+    (cd "$HERE/node/interpreter" && "$VENV/bin/python" -m pytest -q) || status=1
+    echo "==> Code interpreter, JS SDK against hearth up (node --test)"
+    js_log="$LOG_DIR/node-interpreter-js.log"
+    if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec \
+        interpreter/*.test.mjs) >"$js_log" 2>&1; then
+      grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
+    else
+      cat "$js_log"
+      status=1
+    fi
+  else
+    cat "$LOG_DIR/code-interpreter-build.log"
     status=1
   fi
 fi

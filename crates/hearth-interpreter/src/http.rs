@@ -29,6 +29,9 @@ const PENDING_LINES: usize = 64;
 
 pub struct App {
     pub contexts: Contexts,
+    /// Whether the default contexts are up: `/health` says so (a template
+    /// build snapshots the sandbox once it does).
+    pub ready: std::sync::atomic::AtomicBool,
     /// `None`: no envd to ask (no sandbox-wide variables, no token check).
     pub envd: Option<Envd>,
     pub pace: Pace,
@@ -36,13 +39,25 @@ pub struct App {
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/health", get(|| async { "OK" }))
+        .route("/health", get(health))
         .route("/execute", post(execute))
         .route("/contexts", post(create_context).get(list_contexts))
         .route("/contexts/{id}/restart", post(restart_context))
         .route("/contexts/{id}", delete(remove_context))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        "OK".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting the default contexts",
+        )
+            .into_response()
+    }
 }
 
 /// A refusal with its reason as the body.

@@ -15,7 +15,10 @@ use hearth_interpreter::kernel::{KernelError, KernelSettings};
 use hearth_interpreter::language::Language;
 
 #[derive(Debug, Parser)]
-#[command(about = "The code interpreter server: E2B's /execute and /contexts over Jupyter kernels")]
+#[command(
+    version,
+    about = "The code interpreter server: E2B's /execute and /contexts over Jupyter kernels"
+)]
 struct Args {
     #[arg(long, default_value = "0.0.0.0:49999")]
     listen: SocketAddr,
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let app = Arc::new(App {
         contexts: Contexts::new(args.cwd, settings),
+        ready: std::sync::atomic::AtomicBool::new(false),
         envd,
         pace: Pace::default(),
     });
@@ -88,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
             Err(error) => tracing::warn!(%language, %error, "the default context did not start"),
         }
     }
+    app.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     server
         .await
         .context("the server task")?

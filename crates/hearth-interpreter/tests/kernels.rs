@@ -103,6 +103,7 @@ impl Server {
                     kernel_dirs: vec![dir.path().to_owned()],
                 },
             ),
+            ready: std::sync::atomic::AtomicBool::new(true),
             envd: Some(Envd {
                 address: envd.to_string(),
                 timeout: Duration::from_secs(5),

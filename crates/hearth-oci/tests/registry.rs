@@ -139,7 +139,6 @@ async fn pulls_unpacks_and_then_serves_layers_from_the_cache() {
 
     // Again: nothing is downloaded, the blob is not rewritten (a new blob
     // would be a new file renamed into place), only marked as used.
-    use std::os::unix::fs::MetadataExt;
     let before = std::fs::metadata(&layer.path).expect("blob");
     let again_log = Log::default();
     let again = pull(&store, &registry.reference("app:1"), None, &again_log)

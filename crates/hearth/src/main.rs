@@ -2,6 +2,7 @@
 
 mod at_rest;
 mod build_args;
+mod code_interpreter;
 mod dockerfile;
 mod local_node;
 mod node_auth;
@@ -148,6 +149,10 @@ enum Command {
         /// On Ctrl-C, leave sandboxes running for the next start to adopt.
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
+        /// Build (or find cached) the `code-interpreter-v1` template once
+        /// hearth is up, with this static hearth-interpreter as its server.
+        #[arg(long, value_name = "BIN")]
+        code_interpreter: Option<PathBuf>,
         #[command(flatten)]
         build: build_args::BuildArgs,
     },
@@ -337,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
             admission,
             team_max_sandboxes,
             keep_sandboxes_on_exit,
+            code_interpreter,
             build,
         } => {
             let domain = domain.unwrap_or_else(|| sandbox_urls::default_domain(listen));
@@ -367,6 +373,7 @@ async fn main() -> anyhow::Result<()> {
                     slot_pool,
                     keep_sandboxes_on_exit,
                 },
+                code_interpreter,
             };
             up::run(data, options).await
         }

@@ -45,6 +45,9 @@ pub struct UpOptions {
     pub build: hearth_orchestrator::build::BuildSettings,
     /// The certificates HTTPS connections to the listen ports get.
     pub tls: Arc<ServerTls>,
+    /// The static hearth-interpreter to build `code-interpreter-v1` with,
+    /// once hearth is up.
+    pub code_interpreter: Option<PathBuf>,
 }
 
 pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
@@ -68,6 +71,7 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| data.root().join("sdk.env"));
     let database_url = options.database_url.clone();
     let uploads_dir = data.root().join("v1/uploads");
+    let default_team = default_team_id(&data)?;
     // The node's API is on loopback, but other local users could reach it.
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let token = crate::node_auth::node_token(&data, loopback, None)?.token;
@@ -86,7 +90,7 @@ pub async fn run(data: DataDir, options: UpOptions) -> anyhow::Result<()> {
         (listener, proxy_listener),
         &uploads_dir,
         &database_url,
-        (&sdk_env, token),
+        (&sdk_env, token, &default_team),
         &options,
         &progress,
     )
@@ -114,7 +118,7 @@ async fn serve(
     (listener, proxy_listener): Listeners,
     uploads_dir: &Path,
     database_url: &str,
-    (sdk_env, token): (&Path, NodeToken),
+    (sdk_env, token, default_team): (&Path, NodeToken, &str),
     options: &UpOptions,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -123,7 +127,13 @@ async fn serve(
         .with_context(|| format!("opening the database {database_url}"))?;
     register_base_template(&store, node).await?;
     let api_url = format!("http://{}", options.listen);
-    let (key, new_key) = ensure_team(&store, sdk_env, options.api.team_max_sandboxes).await?;
+    let (key, new_key) = ensure_team(
+        &store,
+        sdk_env,
+        default_team,
+        options.api.team_max_sandboxes,
+    )
+    .await?;
     let trust = crate::sandbox_urls::trust_files(&options.tls)?;
     let domain = options.api.domain.clone().unwrap_or_default();
     crate::at_rest::write_sdk_env(
@@ -195,6 +205,13 @@ async fn serve(
         let tls = options.tls.clone();
         async move { tls.refresh(TLS_REFRESH).await }
     });
+    let interpreter_build = options.code_interpreter.clone().map(|binary| {
+        let api = crate::dockerfile::ApiTarget {
+            url: api_url.clone(),
+            key: key.clone(),
+        };
+        tokio::spawn(build_code_interpreter(api, binary))
+    });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut api = tokio::spawn(hearth_api::server::serve(
         state.clone(),
@@ -222,6 +239,9 @@ async fn serve(
     };
     if let Some(proxy) = proxy {
         proxy.abort();
+    }
+    if let Some(build) = interpreter_build {
+        build.abort();
     }
     refresh.abort();
     let _ = stop_grpc.send(());
@@ -303,6 +323,7 @@ fn key_line(key: &str, new_key: bool, sdk_env: &Path) -> String {
 async fn ensure_team(
     store: &Store,
     sdk_env: &Path,
+    default_team: &str,
     max_sandboxes: i64,
 ) -> anyhow::Result<(String, bool)> {
     if let Some(key) = read_key(sdk_env)
@@ -320,10 +341,53 @@ async fn ensure_team(
                 .await?;
             team
         }
-        None => store.create_team("default", max_sandboxes).await?,
+        None => {
+            store
+                .create_team_with_id(default_team, "default", max_sandboxes)
+                .await?
+        }
     };
     let (_, key) = store.create_api_key(&team.team_id, "hearth up").await?;
     Ok((key, true))
+}
+
+/// Builds `code-interpreter-v1` in the background, its log in hearth's
+/// (debug), its start and end on the console.
+async fn build_code_interpreter(api: crate::dockerfile::ApiTarget, binary: PathBuf) {
+    println!(
+        "{}: building (minutes the first time, then from the cache)",
+        crate::code_interpreter::TEMPLATE
+    );
+    let log = |line: &str| tracing::debug!(target: "code_interpreter_build", "{line}");
+    let started = std::time::Instant::now();
+    match crate::code_interpreter::build(&api, &binary, &log).await {
+        Ok(id) => println!(
+            "{}: ready ({id}, {:.0} s); `from e2b_code_interpreter import Sandbox` works",
+            crate::code_interpreter::TEMPLATE,
+            started.elapsed().as_secs_f64()
+        ),
+        Err(error) => eprintln!(
+            "{}: the build failed: {error:#}",
+            crate::code_interpreter::TEMPLATE
+        ),
+    }
+}
+
+/// The ID of the team `hearth up` makes in an empty database: kept in the
+/// data directory, so that a node's default team is the same team whatever
+/// database it starts with, and finds its cached template build layers (they
+/// are scoped to a team).
+fn default_team_id(data: &DataDir) -> anyhow::Result<String> {
+    let path = data.root().join("default-team-id");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(id) = uuid::Uuid::parse_str(text.trim())
+    {
+        return Ok(id.to_string());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }
 
 fn read_key(sdk_env: &Path) -> Option<String> {
@@ -345,5 +409,26 @@ mod tests {
         let later = key_line("e2b_0123", false, sdk_env);
         assert!(!later.contains("e2b_0123"), "{later}");
         assert!(later.contains("/var/lib/hearth/sdk.env"), "{later}");
+    }
+
+    #[tokio::test]
+    async fn a_new_database_gets_the_data_directorys_default_team() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let data = DataDir::new(dir.path());
+        let team = default_team_id(&data)?;
+        assert_eq!(default_team_id(&data)?, team);
+        for database in ["one.db", "two.db"] {
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join(database).display());
+            let store = Store::open(&url).await?;
+            let sdk_env = dir.path().join(format!("{database}.env"));
+            let (key, new) = ensure_team(&store, &sdk_env, &team, 5).await?;
+            assert!(new);
+            let (found, _) = store
+                .authenticate(&key)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no team"))?;
+            assert_eq!(found.team_id, team);
+        }
+        Ok(())
     }
 }

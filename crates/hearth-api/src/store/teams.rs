@@ -34,8 +34,20 @@ fn api_key(row: &AnyRow) -> StoreResult<ApiKeyRecord> {
 
 impl Store {
     pub async fn create_team(&self, name: &str, max_sandboxes: i64) -> StoreResult<TeamRecord> {
+        self.create_team_with_id(&secrets::uuid(), name, max_sandboxes)
+            .await
+    }
+
+    /// A team with an ID chosen by the caller (`hearth up`'s default team
+    /// keeps its ID across databases, and with it its template build cache).
+    pub async fn create_team_with_id(
+        &self,
+        team_id: &str,
+        name: &str,
+        max_sandboxes: i64,
+    ) -> StoreResult<TeamRecord> {
         let record = TeamRecord {
-            team_id: secrets::uuid(),
+            team_id: team_id.to_owned(),
             name: name.to_owned(),
             max_sandboxes,
             created_at: now_ms(),

@@ -41,6 +41,10 @@ fn archive(context: &Path, source: &str) -> anyhow::Result<Vec<u8>> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(encoder);
     tar.follow_symlinks(false);
+    // Contents, names and modes only (no times, no owners): the same files
+    // give the same archive, so its hash finds the cached layer of an
+    // earlier build from another checkout. COPY sets owners itself.
+    tar.mode(tar::HeaderMode::Deterministic);
     if absolute.is_dir() {
         tar.append_dir_all(path, &absolute)
     } else {
@@ -61,6 +65,20 @@ pub async fn build(
     name: &str,
     cpu_count: u32,
     memory_mb: u32,
+) -> anyhow::Result<String> {
+    let print = |line: &str| println!("{line}");
+    build_logged(api, definition, context, name, cpu_count, memory_mb, &print).await
+}
+
+/// [`build`], with each line of the build's log handed to `log`.
+pub async fn build_logged(
+    api: &ApiTarget,
+    definition: &Definition,
+    context: &Path,
+    name: &str,
+    cpu_count: u32,
+    memory_mb: u32,
+    log: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3600))
@@ -154,7 +172,7 @@ pub async fn build(
         .await?;
         let entries = status["logEntries"].as_array().cloned().unwrap_or_default();
         for entry in &entries {
-            println!("{}", entry["message"].as_str().unwrap_or_default());
+            log(entry["message"].as_str().unwrap_or_default());
         }
         offset += entries.len();
         match status["status"].as_str() {

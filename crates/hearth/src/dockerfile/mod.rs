@@ -4,5 +4,5 @@
 mod client;
 mod parse;
 
-pub use client::{ApiTarget, build};
+pub use client::{ApiTarget, build, build_logged};
 pub use parse::parse;

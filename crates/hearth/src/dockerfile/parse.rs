@@ -1,6 +1,7 @@
 //! A Dockerfile as template build steps, with the semantics the E2B SDKs'
 //! `from_dockerfile` gives it: one FROM, then RUN, COPY/ADD, ENV/ARG,
-//! WORKDIR, USER and CMD/ENTRYPOINT (the start command, ready after 20 s);
+//! WORKDIR, USER and CMD/ENTRYPOINT (the start command, ready after 20 s,
+//! or when `HEALTHCHECK CMD` succeeds — hearth's reading of it);
 //! Docker's defaults (root in `/`) while building, E2B's (`user` in
 //! `/home/user`) afterwards unless the Dockerfile set its own.
 
@@ -143,6 +144,7 @@ pub fn parse(text: &str) -> anyhow::Result<Definition> {
     let mut steps = vec![step("USER", &["root"]), step("WORKDIR", &["/"])];
     let (mut user_set, mut workdir_set) = (false, false);
     let (mut start_cmd, mut ready_cmd) = (None, None);
+    let mut health_set = false;
     for (line, text) in lines {
         let (instruction, value) = text
             .split_once(char::is_whitespace)
@@ -179,7 +181,30 @@ pub fn parse(text: &str) -> anyhow::Result<Definition> {
             }
             "CMD" | "ENTRYPOINT" => {
                 start_cmd = Some(shell_form(value));
-                ready_cmd = Some("sleep 20".to_owned());
+                if !health_set {
+                    ready_cmd = Some("sleep 20".to_owned());
+                }
+            }
+            // The start command is ready when the health check passes
+            // (its options, such as --interval, are the builder's own).
+            "HEALTHCHECK" => {
+                let words: Vec<&str> = value
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
+                    Some("NONE") => {}
+                    Some("CMD") => {
+                        let command =
+                            value[value.find(words[0]).map_or(0, |i| i + words[0].len())..].trim();
+                        if command.is_empty() {
+                            bail!("line {line}: HEALTHCHECK CMD needs a command");
+                        }
+                        ready_cmd = Some(shell_form(command));
+                        health_set = true;
+                    }
+                    _ => bail!("line {line}: HEALTHCHECK takes CMD <command> or NONE"),
+                }
             }
             _ => {} // EXPOSE, LABEL, … change nothing in a sandbox.
         }
@@ -236,6 +261,30 @@ mod tests {
             Some("python3 -m http.server")
         );
         assert_eq!(definition.ready_cmd.as_deref(), Some("sleep 20"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_health_check_is_the_ready_command() -> anyhow::Result<()> {
+        for text in [
+            "FROM x\nHEALTHCHECK --interval=5s CMD curl -fs http://127.0.0.1:1/health\nCMD serve\n",
+            "FROM x\nCMD serve\nHEALTHCHECK CMD [\"curl\", \"-fs\", \"http://127.0.0.1:1/health\"]\n",
+        ] {
+            let definition = parse(text)?;
+            assert_eq!(definition.start_cmd.as_deref(), Some("serve"));
+            assert_eq!(
+                definition.ready_cmd.as_deref(),
+                Some("curl -fs http://127.0.0.1:1/health")
+            );
+        }
+        assert!(parse("FROM x\nHEALTHCHECK CMD\n").is_err());
+        assert!(parse("FROM x\nHEALTHCHECK curl\n").is_err());
+        assert_eq!(
+            parse("FROM x\nHEALTHCHECK NONE\nCMD serve\n")?
+                .ready_cmd
+                .as_deref(),
+            Some("sleep 20")
+        );
         Ok(())
     }
 
