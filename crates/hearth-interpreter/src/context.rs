@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard, RwLock};
@@ -34,6 +34,9 @@ pub struct Context {
     pub info: ContextInfo,
     pub language: Language,
     is_default: bool,
+    /// Removed from the list: executions still queued for it end at their
+    /// turn.
+    pub removed: AtomicBool,
     /// The kernel's pid, for a restart or removal that must not wait for a
     /// running execution.
     pid: AtomicI32,
@@ -52,6 +55,12 @@ impl Context {
         let kernel = Kernel::start(spec, &PathBuf::from(&self.info.cwd), settings).await?;
         self.pid.store(kernel.pid(), Ordering::Relaxed);
         Ok(kernel)
+    }
+
+    /// The kernel is gone: a later restart or removal must not signal its
+    /// pid (another process may have it by then).
+    pub fn forget_kernel(&self) {
+        self.pid.store(0, Ordering::Relaxed);
     }
 
     /// Kills the kernel now, whatever it runs (its execution ends with an
@@ -127,6 +136,7 @@ impl Contexts {
             },
             language,
             is_default,
+            removed: AtomicBool::new(false),
             pid: AtomicI32::new(0),
             session: Arc::new(Mutex::new(Session {
                 kernel: None,
@@ -175,15 +185,18 @@ impl Contexts {
             .collect()
     }
 
-    /// A fresh kernel for the context, same id: its state is gone. A
-    /// running execution is ended first.
+    /// A fresh kernel for the context, same id: its state is gone. The
+    /// kernel is killed at once (a running execution ends with an error);
+    /// an idle context gets its new kernel now, a busy one from its next
+    /// execution, so a restart never waits behind a queue.
     pub async fn restart(&self, id: &str) -> Result<(), ContextError> {
         let context = self.get(id).await?;
         context.kill_kernel();
-        let mut session = context.lock().await;
-        session.kernel = None;
-        session.applied_env.clear();
-        session.kernel = Some(context.start_kernel(&self.settings).await?);
+        if let Ok(mut session) = context.session.clone().try_lock_owned() {
+            session.kernel = None;
+            session.applied_env.clear();
+            session.kernel = Some(context.start_kernel(&self.settings).await?);
+        }
         Ok(())
     }
 
@@ -197,8 +210,12 @@ impl Contexts {
                 .ok_or_else(|| ContextError::NotFound(id.to_owned()))?;
             list.remove(index)
         };
+        // Executions queued for it end when their turn comes.
+        context.removed.store(true, Ordering::Relaxed);
         context.kill_kernel();
-        context.lock().await.kernel = None;
+        if let Ok(mut session) = context.session.clone().try_lock_owned() {
+            session.kernel = None;
+        }
         Ok(())
     }
 }

@@ -97,6 +97,7 @@ pub async fn run(kernel: &mut Kernel, code: &str, out: &mpsc::Sender<Bytes>, pac
         replied: false,
         idle: false,
         failure: None,
+        reply_error: None,
     };
     let ended = watch.follow(kernel, &mut sink, pace, None).await;
     let ended = match ended {
@@ -147,6 +148,7 @@ pub async fn run_silent(
         replied: false,
         idle: false,
         failure: None,
+        reply_error: None,
     };
     let mut sink = Sink {
         out: None,
@@ -171,6 +173,8 @@ struct Watch {
     idle: bool,
     /// What the reply said went wrong, if anything.
     failure: Option<(String, String)>,
+    /// The same, as the error line to send if IOPub brings none.
+    reply_error: Option<(String, String, String)>,
 }
 
 impl Watch {
@@ -184,39 +188,67 @@ impl Watch {
         pace: Pace,
         deadline: Option<Instant>,
     ) -> Ended {
-        let mut replied_at: Option<Instant> = None;
+        let ended = self.follow_until_done(kernel, sink, pace, deadline).await;
+        // A failure only the reply told of (no IOPub error came before the
+        // kernel went idle) is reported last, after all the output.
+        if ended == Ended::Done
+            && !sink.error_sent
+            && let Some((name, value, traceback)) = self.reply_error.take()
+        {
+            sink.error_sent = true;
+            sink.send(Line::Error {
+                name,
+                value,
+                traceback,
+            })
+            .await;
+        }
+        ended
+    }
+
+    async fn follow_until_done(
+        &mut self,
+        kernel: &mut Kernel,
+        sink: &mut Sink<'_>,
+        pace: Pace,
+        deadline: Option<Instant>,
+    ) -> Ended {
+        // The last time the kernel said anything about this request: after
+        // its reply, idle may be missing (IOPub drops messages when a client
+        // reads too slowly), so silence for `idle_lag` ends it.
+        let mut last_heard = Instant::now();
+        let mut next_check = Instant::now() + pace.keepalive;
         loop {
             if self.replied && self.idle {
                 return Ended::Done;
             }
-            let wake = match replied_at {
-                // The reply is in; its idle status may have been dropped.
-                Some(at) if at.elapsed() >= pace.idle_lag => return Ended::Done,
-                Some(at) => at + pace.idle_lag,
-                None => sink.last + pace.keepalive,
-            };
-            let wake = deadline.map_or(wake, |d| wake.min(d));
+            let mut wake = next_check;
+            if self.replied {
+                if last_heard.elapsed() >= pace.idle_lag {
+                    return Ended::Done;
+                }
+                wake = wake.min(last_heard + pace.idle_lag);
+            }
+            if let Some(deadline) = deadline {
+                wake = wake.min(deadline);
+            }
             tokio::select! {
                 reply = kernel.reply_to(&self.request), if !self.replied => {
                     self.replied = true;
-                    replied_at = Some(Instant::now());
+                    last_heard = Instant::now();
                     let Ok(reply) = reply else {
                         return Ended::KernelLost;
                     };
                     if let Some((name, value, traceback)) = failure(&reply) {
                         self.failure = Some((name.clone(), value.clone()));
-                        if !sink.error_sent {
-                            sink.error_sent = true;
-                            if !sink.send(Line::Error { name, value, traceback }).await && deadline.is_none() {
-                                return Ended::Interrupted;
-                            }
-                        }
+                        self.reply_error = Some((name, value, traceback));
                     }
                 }
                 message = self.messages.recv(), if !self.idle => {
                     let Some(message) = message else {
                         return Ended::KernelLost;
                     };
+                    last_heard = Instant::now();
                     self.idle = is_idle(&message);
                     if let Some(line) = line_of(&message, &mut sink.error_sent)
                         && !sink.send(line).await
@@ -229,8 +261,17 @@ impl Watch {
                     if deadline.is_some_and(|d| Instant::now() >= d) || !kernel.is_alive() {
                         return Ended::KernelLost;
                     }
-                    if replied_at.is_none() && deadline.is_none() && !sink.send(Line::Keepalive).await {
-                        return Ended::Interrupted;
+                    if Instant::now() >= next_check {
+                        next_check = Instant::now() + pace.keepalive;
+                        // Silence is a keepalive line: a client that went
+                        // away shows as a failed write.
+                        if !self.replied
+                            && deadline.is_none()
+                            && sink.last.elapsed() >= pace.keepalive
+                            && !sink.send(Line::Keepalive).await
+                        {
+                            return Ended::Interrupted;
+                        }
                     }
                 }
             }

@@ -132,8 +132,9 @@ async fn execute(
             ),
             EnvdError::Unreachable(detail) => {
                 tracing::warn!(%detail, "envd did not give the sandbox's environment");
+                // Not 502: the SDKs read that as the sandbox timing out.
                 Refusal(
-                    StatusCode::BAD_GATEWAY,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "the sandbox's envd did not answer".into(),
                 )
             }
@@ -189,6 +190,14 @@ async fn run_in_context(
     if lines.is_closed() {
         return; // the client gave up while queued
     }
+    if context.removed.load(std::sync::atomic::Ordering::Relaxed) {
+        let message = format!("Context {} was removed", context.info.id);
+        let _ = lines
+            .send(Line::error("ContextRemoved", message).to_bytes())
+            .await;
+        let _ = lines.send(Line::EndOfExecution.to_bytes()).await;
+        return;
+    }
     let alive = session
         .kernel
         .as_mut()
@@ -196,6 +205,7 @@ async fn run_in_context(
     if !alive {
         session.kernel = None;
         session.applied_env.clear();
+        context.forget_kernel();
         match context.start_kernel(&app.contexts.settings).await {
             Ok(kernel) => session.kernel = Some(kernel),
             Err(error) => {
@@ -252,6 +262,7 @@ async fn run_in_context(
     if ended == Ended::KernelLost {
         session.kernel = None;
         session.applied_env.clear();
+        context.forget_kernel();
         return;
     }
     // This execution's variables go back to the sandbox's (or away).

@@ -285,10 +285,11 @@ impl Kernel {
             self.control.send(InterruptRequest {}.into()).await?;
             return Ok(());
         }
-        if self.pid > 0 {
-            // SAFETY: kill(2) with a pid this server started and still owns
-            // (the child is not reaped while `self.child` lives).
-            unsafe { libc::kill(self.pid, libc::SIGINT) };
+        // `id()` is None once the child was reaped (its pid may be reused).
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) on our own child, not yet reaped (tokio gives
+            // its id only until then), so the pid is still that process.
+            unsafe { libc::kill(pid, libc::SIGINT) };
         }
         Ok(())
     }
@@ -302,6 +303,8 @@ impl Kernel {
 impl Drop for Kernel {
     fn drop(&mut self) {
         self.iopub_reader.abort();
+        // Its group outlives a reaped leader only through members it started,
+        // and no other process takes the group's id while any is left.
         kill_group(self.pid);
         let _ = std::fs::remove_file(&self.connection_file);
     }
@@ -414,14 +417,17 @@ fn write_private(dir: &Path, path: &Path, connection: &ConnectionInfo) -> Result
 /// Reads IOPub for the kernel's life, handing each message to the request
 /// it belongs to; messages of no current request are dropped.
 async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route) {
+    let mut failures: u64 = 0;
     loop {
         let Ok(message) = iopub.read().await else {
-            // A message that does not verify or decode is skipped (the
-            // pause keeps a broken socket from spinning; the reader is
-            // aborted with its kernel).
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // A message that does not verify or decode is skipped; a socket
+            // that keeps failing (its kernel died) is retried ever less
+            // often until the reader is aborted with its kernel.
+            failures = (failures + 1).min(100);
+            tokio::time::sleep(Duration::from_millis(10 * failures)).await;
             continue;
         };
+        failures = 0;
         let Some(parent) = message.parent_header.as_ref().map(|p| p.msg_id.clone()) else {
             continue;
         };

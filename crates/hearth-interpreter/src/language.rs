@@ -77,12 +77,15 @@ impl Language {
                 for (name, value) in vars {
                     code.push_str(&format!(
                         "_hearth_os.environ[{}] = {}\n",
-                        quoted(name),
-                        quoted(value)
+                        quoted(name, Wide::Python),
+                        quoted(value, Wide::Python)
                     ));
                 }
                 for name in unset {
-                    code.push_str(&format!("_hearth_os.environ.pop({}, None)\n", quoted(name)));
+                    code.push_str(&format!(
+                        "_hearth_os.environ.pop({}, None)\n",
+                        quoted(name, Wide::Python)
+                    ));
                 }
                 code.push_str("del _hearth_os\n");
             }
@@ -90,12 +93,15 @@ impl Language {
                 for (name, value) in vars {
                     code.push_str(&format!(
                         "process.env[{}] = {};\n",
-                        quoted(name),
-                        quoted(value)
+                        quoted(name, Wide::Surrogates),
+                        quoted(value, Wide::Surrogates)
                     ));
                 }
                 for name in unset {
-                    code.push_str(&format!("delete process.env[{}];\n", quoted(name)));
+                    code.push_str(&format!(
+                        "delete process.env[{}];\n",
+                        quoted(name, Wide::Surrogates)
+                    ));
                 }
             }
             Self::Bash => {
@@ -110,12 +116,12 @@ impl Language {
                 for (name, value) in vars {
                     code.push_str(&format!(
                         "Sys.setenv({} = {})\n",
-                        quoted(name),
-                        quoted(value)
+                        quoted(name, Wide::Braced),
+                        quoted(value, Wide::Braced)
                     ));
                 }
                 for name in unset {
-                    code.push_str(&format!("Sys.unsetenv({})\n", quoted(name)));
+                    code.push_str(&format!("Sys.unsetenv({})\n", quoted(name, Wide::Braced)));
                 }
             }
             Self::Java => {
@@ -124,12 +130,15 @@ impl Language {
                 for (name, value) in vars {
                     code.push_str(&format!(
                         "System.setProperty({}, {});\n",
-                        quoted(name),
-                        quoted(value)
+                        quoted(name, Wide::Surrogates),
+                        quoted(value, Wide::Surrogates)
                     ));
                 }
                 for name in unset {
-                    code.push_str(&format!("System.clearProperty({});\n", quoted(name)));
+                    code.push_str(&format!(
+                        "System.clearProperty({});\n",
+                        quoted(name, Wide::Surrogates)
+                    ));
                 }
             }
         }
@@ -157,10 +166,22 @@ pub fn check_env_name(name: &str) -> Result<(), BadEnvName> {
     }
 }
 
-/// A double-quoted string literal that Python, JavaScript, R and Java all
-/// read as `text`: JSON's escapes, with everything outside printable ASCII
-/// written as `\uXXXX` (JSON's `\/` is never produced).
-fn quoted(text: &str) -> String {
+/// How a language writes a character beyond the Basic Multilingual Plane in
+/// a string literal.
+#[derive(Clone, Copy)]
+enum Wide {
+    /// A `\uXXXX` surrogate pair: JavaScript and Java join it.
+    Surrogates,
+    /// `\UXXXXXXXX`: Python (which would not join a pair).
+    Python,
+    /// `\U{XXXXX}`: R.
+    Braced,
+}
+
+/// A double-quoted string literal that the language reads as `text`:
+/// JSON's escapes, everything else outside printable ASCII as `\uXXXX`, and
+/// wider characters as `wide` says (JSON's `\/` is never produced).
+fn quoted(text: &str, wide: Wide) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -171,12 +192,17 @@ fn quoted(text: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
+            _ if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            _ => match wide {
+                Wide::Surrogates => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
                 }
-            }
+                Wide::Python => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+                Wide::Braced => out.push_str(&format!("\\U{{{:x}}}", u32::from(c))),
+            },
         }
     }
     out.push('"');
@@ -215,10 +241,13 @@ mod tests {
 
     #[test]
     fn values_are_quoted_as_data() {
+        let text = "a\"b\\c\n\u{e9}\u{1f600}";
         assert_eq!(
-            quoted("a\"b\\c\n\u{e9}\u{1f600}"),
+            quoted(text, Wide::Surrogates),
             r#""a\"b\\c\n\u00e9\ud83d\ude00""#
         );
+        assert_eq!(quoted(text, Wide::Python), r#""a\"b\\c\n\u00e9\U0001f600""#);
+        assert_eq!(quoted(text, Wide::Braced), r#""a\"b\\c\n\u00e9\U{1f600}""#);
         assert_eq!(shell_quoted("it's $HOME"), r#"'it'\''s $HOME'"#);
         let python = Language::Python.env_code(&[("K", "v'\"")], &["GONE"]);
         assert!(

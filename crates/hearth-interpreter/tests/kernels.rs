@@ -316,12 +316,17 @@ async fn env_vars_apply_to_one_execution_over_the_sandboxs_own() -> TestResult {
         .execute(json!({"code": read, "env_vars": {"SHADOWED": "mine", "ONLY_NOW": "it's \"quoted\"\n"}}))
         .await?;
     assert_eq!(stdout(&with), "from-the-sandbox mine it's \"quoted\"\n\n");
+    // Any text is data, characters beyond the BMP included.
+    let wide = server
+        .execute(json!({"code": "import os; print(os.environ['WIDE'])", "env_vars": {"WIDE": "\u{1f600} é $(x) '\\"}}))
+        .await?;
+    assert_eq!(stdout(&wide), "\u{1f600} é $(x) '\\\n");
     let without = server.run(read).await?;
     assert_eq!(stdout(&without), "from-the-sandbox global None\n");
-    // Helper code counts no executions.
+    // Helper code counts no executions: three runs, three counted.
     assert_eq!(
         of_type(&without, "number_of_executions")[0]["execution_count"],
-        2
+        3
     );
     // Without the sandbox's token envd refuses, and so does the server.
     let refused = server
@@ -483,6 +488,79 @@ async fn bad_requests_are_refused_with_what_is_wrong() -> TestResult {
         out.lines()
             .enumerate()
             .all(|(i, l)| l.trim_start().starts_with(&format!("{i}x")))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn a_restart_or_removal_ends_what_runs_without_waiting_for_it() -> TestResult {
+    let server = Arc::new(Server::start().await?);
+    let (_, body) = server.post("/contexts", Some(json!({}))).await?;
+    let id = serde_json::from_str::<Value>(&body)?["id"]
+        .as_str()
+        .ok_or("no id")?
+        .to_owned();
+    server
+        .execute(json!({"code": "kept = 1", "context_id": id}))
+        .await?;
+    let long = {
+        let (server, id) = (server.clone(), id.clone());
+        tokio::spawn(async move {
+            server
+                .execute(json!({"code": "import time; time.sleep(60)", "context_id": id}))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let (status, _) = server
+        .post(&format!("/contexts/{id}/restart"), None)
+        .await?;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let ended = long.await??;
+    assert_eq!(of_type(&ended, "error")[0]["name"], "KernelDied");
+    let after = server
+        .execute(json!({"code": "kept", "context_id": id}))
+        .await?;
+    assert_eq!(of_type(&after, "error")[0]["name"], "NameError");
+    // Removal while something runs and another waits: both end.
+    let running = {
+        let (server, id) = (server.clone(), id.clone());
+        tokio::spawn(async move {
+            server
+                .execute(json!({"code": "import time; time.sleep(60)", "context_id": id}))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let queued = {
+        let (server, id) = (server.clone(), id.clone());
+        tokio::spawn(async move {
+            server
+                .execute(json!({"code": "1", "context_id": id}))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let removed = server
+        .client
+        .delete(format!("{}/contexts/{id}", server.url))
+        .send()
+        .await?;
+    assert_eq!(removed.status(), 200);
+    assert_eq!(of_type(&running.await??, "error")[0]["name"], "KernelDied");
+    assert_eq!(
+        of_type(&queued.await??, "error")[0]["name"],
+        "ContextRemoved"
     );
     Ok(())
 }

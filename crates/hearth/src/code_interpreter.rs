@@ -24,6 +24,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../templates/code-interpreter/requirements.txt"),
     ),
     (
+        "ipython_kernel_config.py",
+        include_str!("../../../templates/code-interpreter/ipython_kernel_config.py"),
+    ),
+    (
         "startup/00-hearth-data.py",
         include_str!("../../../templates/code-interpreter/startup/00-hearth-data.py"),
     ),

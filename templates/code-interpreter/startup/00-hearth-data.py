@@ -37,15 +37,22 @@ def _hearth_register_data_formatter():
     def dataframe(frame):
         return {str(name): [plain(v) for v in column.tolist()] for name, column in frame.items()}
 
-    # dicts and lists display as JSON too (the SDKs' `json`), when they
-    # are JSON: strictly (no NaN), keys as text, other values as their str.
-    import json
-
-    def strict_json(value):
-        try:
-            return json.loads(json.dumps(value, allow_nan=False, default=str))
-        except (TypeError, ValueError):
+    # dicts and lists display as JSON too (the SDKs' `json`): numpy values as
+    # numbers and lists, NaN and infinities as null, keys as text, anything
+    # else as its str.
+    def strict_json(value, depth=0):
+        if depth > 100:
             return None
+        if isinstance(value, dict):
+            return {str(k): strict_json(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict_json(v, depth + 1) for v in value]
+        if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+            try:
+                return strict_json(value.tolist(), depth + 1)
+            except (TypeError, ValueError):
+                return str(value)
+        return plain(value)
 
     json_formatter = shell.display_formatter.formatters["application/json"]
     json_formatter.for_type(dict, strict_json)

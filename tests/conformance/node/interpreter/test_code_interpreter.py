@@ -32,6 +32,7 @@ def test_errors_name_value_and_traceback(sandbox):
     assert execution.error.name == "ZeroDivisionError"
     assert execution.error.value == "division by zero"
     assert "ZeroDivisionError" in execution.error.traceback and "f()" in execution.error.traceback
+    assert "\x1b[" not in execution.error.traceback  # plain text, no terminal colours
     assert [e.name for e in errors] == ["ZeroDivisionError"]
     # The context goes on.
     assert sandbox.run_code("'still here'").text == "still here"
@@ -50,6 +51,9 @@ def test_several_displays_and_rich_results(sandbox):
     assert markdown.markdown == "# title"
     assert latex.latex == "$x^2$" and latex.formats() == ["latex"]
     assert main.is_main_result and main.text == "{'a': 1}" and main.json == {"a": 1}
+    # JSON of numpy values and NaN: numbers and null, as in E2B.
+    numbers = sandbox.run_code("import numpy as np\n{'n': np.int64(5), 'f': float('nan'), 'a': np.arange(2)}")
+    assert numbers.results[0].json == {"n": 5, "f": None, "a": [0, 1]}
 
 
 def test_a_matplotlib_figure_is_a_png(sandbox):
