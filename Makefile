@@ -86,8 +86,9 @@ vm-test: template
 conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
 	# The code interpreter server against real kernels (ipykernel, bash_kernel
-	# from the virtualenv run.sh made).
-	HEARTH_KERNEL_PYTHON=$(BUILD_DIR)/venv/bin/python cargo test --locked -p hearth-interpreter --test kernels -- --ignored
+	# from the virtualenv run.sh made; Deno as the template installs it).
+	HEARTH_KERNEL_PYTHON=$(BUILD_DIR)/venv/bin/python HEARTH_KERNEL_DENO=$$(scripts/fetch-deno.sh) \
+		cargo test --locked -p hearth-interpreter --test kernels -- --ignored
 
 # Both SDKs against `hearth up` with real VMs: once on SQLite, once on PostgreSQL.
 # The envd suites in VMs (one per test) do not depend on the database: SQLite run only.

@@ -33,18 +33,29 @@ VENV="$BUILD_DIR/venv"
 export PYTHONDONTWRITEBYTECODE=1
 unset HEARTH_CONFORMANCE_TARGET
 status=0
+
+# run_js_suite LOG TIMEOUT_MS [WRAPPER ...] -- FILES...: node --test in js/,
+# one file at a time; prints the counts, or the whole log when it failed.
+run_js_suite() {
+  local log="$LOG_DIR/$1" timeout="$2"
+  shift 2
+  local wrapper=()
+  while [ "$1" != -- ]; do wrapper+=("$1"); shift; done
+  shift
+  if (cd "$HERE/js" && "${wrapper[@]}" node --test --test-concurrency=1 --test-timeout="$timeout" \
+      --test-reporter=spec "$@") >"$log" 2>&1; then
+    grep -E '^ℹ (tests|pass|fail|skipped) ' "$log" || tail -n 5 "$log"
+  else
+    cat "$log"
+    return 1
+  fi
+}
+
 echo "==> Python SDK against hearth up (pytest)"
 (cd "$HERE/node/python" && "$VENV/bin/python" -m pytest -q) || status=1
 
 echo "==> JS SDK against hearth up (node --test)"
-js_log="$LOG_DIR/node-js.log"
-if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec \
-    node/*.test.mjs) >"$js_log" 2>&1; then
-  grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
-else
-  cat "$js_log"
-  status=1
-fi
+run_js_suite node-js.log 120000 env -- node/*.test.mjs || status=1
 
 if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
   # Builds boot VMs: they run once, not again on PostgreSQL. The image tests
@@ -55,14 +66,8 @@ if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
     || status=1
 
   echo "==> Template builds, JS SDK against hearth up (node --test)"
-  js_log="$LOG_DIR/node-templates-js.log"
-  if (cd "$HERE/js" && "$REPO/scripts/with-test-registry.sh" node --test --test-concurrency=1 \
-      --test-timeout=900000 --test-reporter=spec templates/*.test.mjs) >"$js_log" 2>&1; then
-    grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
-  else
-    cat "$js_log"
-    status=1
-  fi
+  run_js_suite node-templates-js.log 900000 "$REPO/scripts/with-test-registry.sh" -- \
+    templates/*.test.mjs || status=1
 fi
 
 if [ "${INTERPRETER_SUITES:-1}" != 0 ]; then
@@ -75,14 +80,7 @@ if [ "${INTERPRETER_SUITES:-1}" != 0 ]; then
     echo "==> Code interpreter, Python SDK against hearth up (pytest)"
     (cd "$HERE/node/interpreter" && "$VENV/bin/python" -m pytest -q) || status=1
     echo "==> Code interpreter, JS SDK against hearth up (node --test)"
-    js_log="$LOG_DIR/node-interpreter-js.log"
-    if (cd "$HERE/js" && node --test --test-concurrency=1 --test-timeout=300000 --test-reporter=spec \
-        interpreter/*.test.mjs) >"$js_log" 2>&1; then
-      grep -E '^ℹ (tests|pass|fail) ' "$js_log" || tail -n 5 "$js_log"
-    else
-      cat "$js_log"
-      status=1
-    fi
+    run_js_suite node-interpreter-js.log 300000 env -- interpreter/*.test.mjs || status=1
   else
     cat "$LOG_DIR/code-interpreter-build.log"
     status=1
@@ -99,13 +97,7 @@ if [ "${ENVD_SUITES:-1}" != 0 ]; then
     "$VENV/bin/python" -m pytest -q -o timeout=120) || status=1
 
   echo "==> envd suite, JS SDK, in VMs (node --test, HEARTH_CONFORMANCE_TARGET=node)"
-  js_log="$LOG_DIR/node-envd-js.log"
-  if (cd "$HERE/js" && E2B_SANDBOX_URL="$HEARTH_PROXY_URL" HEARTH_CONFORMANCE_TARGET=node node --test --test-concurrency=1 \
-      --test-timeout=120000 --test-reporter=spec test/*.test.mjs) >"$js_log" 2>&1; then
-    grep -E '^ℹ (tests|pass|fail|skipped) ' "$js_log" || tail -n 5 "$js_log"
-  else
-    cat "$js_log"
-    status=1
-  fi
+  run_js_suite node-envd-js.log 120000 \
+    env E2B_SANDBOX_URL="$HEARTH_PROXY_URL" HEARTH_CONFORMANCE_TARGET=node -- test/*.test.mjs || status=1
 fi
 exit "$status"

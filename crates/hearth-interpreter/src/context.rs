@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard, RwLock};
@@ -22,12 +22,55 @@ pub struct ContextInfo {
     pub cwd: String,
 }
 
+/// How many executions may wait for one context's turn; more are refused
+/// (each holds its code, up to the request body limit).
+pub const MAX_WAITING: usize = 32;
+
+/// The environment variables of a sandbox (envd's, which every process
+/// in it gets), by name.
+pub type SandboxEnv = BTreeMap<String, String>;
+
 /// A context's kernel and what it has been told.
 pub struct Session {
     pub kernel: Option<Kernel>,
-    /// The sandbox-wide environment variables this kernel has (as set by
-    /// earlier executions).
-    pub applied_env: BTreeMap<String, String>,
+    /// The kernel process's environment as this server left it: what it
+    /// started with, then what executions set.
+    pub env: BTreeMap<String, String>,
+    /// The sandbox's variables as last seen, for a kernel started without
+    /// a request (a restart).
+    pub sandbox_env: SandboxEnv,
+}
+
+impl Session {
+    /// A new kernel: its environment is what it started with.
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.env = kernel.environment().clone();
+        self.kernel = Some(kernel);
+    }
+
+    /// The kernel is gone (or going): nothing is known of a next one.
+    pub fn clear_kernel(&mut self) {
+        self.kernel = None;
+        self.env.clear();
+    }
+}
+
+/// A place in a context's queue; dropped, it leaves the queue.
+pub struct Waiting {
+    context: Arc<Context>,
+}
+
+impl Waiting {
+    /// The context's session, once the executions before have finished.
+    pub async fn turn(self) -> OwnedMutexGuard<Session> {
+        self.context.session.clone().lock_owned().await
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.context.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Context {
@@ -40,19 +83,31 @@ pub struct Context {
     /// The kernel's pid, for a restart or removal that must not wait for a
     /// running execution.
     pid: AtomicI32,
+    /// Executions waiting for their turn (at most [`MAX_WAITING`]).
+    waiting: AtomicUsize,
     session: Arc<Mutex<Session>>,
 }
 
 impl Context {
-    /// The context's session, once the execution before has finished.
-    pub async fn lock(&self) -> OwnedMutexGuard<Session> {
-        self.session.clone().lock_owned().await
+    /// A place in the queue for the context's turn; `None` when
+    /// [`MAX_WAITING`] executions wait already.
+    pub fn queue(self: &Arc<Self>) -> Option<Waiting> {
+        let before = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let place = Waiting {
+            context: self.clone(),
+        };
+        (before < MAX_WAITING).then_some(place)
     }
 
-    /// Starts a kernel for this context (after a restart or a death).
-    pub async fn start_kernel(&self, settings: &KernelSettings) -> Result<Kernel, KernelError> {
+    /// Starts a kernel for this context with the sandbox's variables.
+    pub async fn start_kernel(
+        &self,
+        settings: &KernelSettings,
+        sandbox_env: &SandboxEnv,
+    ) -> Result<Kernel, KernelError> {
         let spec = Kernel::spec_for(self.language, settings).await?;
-        let kernel = Kernel::start(spec, &PathBuf::from(&self.info.cwd), settings).await?;
+        let kernel =
+            Kernel::start(spec, &PathBuf::from(&self.info.cwd), settings, sandbox_env).await?;
         self.pid.store(kernel.pid(), Ordering::Relaxed);
         Ok(kernel)
     }
@@ -108,8 +163,9 @@ impl Contexts {
         &self,
         language: Language,
         cwd: Option<&str>,
+        sandbox_env: &SandboxEnv,
     ) -> Result<Arc<Context>, ContextError> {
-        self.make(language, cwd, false).await
+        self.make(language, cwd, false, sandbox_env).await
     }
 
     async fn make(
@@ -117,6 +173,7 @@ impl Contexts {
         language: Language,
         cwd: Option<&str>,
         is_default: bool,
+        sandbox_env: &SandboxEnv,
     ) -> Result<Arc<Context>, ContextError> {
         let cwd = cwd
             .filter(|c| !c.is_empty())
@@ -138,19 +195,25 @@ impl Contexts {
             is_default,
             removed: AtomicBool::new(false),
             pid: AtomicI32::new(0),
+            waiting: AtomicUsize::new(0),
             session: Arc::new(Mutex::new(Session {
                 kernel: None,
-                applied_env: BTreeMap::new(),
+                env: BTreeMap::new(),
+                sandbox_env: sandbox_env.clone(),
             })),
         });
-        let kernel = context.start_kernel(&self.settings).await?;
-        context.session.lock().await.kernel = Some(kernel);
+        let kernel = context.start_kernel(&self.settings, sandbox_env).await?;
+        context.session.lock().await.set_kernel(kernel);
         self.list.write().await.push(context.clone());
         Ok(context)
     }
 
     /// The default context of `language`, made now if there is none.
-    pub async fn default_for(&self, language: Language) -> Result<Arc<Context>, ContextError> {
+    pub async fn default_for(
+        &self,
+        language: Language,
+        sandbox_env: &SandboxEnv,
+    ) -> Result<Arc<Context>, ContextError> {
         if let Some(found) = self.find_default(language).await {
             return Ok(found);
         }
@@ -158,10 +221,10 @@ impl Contexts {
         if let Some(found) = self.find_default(language).await {
             return Ok(found);
         }
-        self.make(language, None, true).await
+        self.make(language, None, true, sandbox_env).await
     }
 
-    async fn find_default(&self, language: Language) -> Option<Arc<Context>> {
+    pub async fn find_default(&self, language: Language) -> Option<Arc<Context>> {
         let list = self.list.read().await;
         list.iter()
             .find(|c| c.is_default && c.language == language)
@@ -193,9 +256,9 @@ impl Contexts {
         let context = self.get(id).await?;
         context.kill_kernel();
         if let Ok(mut session) = context.session.clone().try_lock_owned() {
-            session.kernel = None;
-            session.applied_env.clear();
-            session.kernel = Some(context.start_kernel(&self.settings).await?);
+            session.clear_kernel();
+            let sandbox_env = session.sandbox_env.clone();
+            session.set_kernel(context.start_kernel(&self.settings, &sandbox_env).await?);
         }
         Ok(())
     }
@@ -214,7 +277,7 @@ impl Contexts {
         context.removed.store(true, Ordering::Relaxed);
         context.kill_kernel();
         if let Ok(mut session) = context.session.clone().try_lock_owned() {
-            session.kernel = None;
+            session.clear_kernel();
         }
         Ok(())
     }

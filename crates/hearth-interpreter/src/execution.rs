@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use jupyter_protocol::{JupyterMessage, JupyterMessageContent};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
-use crate::kernel::{Kernel, Messages, is_idle};
-use crate::output::{Line, result};
+use crate::kernel::{Kernel, KernelError, Messages, is_idle};
+use crate::output::{Chunk, Line, result};
 
 /// How timing works for executions.
 #[derive(Debug, Clone, Copy)]
@@ -51,18 +50,36 @@ pub enum Ended {
 
 /// Where lines go; `None` once the client has gone.
 struct Sink<'a> {
-    out: Option<&'a mpsc::Sender<Bytes>>,
+    out: Option<&'a mpsc::Sender<Chunk>>,
     last: Instant,
     error_sent: bool,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    fn new(out: Option<&'a mpsc::Sender<Chunk>>) -> Self {
+        Self {
+            out,
+            last: Instant::now(),
+            error_sent: false,
+        }
+    }
+
     /// Writes a line; false when the client has gone.
     async fn send(&mut self, line: Line) -> bool {
+        self.send_within(line, None).await
+    }
+
+    /// Writes a line that holds `budget` (of the output read from the
+    /// kernel) until the client takes it; false when the client has gone.
+    async fn send_within(&mut self, line: Line, budget: Option<OwnedSemaphorePermit>) -> bool {
         let Some(out) = self.out else {
             return false;
         };
-        if out.send(line.to_bytes()).await.is_err() {
+        let chunk = Chunk {
+            bytes: line.to_bytes(),
+            budget,
+        };
+        if out.send(chunk).await.is_err() {
             self.out = None;
             return false;
         }
@@ -73,31 +90,20 @@ impl Sink<'_> {
 
 /// Runs `code` visibly and writes its lines to `out`, ending with
 /// `end_of_execution` unless the client went away.
-pub async fn run(kernel: &mut Kernel, code: &str, out: &mpsc::Sender<Bytes>, pace: Pace) -> Ended {
-    let mut sink = Sink {
-        out: Some(out),
-        last: Instant::now(),
-        error_sent: false,
-    };
-    let (request, messages) = match kernel.execute(code, false).await {
-        Ok(sent) => sent,
+pub async fn run(kernel: &mut Kernel, code: &str, out: &mpsc::Sender<Chunk>, pace: Pace) -> Ended {
+    let mut sink = Sink::new(Some(out));
+    let mut watch = match Watch::start(kernel, code, false).await {
+        Ok(watch) => watch,
         Err(error) => {
+            tracing::warn!(%error, "an execution could not start");
             sink.send(Line::error(
                 "KernelError",
-                format!("the execution could not start: {error}"),
+                format!("the execution could not start: {}", error.for_client()),
             ))
             .await;
             sink.send(Line::EndOfExecution).await;
             return Ended::KernelLost;
         }
-    };
-    let mut watch = Watch {
-        request,
-        messages,
-        replied: false,
-        idle: false,
-        failure: None,
-        reply_error: None,
     };
     let ended = watch.follow(kernel, &mut sink, pace, None).await;
     let ended = match ended {
@@ -138,23 +144,11 @@ pub async fn run_silent(
     limit: Duration,
     pace: Pace,
 ) -> Result<(), String> {
-    let (request, messages) = kernel
-        .execute(code, true)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut watch = Watch {
-        request,
-        messages,
-        replied: false,
-        idle: false,
-        failure: None,
-        reply_error: None,
-    };
-    let mut sink = Sink {
-        out: None,
-        last: Instant::now(),
-        error_sent: false,
-    };
+    let mut watch = Watch::start(kernel, code, true).await.map_err(|error| {
+        tracing::warn!(%error, "a silent execution could not start");
+        error.for_client()
+    })?;
+    let mut sink = Sink::new(None);
     let deadline = Instant::now() + limit;
     let ended = watch.follow(kernel, &mut sink, pace, Some(deadline)).await;
     kernel.unsubscribe();
@@ -178,6 +172,19 @@ struct Watch {
 }
 
 impl Watch {
+    /// Sends `code` to the kernel and starts following it.
+    async fn start(kernel: &mut Kernel, code: &str, silent: bool) -> Result<Self, KernelError> {
+        let (request, messages) = kernel.execute(code, silent).await?;
+        Ok(Self {
+            request,
+            messages,
+            replied: false,
+            idle: false,
+            failure: None,
+            reply_error: None,
+        })
+    }
+
     /// Follows the execution until the kernel replied and went idle
     /// (`Done`), the client went away (`Interrupted`; only without a
     /// deadline) or the kernel died or missed `deadline` (`KernelLost`).
@@ -218,11 +225,15 @@ impl Watch {
         // reads too slowly), so silence for `idle_lag` ends it.
         let mut last_heard = Instant::now();
         let mut next_check = Instant::now() + pace.keepalive;
+        let late_output = kernel.late_output();
         loop {
-            if self.replied && self.idle {
+            if self.replied && self.idle && last_heard.elapsed() >= late_output {
                 return Ended::Done;
             }
             let mut wake = next_check;
+            if self.idle {
+                wake = wake.min(last_heard + late_output);
+            }
             if self.replied {
                 if last_heard.elapsed() >= pace.idle_lag {
                     return Ended::Done;
@@ -244,14 +255,14 @@ impl Watch {
                         self.reply_error = Some((name, value, traceback));
                     }
                 }
-                message = self.messages.recv(), if !self.idle => {
-                    let Some(message) = message else {
-                        return Ended::KernelLost;
+                delivery = self.messages.recv(), if !self.idle || !late_output.is_zero() => {
+                    let Some(delivery) = delivery else {
+                        return if self.idle && self.replied { Ended::Done } else { Ended::KernelLost };
                     };
                     last_heard = Instant::now();
-                    self.idle = is_idle(&message);
-                    if let Some(line) = line_of(&message, &mut sink.error_sent)
-                        && !sink.send(line).await
+                    self.idle |= is_idle(&delivery.message);
+                    if let Some(line) = line_of(&delivery.message, &mut sink.error_sent)
+                        && !sink.send_within(line, delivery.budget).await
                         && deadline.is_none()
                     {
                         return Ended::Interrupted;

@@ -15,12 +15,13 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::context::{Context, ContextError, Contexts};
+use crate::context::{Context, ContextError, Contexts, MAX_WAITING, SandboxEnv, Waiting};
 use crate::envd::{Envd, EnvdError};
-use crate::execution::{self, Ended, Pace};
-use crate::kernel::KernelError;
+use crate::execution::Pace;
+use crate::kernel::{Kernel, KernelError};
 use crate::language::{Language, check_env_name};
-use crate::output::Line;
+use crate::output::{Chunk, Line};
+use crate::turn;
 
 /// The largest request body: code and env vars.
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -34,6 +35,9 @@ pub struct App {
     pub ready: std::sync::atomic::AtomicBool,
     /// `None`: no envd to ask (no sandbox-wide variables, no token check).
     pub envd: Option<Envd>,
+    /// The sandbox's variables as envd last gave them, for kernels started
+    /// by requests that bring no access token (context creation).
+    pub last_sandbox_env: std::sync::Mutex<SandboxEnv>,
     pub pace: Pace,
 }
 
@@ -76,13 +80,19 @@ impl IntoResponse for Refusal {
 
 impl From<ContextError> for Refusal {
     fn from(error: ContextError) -> Self {
-        let status = match &error {
-            ContextError::NotFound(_) => StatusCode::NOT_FOUND,
-            ContextError::RelativeCwd(_) | ContextError::MissingCwd(_) => StatusCode::BAD_REQUEST,
-            ContextError::Kernel(KernelError::NotInstalled(_)) => StatusCode::BAD_REQUEST,
-            ContextError::Kernel(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Refusal(status, error.to_string())
+        match error {
+            ContextError::NotFound(_) => Refusal(StatusCode::NOT_FOUND, error.to_string()),
+            ContextError::RelativeCwd(_) | ContextError::MissingCwd(_) => {
+                Refusal(StatusCode::BAD_REQUEST, error.to_string())
+            }
+            ContextError::Kernel(error @ KernelError::NotInstalled(_)) => {
+                Refusal(StatusCode::BAD_REQUEST, error.to_string())
+            }
+            ContextError::Kernel(error) => {
+                tracing::warn!(%error, "a kernel failed");
+                Refusal(StatusCode::INTERNAL_SERVER_ERROR, error.for_client())
+            }
+        }
     }
 }
 
@@ -124,50 +134,56 @@ async fn execute(
         check_env_name(name).map_err(|e| bad_request(e.to_string()))?;
     }
     let token = headers.get("x-access-token").and_then(|v| v.to_str().ok());
-    let globals = match &app.envd {
-        Some(envd) => envd.envs(token).await.map_err(|error| match error {
-            EnvdError::Refused { status, message } => Refusal(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
-                message,
-            ),
-            EnvdError::Unreachable(detail) => {
-                tracing::warn!(%detail, "envd did not give the sandbox's environment");
-                // Not 502: the SDKs read that as the sandbox timing out.
-                Refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the sandbox's envd did not answer".into(),
-                )
-            }
-        })?,
-        None => BTreeMap::new(),
-    };
-    // Sandbox-wide names come from envd; a bad one is skipped, not fatal.
-    let globals: BTreeMap<String, String> = globals
-        .into_iter()
-        .filter(|(name, _)| check_env_name(name).is_ok())
-        .collect();
-    let context = match &request.context_id {
-        Some(id) => app.contexts.get(id).await?,
+    let sandbox_env = sandbox_env(&app, token).await?;
+    // The context, or the language whose default context is still to be
+    // made (its kernel may take longer to start than clients wait for
+    // headers, so it starts while the response streams).
+    let target = match &request.context_id {
+        Some(id) => Ok(app.contexts.get(id).await?),
         None => {
             let language = Language::parse(request.language.as_deref())
                 .map_err(|e| bad_request(e.to_string()))?;
-            app.contexts.default_for(language).await?
+            match app.contexts.find_default(language).await {
+                Some(context) => Ok(context),
+                None => {
+                    Kernel::spec_for(language, &app.contexts.settings)
+                        .await
+                        .map_err(|e| Refusal::from(ContextError::from(e)))?;
+                    Err(language)
+                }
+            }
         }
     };
-    let (lines, receiver) = mpsc::channel::<Bytes>(PENDING_LINES);
-    tokio::spawn(run_in_context(
-        app.clone(),
-        context,
-        request.code,
+    let place = match &target {
+        Ok(context) => Some(queue(context)?),
+        Err(_) => None,
+    };
+    let turn = turn::Request {
+        code: request.code,
         env_vars,
-        globals,
-        lines,
-    ));
+        sandbox_env,
+    };
+    let (lines, receiver) = mpsc::channel::<Chunk>(PENDING_LINES);
+    tokio::spawn(async move {
+        let (context, place) = match (target, place) {
+            (Ok(context), Some(place)) => (context, place),
+            (Err(language), _) => {
+                match make_default(&app, language, &turn.sandbox_env, &lines).await {
+                    Some(made) => made,
+                    None => return,
+                }
+            }
+            (Ok(_), None) => return,
+        };
+        let settings = &app.contexts.settings;
+        turn::run(context, place, turn, settings, app.pace, lines).await;
+    });
     let mut receiver = receiver;
     let stream = futures::stream::poll_fn(move |cx| {
+        // The chunk's budget is let go as the body takes its bytes.
         receiver
             .poll_recv(cx)
-            .map(|line| line.map(Ok::<_, Infallible>))
+            .map(|chunk| chunk.map(|chunk| Ok::<_, Infallible>(chunk.bytes)))
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -176,112 +192,88 @@ async fn execute(
         .into_response())
 }
 
-/// Waits for the context's turn, then sets the environment, runs the code
-/// and puts back what only this execution was to see.
-async fn run_in_context(
-    app: Arc<App>,
-    context: Arc<Context>,
-    code: String,
-    env_vars: BTreeMap<String, String>,
-    globals: BTreeMap<String, String>,
-    lines: mpsc::Sender<Bytes>,
-) {
-    let mut session = context.lock().await;
-    if lines.is_closed() {
-        return; // the client gave up while queued
-    }
-    if context.removed.load(std::sync::atomic::Ordering::Relaxed) {
-        let message = format!("Context {} was removed", context.info.id);
-        let _ = lines
-            .send(Line::error("ContextRemoved", message).to_bytes())
-            .await;
-        let _ = lines.send(Line::EndOfExecution.to_bytes()).await;
-        return;
-    }
-    let alive = session
-        .kernel
-        .as_mut()
-        .is_some_and(|kernel| kernel.is_alive());
-    if !alive {
-        session.kernel = None;
-        session.applied_env.clear();
-        context.forget_kernel();
-        match context.start_kernel(&app.contexts.settings).await {
-            Ok(kernel) => session.kernel = Some(kernel),
-            Err(error) => {
-                tracing::warn!(context = %context.info.id, %error, "a kernel did not start");
-                let _ = lines
-                    .send(Line::error("KernelError", error.to_string()).to_bytes())
-                    .await;
-                let _ = lines.send(Line::EndOfExecution.to_bytes()).await;
-                return;
-            }
-        }
-    }
-    let session = &mut *session;
-    let Some(kernel) = session.kernel.as_mut() else {
-        return;
+/// The sandbox's variables from envd, which checks the caller's access
+/// token as it does for its own API; names no language can set are left
+/// out.
+async fn sandbox_env(app: &App, token: Option<&str>) -> Result<SandboxEnv, Refusal> {
+    let Some(envd) = &app.envd else {
+        return Ok(SandboxEnv::new());
     };
-    let language = context.language;
-    let limit = app.contexts.settings.start_timeout;
-
-    // The sandbox-wide variables that changed, and this execution's own.
-    let mut wanted = globals.clone();
-    wanted.extend(env_vars.clone());
-    let set: Vec<(&str, &str)> = wanted
-        .iter()
-        .filter(|(k, v)| env_vars.contains_key(*k) || session.applied_env.get(*k) != Some(*v))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let gone: Vec<&str> = session
-        .applied_env
-        .keys()
-        .filter(|k| !wanted.contains_key(*k))
-        .map(String::as_str)
-        .collect();
-    if !set.is_empty() || !gone.is_empty() {
-        let code = language.env_code(&set, &gone);
-        if let Err(error) = execution::run_silent(kernel, &code, limit, app.pace).await {
-            let _ = lines
-                .send(
-                    Line::error(
-                        "EnvironmentError",
-                        format!("setting the environment variables: {error}"),
-                    )
-                    .to_bytes(),
-                )
-                .await;
-            let _ = lines.send(Line::EndOfExecution.to_bytes()).await;
-            return;
+    let found = envd.envs(token).await.map_err(|error| match error {
+        EnvdError::Refused { status, message } => Refusal(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
+            message,
+        ),
+        EnvdError::Unreachable(detail) => {
+            tracing::warn!(%detail, "envd did not give the sandbox's environment");
+            // Not 502: the SDKs read that as the sandbox timing out.
+            Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the sandbox's envd did not answer".into(),
+            )
         }
+    })?;
+    let found: SandboxEnv = found
+        .into_iter()
+        .filter(|(name, _)| check_env_name(name).is_ok())
+        .collect();
+    if let Ok(mut last) = app.last_sandbox_env.lock() {
+        last.clone_from(&found);
     }
-    session.applied_env = globals.clone();
+    Ok(found)
+}
 
-    let ended = execution::run(kernel, &code, &lines, app.pace).await;
-    drop(lines);
-    if ended == Ended::KernelLost {
-        session.kernel = None;
-        session.applied_env.clear();
-        context.forget_kernel();
-        return;
-    }
-    // This execution's variables go back to the sandbox's (or away).
-    let restore: Vec<(&str, &str)> = env_vars
-        .keys()
-        .filter_map(|k| globals.get_key_value(k))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let unset: Vec<&str> = env_vars
-        .keys()
-        .filter(|k| !globals.contains_key(*k))
-        .map(String::as_str)
-        .collect();
-    if !restore.is_empty() || !unset.is_empty() {
-        let code = language.env_code(&restore, &unset);
-        if let Err(error) = execution::run_silent(kernel, &code, limit, app.pace).await {
-            tracing::warn!(context = %context.info.id, %error, "restoring environment variables failed");
+/// A place in the context's queue, or 429 when it is full.
+fn queue(context: &Arc<Context>) -> Result<Waiting, Refusal> {
+    context.queue().ok_or_else(|| {
+        Refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{MAX_WAITING} executions are already waiting for context {}",
+                context.info.id
+            ),
+        )
+    })
+}
+
+/// Makes (or finds, if another request made it meanwhile) the default
+/// context of `language`, writing keepalive lines while its kernel starts
+/// so that the client has its headers and sees the stream alive. `None`
+/// when it failed (the client was told) or the client went away.
+async fn make_default(
+    app: &App,
+    language: Language,
+    sandbox_env: &SandboxEnv,
+    lines: &mpsc::Sender<Chunk>,
+) -> Option<(Arc<Context>, Waiting)> {
+    let keepalive = || Chunk {
+        bytes: Line::Keepalive.to_bytes(),
+        budget: None,
+    };
+    let making = app.contexts.default_for(language, sandbox_env);
+    tokio::pin!(making);
+    let made = loop {
+        if lines.send(keepalive()).await.is_err() {
+            return None;
         }
-    }
+        tokio::select! {
+            made = &mut making => break made,
+            () = tokio::time::sleep(app.pace.keepalive) => {}
+        }
+    };
+    let refused = match made {
+        Ok(context) => match queue(&context) {
+            Ok(place) => return Some((context, place)),
+            Err(Refusal(_, message)) => message,
+        },
+        Err(ContextError::Kernel(error)) => {
+            tracing::warn!(%language, %error, "a default context did not start");
+            error.for_client()
+        }
+        Err(error) => error.to_string(),
+    };
+    turn::end_with_error(lines, "ContextError", refused).await;
+    None
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,9 +286,14 @@ async fn create_context(State(app): State<Arc<App>>, body: Bytes) -> Result<Resp
     let request: CreateContext = json_body(&body)?;
     let language =
         Language::parse(request.language.as_deref()).map_err(|e| bad_request(e.to_string()))?;
+    let sandbox_env = app
+        .last_sandbox_env
+        .lock()
+        .map(|env| env.clone())
+        .unwrap_or_default();
     let context = app
         .contexts
-        .create(language, request.cwd.as_deref())
+        .create(language, request.cwd.as_deref(), &sandbox_env)
         .await?;
     Ok(axum::Json(context.info.clone()).into_response())
 }

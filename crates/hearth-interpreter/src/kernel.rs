@@ -3,6 +3,7 @@
 //! requests, IOPub for what they produce, control for interrupts). No
 //! Jupyter server sits in between.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use jupyter_protocol::{
 use jupyter_zmq_client::{
     ClientControlConnection, ClientIoPubConnection, ClientShellConnection, KernelspecDir,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::language::Language;
@@ -22,6 +23,14 @@ use crate::language::Language;
 /// How many IOPub messages of one request wait for their reader before
 /// the IOPub reader waits too (output of a fast kernel to a slow client).
 const PENDING_MESSAGES: usize = 256;
+/// How much of a kernel's output (KiB) may wait, read from the kernel but
+/// not yet taken by the client: beyond it the reader stops reading, the
+/// kernel's sockets fill and the kernel waits (or IOPub drops messages, as
+/// Jupyter's does). A single message larger than this is let through alone.
+const OUTPUT_BUDGET_KIB: u32 = 16 * 1024;
+/// The silence after `idle` that ends a request of a kernel whose output
+/// can come later (see [`Kernel::late_output`]).
+const LATE_OUTPUT: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -47,11 +56,34 @@ pub enum KernelError {
     Gone,
 }
 
+impl KernelError {
+    /// What a client is told: the kernel and what went wrong, never the
+    /// server's paths or the sockets' detail (those go to the log).
+    pub fn for_client(&self) -> String {
+        match self {
+            Self::Spawn { kernel, .. } => format!("cannot start the {kernel} kernel"),
+            Self::ConnectionFile { .. } => "cannot prepare the kernel's connection".to_owned(),
+            Self::Channel(_) => "lost the connection to the kernel".to_owned(),
+            Self::NotInstalled(_)
+            | Self::ExitedAtStart { .. }
+            | Self::StartTimeout { .. }
+            | Self::Gone => self.to_string(),
+        }
+    }
+}
+
+/// An IOPub message of a request with its share of the output budget,
+/// which it keeps until the client has taken what it became.
+pub struct Delivery {
+    pub message: JupyterMessage,
+    pub budget: Option<OwnedSemaphorePermit>,
+}
+
 /// Messages of one request, from the IOPub reader.
-pub type Messages = mpsc::Receiver<JupyterMessage>;
+pub type Messages = mpsc::Receiver<Delivery>;
 
 /// Which request's IOPub messages go where.
-type Route = Arc<SyncMutex<Option<(String, mpsc::Sender<JupyterMessage>)>>>;
+type Route = Arc<SyncMutex<Option<(String, mpsc::Sender<Delivery>)>>>;
 
 /// A running kernel. Requests go one at a time (its context serialises
 /// them); dropping it kills the kernel and everything it started.
@@ -65,6 +97,8 @@ pub struct Kernel {
     route: Route,
     iopub_reader: tokio::task::JoinHandle<()>,
     connection_file: PathBuf,
+    /// The environment the kernel process started with.
+    environment: BTreeMap<String, String>,
 }
 
 /// Where and how kernels start.
@@ -99,14 +133,20 @@ impl Kernel {
             .ok_or(KernelError::NotInstalled(language))
     }
 
-    /// Starts the kernel in `cwd` and waits until it answers on its shell
-    /// and IOPub channels.
+    /// Starts the kernel in `cwd`, with the sandbox's environment variables
+    /// `sandbox_env` (the kernelspec's own win), and waits until it answers
+    /// on its shell and IOPub channels.
     pub async fn start(
         spec: KernelspecDir,
         cwd: &Path,
         settings: &KernelSettings,
+        sandbox_env: &BTreeMap<String, String>,
     ) -> Result<Self, KernelError> {
         let kernel_name = spec.kernel_name.clone();
+        let spec_env = spec.kernelspec.env.clone().unwrap_or_default();
+        let mut environment: BTreeMap<String, String> = std::env::vars().collect();
+        environment.extend(sandbox_env.clone());
+        environment.extend(spec_env.clone());
         let interrupt_by_message = spec.kernelspec.interrupt_mode.as_deref() == Some("message");
         let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let (ports, listeners) = jupyter_zmq_client::peek_ports_with_listeners(ip, 5).await?;
@@ -132,8 +172,14 @@ impl Kernel {
         let mut command = spec
             .command(&connection_file, None, None)
             .map_err(KernelError::Channel)?;
+        command.envs(
+            sandbox_env
+                .iter()
+                .filter(|(k, _)| !spec_env.contains_key(*k)),
+        );
         // Its own process group: a kill takes what the kernel started too.
         command.current_dir(cwd).process_group(0).kill_on_drop(true);
+        crate::orphan::die_with_parent(&mut command);
         let spawned = command.spawn();
         // The kernel binds the ports next; until now they were held here.
         drop(listeners);
@@ -156,7 +202,8 @@ impl Kernel {
             .connect(&connection, &session, deadline, settings.start_timeout)
             .await?;
         let route: Route = Arc::new(SyncMutex::new(None));
-        let iopub_reader = tokio::spawn(read_iopub(iopub, route.clone()));
+        let budget = Arc::new(Semaphore::new(OUTPUT_BUDGET_KIB as usize));
+        let iopub_reader = tokio::spawn(read_iopub(iopub, route.clone(), budget));
         let Some(child) = starting.child.take() else {
             return Err(KernelError::Gone);
         };
@@ -170,6 +217,7 @@ impl Kernel {
             route,
             iopub_reader,
             connection_file,
+            environment,
         };
         kernel.handshake(deadline, settings.start_timeout).await?;
         Ok(kernel)
@@ -181,6 +229,24 @@ impl Kernel {
 
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The environment the kernel process started with.
+    pub fn environment(&self) -> &BTreeMap<String, String> {
+        &self.environment
+    }
+
+    /// How long output of a request may still come after the kernel said
+    /// it is idle. Deno's kernel forwards output (stdout, the cell's value)
+    /// through a queue of its own while it publishes its status directly,
+    /// so the value can come after `idle`; Jupyter's own order (idle
+    /// last) holds for the others.
+    pub fn late_output(&self) -> Duration {
+        if self.kernel_name == "deno" {
+            LATE_OUTPUT
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Runs nothing (an empty silent execution: every kernel answers it,
@@ -415,8 +481,9 @@ fn write_private(dir: &Path, path: &Path, connection: &ConnectionInfo) -> Result
 }
 
 /// Reads IOPub for the kernel's life, handing each message to the request
-/// it belongs to; messages of no current request are dropped.
-async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route) {
+/// it belongs to with its share of the output budget (waiting for that
+/// share first); messages of no current request are dropped.
+async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route, budget: Arc<Semaphore>) {
     let mut failures: u64 = 0;
     loop {
         let Ok(message) = iopub.read().await else {
@@ -439,8 +506,21 @@ async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route) {
             Err(_) => None,
         };
         if let Some(sender) = sender {
-            let _ = sender.send(message).await;
+            let kib = u32::try_from(approximate_size(&message) / 1024 + 1)
+                .unwrap_or(u32::MAX)
+                .min(OUTPUT_BUDGET_KIB);
+            let budget = budget.clone().acquire_many_owned(kib).await.ok();
+            let _ = sender.send(Delivery { message, budget }).await;
         }
+    }
+}
+
+/// About how many bytes a message holds (its text, or its content as JSON).
+fn approximate_size(message: &JupyterMessage) -> usize {
+    match &message.content {
+        JupyterMessageContent::StreamContent(stream) => stream.text.len(),
+        JupyterMessageContent::Status(_) | JupyterMessageContent::ExecuteInput(_) => 0,
+        other => serde_json::to_vec(other).map_or(0, |json| json.len()),
     }
 }
 

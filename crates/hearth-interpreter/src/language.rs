@@ -54,12 +54,13 @@ impl Language {
         }
     }
 
-    /// Kernel names that run this language, the preferred first.
+    /// Kernel names that run this language, the preferred first. Deno's
+    /// kernel runs JavaScript and TypeScript both (as E2B's template does).
     pub fn kernel_names(self) -> &'static [&'static str] {
         match self {
             Self::Python => &["python3", "python"],
-            Self::JavaScript => &["javascript", "jslab"],
-            Self::TypeScript => &["typescript", "tslab", "javascript"],
+            Self::JavaScript => &["deno", "javascript", "jslab"],
+            Self::TypeScript => &["deno", "typescript", "tslab"],
             Self::Bash => &["bash"],
             Self::R => &["ir", "r"],
             Self::Java => &["java"],
@@ -90,19 +91,25 @@ impl Language {
                 code.push_str("del _hearth_os\n");
             }
             Self::JavaScript | Self::TypeScript => {
+                // Deno's environment, or Node's (other kernels), in plain
+                // JavaScript (Deno runs cells as TypeScript without checking
+                // types); a block keeps the helpers out of the user's scope.
+                code.push_str(
+                    "{\nconst _d = globalThis.Deno;\n\
+                     const _set = (k, v) => { if (_d) _d.env.set(k, v); else globalThis.process.env[k] = v; };\n\
+                     const _unset = (k) => { if (_d) _d.env.delete(k); else delete globalThis.process.env[k]; };\n",
+                );
                 for (name, value) in vars {
                     code.push_str(&format!(
-                        "process.env[{}] = {};\n",
+                        "_set({}, {});\n",
                         quoted(name, Wide::Surrogates),
                         quoted(value, Wide::Surrogates)
                     ));
                 }
                 for name in unset {
-                    code.push_str(&format!(
-                        "delete process.env[{}];\n",
-                        quoted(name, Wide::Surrogates)
-                    ));
+                    code.push_str(&format!("_unset({});\n", quoted(name, Wide::Surrogates)));
                 }
+                code.push_str("}\n");
             }
             Self::Bash => {
                 for (name, value) in vars {

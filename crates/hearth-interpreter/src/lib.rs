@@ -9,4 +9,6 @@ pub mod execution;
 pub mod http;
 pub mod kernel;
 pub mod language;
+mod orphan;
 pub mod output;
+pub mod turn;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use hearth_interpreter::context::{ContextError, Contexts};
+use hearth_interpreter::context::{ContextError, Contexts, SandboxEnv};
 use hearth_interpreter::envd::Envd;
 use hearth_interpreter::execution::Pace;
 use hearth_interpreter::http::{App, router};
 use hearth_interpreter::kernel::{KernelError, KernelSettings};
-use hearth_interpreter::language::Language;
+use hearth_interpreter::language::{Language, check_env_name};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,10 +64,25 @@ async fn main() -> anyhow::Result<()> {
         address: args.envd.clone(),
         timeout: Duration::from_secs(10),
     });
+    // The sandbox's variables, for the default kernels: what executions
+    // will want, so that the first one sets nothing. A template build's
+    // envd wants no token; without envd there are none.
+    let sandbox_env = match &envd {
+        Some(envd) => envd.envs(None).await.unwrap_or_else(|error| {
+            tracing::info!(%error, "no sandbox environment for the default contexts");
+            Default::default()
+        }),
+        None => Default::default(),
+    };
+    let sandbox_env: SandboxEnv = sandbox_env
+        .into_iter()
+        .filter(|(name, _)| check_env_name(name).is_ok())
+        .collect();
     let app = Arc::new(App {
         contexts: Contexts::new(args.cwd, settings),
         ready: std::sync::atomic::AtomicBool::new(false),
         envd,
+        last_sandbox_env: std::sync::Mutex::new(sandbox_env.clone()),
         pace: Pace::default(),
     });
     // Bind first: the port answers (health) while kernels start.
@@ -82,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         );
     for name in &args.default_languages {
         let language = Language::parse(Some(name)).context("--default-language")?;
-        match app.contexts.default_for(language).await {
+        match app.contexts.default_for(language, &sandbox_env).await {
             Ok(context) => {
                 tracing::info!(%language, id = %context.info.id, "default context ready")
             }

@@ -53,6 +53,13 @@ impl Line {
     }
 }
 
+/// What the client is sent: a line, holding its share of the output
+/// budget until the response body has taken it.
+pub struct Chunk {
+    pub bytes: bytes::Bytes,
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// Where each MIME type of a display goes in a result (the SDKs' model):
 /// everything else goes into `extra`.
 const FORMATS: &[(&str, &str)] = &[

@@ -35,28 +35,36 @@ fn kernel_python() -> Result<PathBuf, String> {
     Ok(PathBuf::from(python))
 }
 
-/// kernelspecs for python3 and bash under `dir/kernels`.
-fn write_kernelspecs(dir: &std::path::Path, python: &std::path::Path) -> std::io::Result<()> {
-    let specs = [
-        (
-            "python3",
-            "python",
-            vec!["-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        ),
-        (
-            "bash",
-            "bash",
-            vec!["-m", "bash_kernel", "-f", "{connection_file}"],
-        ),
-    ];
-    for (name, language, args) in specs {
-        let mut argv = vec![python.display().to_string()];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let spec = json!({"argv": argv, "display_name": name, "language": language});
-        std::fs::create_dir_all(dir.join("kernels").join(name))?;
+/// A kernelspec: its name and its `kernel.json`.
+struct Spec {
+    name: &'static str,
+    json: Value,
+}
+
+/// The kernelspecs of python3 and bash.
+fn standard_specs(python: &std::path::Path) -> Vec<Spec> {
+    let python = python.display().to_string();
+    vec![
+        Spec {
+            name: "python3",
+            json: json!({"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "python3", "language": "python"}),
+        },
+        Spec {
+            name: "bash",
+            json: json!({"argv": [python, "-m", "bash_kernel", "-f", "{connection_file}"],
+                "display_name": "bash", "language": "bash"}),
+        },
+    ]
+}
+
+/// Writes kernelspecs under `dir/kernels`.
+fn write_kernelspecs(dir: &std::path::Path, specs: &[Spec]) -> std::io::Result<()> {
+    for spec in specs {
+        std::fs::create_dir_all(dir.join("kernels").join(spec.name))?;
         std::fs::write(
-            dir.join("kernels").join(name).join("kernel.json"),
-            spec.to_string(),
+            dir.join("kernels").join(spec.name).join("kernel.json"),
+            spec.json.to_string(),
         )?;
     }
     Ok(())
@@ -89,9 +97,15 @@ async fn fake_envd() -> Result<SocketAddr, std::io::Error> {
 
 impl Server {
     async fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// A server with python3, bash and `more` kernels.
+    async fn start_with(more: Vec<Spec>) -> Result<Self, Box<dyn std::error::Error>> {
         let python = kernel_python()?;
         let dir = tempfile::tempdir()?;
-        write_kernelspecs(dir.path(), &python)?;
+        write_kernelspecs(dir.path(), &standard_specs(&python))?;
+        write_kernelspecs(dir.path(), &more)?;
         std::fs::create_dir_all(dir.path().join("work"))?;
         let envd = fake_envd().await?;
         let app = Arc::new(App {
@@ -108,6 +122,7 @@ impl Server {
                 address: envd.to_string(),
                 timeout: Duration::from_secs(5),
             }),
+            last_sandbox_env: Default::default(),
             pace: Pace {
                 keepalive: Duration::from_millis(500),
                 ..Pace::default()
@@ -151,6 +166,15 @@ impl Server {
     async fn run(&self, code: &str) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
         self.execute(json!({"code": code, "context_id": null, "language": null, "env_vars": null}))
             .await
+    }
+
+    /// A new Python context's id.
+    async fn new_context(&self) -> Result<String, Box<dyn std::error::Error>> {
+        let (_, body) = self.post("/contexts", Some(json!({}))).await?;
+        Ok(serde_json::from_str::<Value>(&body)?["id"]
+            .as_str()
+            .ok_or("no id")?
+            .to_owned())
     }
 
     async fn post(&self, path: &str, body: Option<Value>) -> Result<(u16, String), reqwest::Error> {
@@ -496,11 +520,7 @@ async fn bad_requests_are_refused_with_what_is_wrong() -> TestResult {
 #[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
 async fn a_restart_or_removal_ends_what_runs_without_waiting_for_it() -> TestResult {
     let server = Arc::new(Server::start().await?);
-    let (_, body) = server.post("/contexts", Some(json!({}))).await?;
-    let id = serde_json::from_str::<Value>(&body)?["id"]
-        .as_str()
-        .ok_or("no id")?
-        .to_owned();
+    let id = server.new_context().await?;
     server
         .execute(json!({"code": "kept = 1", "context_id": id}))
         .await?;
@@ -562,5 +582,318 @@ async fn a_restart_or_removal_ends_what_runs_without_waiting_for_it() -> TestRes
         of_type(&queued.await??, "error")[0]["name"],
         "ContextRemoved"
     );
+    Ok(())
+}
+
+/// The resident memory of this process (the server runs in it), in KiB.
+fn resident_kib() -> Result<u64, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("no value")?.parse()?)
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn a_client_that_does_not_read_holds_up_output_within_a_bounded_budget() -> TestResult {
+    let server = Server::start().await?;
+    server.run("chunk = 'y' * (1 << 20)").await?;
+    let before = resident_kib()?;
+    // 300 MiB of output, 1 MiB a message, to a client that reads nothing
+    // for a while: the server holds at most its budget of it (a single
+    // message is as large as the kernel makes it; ipykernel sends what
+    // was printed since its last flush).
+    let mut response = server
+        .client
+        .post(format!("{}/execute", server.url))
+        .header("X-Access-Token", TOKEN)
+        .json(&json!({"code": "for i in range(300):\n    print(chunk, flush=True)"}))
+        .send()
+        .await?;
+    let mut peak = before;
+    let paused = Instant::now();
+    while paused.elapsed() < Duration::from_secs(6) {
+        peak = peak.max(resident_kib()?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "the server held {grown_mib} MiB of output");
+    // Read now: the output flows and the execution ends.
+    let (mut lines, mut tail) = (0, Vec::new());
+    while let Some(chunk) = response.chunk().await? {
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        tail.extend_from_slice(&chunk);
+        tail.drain(..tail.len().saturating_sub(64));
+    }
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(
+        tail.ends_with("{\"type\":\"end_of_execution\"}\n"),
+        "{tail}"
+    );
+    assert!(lines > 2, "{lines} lines");
+    assert_eq!(
+        main_text(&server.run("6 * 7").await?).as_deref(),
+        Some("42")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn a_context_takes_a_bounded_queue_of_executions() -> TestResult {
+    let server = Arc::new(Server::start().await?);
+    let id = server.new_context().await?;
+    let send = |code: &str| {
+        server
+            .client
+            .post(format!("{}/execute", server.url))
+            .header("X-Access-Token", TOKEN)
+            .json(&json!({"code": code, "context_id": id}))
+            .send()
+    };
+    let running = send("import time; time.sleep(60)").await?;
+    assert_eq!(running.status(), 200);
+    // Headers come once an execution has its place in the queue.
+    let mut waiting = Vec::new();
+    for _ in 0..32 {
+        let response = send("1").await?;
+        assert_eq!(response.status(), 200);
+        waiting.push(response);
+    }
+    let refused = send("1").await?;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused
+            .text()
+            .await?
+            .contains("32 executions are already waiting")
+    );
+    // The running one ends (its kernel killed); the queue drains in turn.
+    let (status, _) = server
+        .post(&format!("/contexts/{id}/restart"), None)
+        .await?;
+    assert_eq!(status, 200);
+    drop(running);
+    for response in waiting {
+        let text = response.text().await?;
+        assert!(text.contains(r#""is_main_result":true"#), "{text}");
+    }
+    Ok(())
+}
+
+/// A kernelspec for `language`'s kernel `name` that starts python's kernel
+/// after `delay` seconds, or (no delay) a program that does not exist.
+fn stand_in_spec(name: &'static str, delay: Option<u32>) -> Result<Spec, String> {
+    let python = kernel_python()?.display().to_string();
+    let argv = match delay {
+        Some(seconds) => json!([
+            "/bin/sh",
+            "-c",
+            format!("sleep {seconds}; exec \"$0\" -m ipykernel_launcher -f \"$1\""),
+            python,
+            "{connection_file}"
+        ]),
+        None => json!(["/nonexistent/bin/kernel", "{connection_file}"]),
+    };
+    Ok(Spec {
+        name,
+        json: json!({"argv": argv, "display_name": name, "language": name}),
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn a_default_context_that_starts_slowly_streams_from_the_start() -> TestResult {
+    // R's kernel here is Python's, 4 s late.
+    let server = Server::start_with(vec![stand_in_spec("ir", Some(4))?]).await?;
+    let started = Instant::now();
+    let response = server
+        .client
+        .post(format!("{}/execute", server.url))
+        .header("X-Access-Token", TOKEN)
+        .json(&json!({"code": "6 * 7", "language": "r"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    // The headers (and a keepalive) come before the kernel is up.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = response.text().await?;
+    let lines: Vec<Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(main_text(&lines).as_deref(), Some("42"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn a_kernel_that_cannot_start_is_reported_without_the_servers_detail() -> TestResult {
+    let server = Server::start_with(vec![stand_in_spec("java", None)?]).await?;
+    let (status, body) = server
+        .post("/contexts", Some(json!({"language": "java"})))
+        .await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (500, "cannot start the java kernel")
+    );
+    let lines = server
+        .execute(json!({"code": "1", "language": "java"}))
+        .await?;
+    let errors = of_type(&lines, "error");
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    assert_eq!(errors[0]["value"], "cannot start the java kernel");
+    assert_eq!(
+        lines.last().map(|l| l["type"].clone()),
+        Some(json!("end_of_execution"))
+    );
+    Ok(())
+}
+
+/// The children of process `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` is a process that has not been reaped and is not a zombie.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel (HEARTH_KERNEL_PYTHON); run by make conformance"]
+async fn kernels_die_with_the_server() -> TestResult {
+    let python = kernel_python()?;
+    let dir = tempfile::tempdir()?;
+    write_kernelspecs(dir.path(), &standard_specs(&python))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-interpreter"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--envd", "none"])
+        .args(["--default-language", "python", "--cwd"])
+        .arg(dir.path())
+        .arg("--kernels-dir")
+        .arg(dir.path())
+        .arg("--runtime-dir")
+        .arg(dir.path().join("runtime"))
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = server.id();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let kernels = loop {
+        let ready = reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break children_of(pid);
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err("the server's default context did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(kernels.len(), 1, "{kernels:?}");
+    server.kill()?;
+    server.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(kernels[0]) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !running(kernels[0]),
+        "kernel {} outlived its server",
+        kernels[0]
+    );
+    Ok(())
+}
+
+/// Deno (HEARTH_KERNEL_DENO, fetched by make conformance as the template
+/// installs it) with its kernelspec as the template has it.
+fn deno_spec() -> Result<Spec, String> {
+    let deno = std::env::var("HEARTH_KERNEL_DENO").map_err(
+        |_| "HEARTH_KERNEL_DENO is not set: the deno binary (make conformance fetches it)",
+    )?;
+    let template: Value = serde_json::from_str(include_str!(
+        "../../../templates/code-interpreter/kernels/deno/kernel.json"
+    ))
+    .map_err(|e| e.to_string())?;
+    let mut json = template;
+    json["argv"][0] = json!(deno);
+    let cache = std::env::temp_dir().join("hearth-test-deno-cache");
+    json["env"]["DENO_DIR"] = json!(cache.display().to_string());
+    Ok(Spec { name: "deno", json })
+}
+
+#[tokio::test]
+#[ignore = "needs ipykernel and deno (HEARTH_KERNEL_PYTHON, HEARTH_KERNEL_DENO); run by make conformance"]
+async fn javascript_and_typescript_run_on_denos_kernel() -> TestResult {
+    let server = Server::start_with(vec![deno_spec()?]).await?;
+    let js = |code: &str, language: &str| json!({"code": code, "language": language});
+    let first = server
+        .execute(js(
+            "let a = 40;\nconsole.log('to stdout');\na + 2",
+            "javascript",
+        ))
+        .await?;
+    assert_eq!(stdout(&first), "to stdout\n", "{first:?}");
+    assert_eq!(main_text(&first).as_deref(), Some("42"), "{first:?}");
+    // State persists in the context; TypeScript has a context of its own.
+    assert_eq!(
+        main_text(&server.execute(js("a * 2", "js")).await?).as_deref(),
+        Some("80")
+    );
+    let typed = server
+        .execute(js("const n: number = 5;\nn * 2", "typescript"))
+        .await?;
+    assert_eq!(main_text(&typed).as_deref(), Some("10"));
+    let other = server.execute(js("typeof a", "ts")).await?;
+    assert_eq!(main_text(&other).as_deref(), Some("undefined"), "{other:?}");
+    // Errors: name and message.
+    let failed = server
+        .execute(js("throw new TypeError('boom')", "javascript"))
+        .await?;
+    let errors = of_type(&failed, "error");
+    assert_eq!(errors.len(), 1, "{failed:?}");
+    assert_eq!(
+        (errors[0]["name"].clone(), errors[0]["value"].clone()),
+        (json!("TypeError"), json!("boom"))
+    );
+    // The sandbox's variables and one execution's own.
+    let read = "console.log(Deno.env.get('SANDBOX_WIDE'), Deno.env.get('ONLY_NOW') ?? 'unset')";
+    let with = server
+        .execute(json!({"code": read, "language": "javascript", "env_vars": {"ONLY_NOW": "it's \"quoted\" \u{1f600}"}}))
+        .await?;
+    assert_eq!(
+        stdout(&with),
+        "from-the-sandbox it's \"quoted\" \u{1f600}\n"
+    );
+    let without = server.execute(js(read, "javascript")).await?;
+    assert_eq!(stdout(&without), "from-the-sandbox unset\n");
     Ok(())
 }

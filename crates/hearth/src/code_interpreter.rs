@@ -28,6 +28,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../templates/code-interpreter/ipython_kernel_config.py"),
     ),
     (
+        "kernels/deno/kernel.json",
+        include_str!("../../../templates/code-interpreter/kernels/deno/kernel.json"),
+    ),
+    (
         "startup/00-hearth-data.py",
         include_str!("../../../templates/code-interpreter/startup/00-hearth-data.py"),
     ),

@@ -244,6 +244,19 @@ enum TemplateCommand {
         #[arg(long)]
         envd: Option<PathBuf>,
     },
+    /// Build (or find cached) the code-interpreter-v1 template, as
+    /// `hearth up --code-interpreter` does, through a running hearth's API.
+    CodeInterpreter {
+        /// The static hearth-interpreter binary to put in the template.
+        #[arg(long)]
+        interpreter: PathBuf,
+        /// The API (default: $E2B_API_URL, else <data dir>/sdk.env's).
+        #[arg(long)]
+        api_url: Option<String>,
+        /// The API key (default: $E2B_API_KEY, else <data dir>/sdk.env's).
+        #[arg(long)]
+        api_key: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -278,6 +291,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Template {
             command: TemplateCommand::Build { envd, .. },
         } => build_template(data, envd).await,
+        Command::Template {
+            command:
+                TemplateCommand::CodeInterpreter {
+                    interpreter,
+                    api_url,
+                    api_key,
+                },
+        } => {
+            let api = api_target(&data, api_url, api_key)?;
+            let started = Instant::now();
+            let id =
+                code_interpreter::build(&api, &interpreter, &|line| println!("{line}")).await?;
+            println!(
+                "template '{}' ({id}) built in {:.1} s",
+                code_interpreter::TEMPLATE,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::Node {
             listen,
             node_token_file,

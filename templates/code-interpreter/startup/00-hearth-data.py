@@ -34,7 +34,13 @@ def _hearth_register_data_formatter():
             return value
         return str(value)
 
+    # A frame's data goes whole into one message: beyond this many cells it
+    # is left out (the HTML, which pandas shortens, still shows the frame).
+    max_cells = 200_000
+
     def dataframe(frame):
+        if frame.size > max_cells:
+            return None
         return {str(name): [plain(v) for v in column.tolist()] for name, column in frame.items()}
 
     # dicts and lists display as JSON too (the SDKs' `json`): numpy values as

@@ -66,3 +66,24 @@ test('contexts, env vars and bash', async () => {
   const bash = await sbx.runCode('echo $((6 * 7))', { language: 'bash' })
   assert.deepEqual(bash.logs.stdout, ['42\n'])
 })
+
+test('JavaScript and TypeScript run on Deno, with their own state', async () => {
+  const out = []
+  const first = await sbx.runCode("let a = 40;\nconsole.log('from deno');\na + 2", {
+    language: 'js',
+    onStdout: (m) => out.push(m.line),
+  })
+  assert.deepEqual(out, ['from deno\n'])
+  assert.equal(first.text, '42')
+  assert.equal((await sbx.runCode('a * 2', { language: 'javascript' })).text, '80')
+  const typed = await sbx.runCode('const n: number = 5;\nn * 2', { language: 'ts' })
+  assert.equal(typed.text, '10')
+  const failed = await sbx.runCode("throw new RangeError('too far')", { language: 'js' })
+  assert.equal(failed.error.name, 'RangeError')
+  assert.equal(failed.error.value, 'too far')
+  const env = await sbx.runCode("console.log(Deno.env.get('FOR_JS'))", {
+    language: 'js',
+    envs: { FOR_JS: 'only-now' },
+  })
+  assert.deepEqual(env.logs.stdout, ['only-now\n'])
+})

@@ -117,21 +117,23 @@ test('an image from a registry that wants a login, built twice: the second from 
     '--username', username, '--password', password,
   ])
   const image = `${registry}/hearth-test/js-private:1`
-  const define = () => Template().fromImage(image, { username, password }).runCmd('echo from-js > /tmp/made')
+  // The step cache outlives a node's database: a nonce keeps this run's first build uncached.
+  const nonce = randomUUID().slice(0, 8)
+  const define = () => Template().fromImage(image, { username, password }).runCmd(`echo from-js-${nonce} > /tmp/made`)
   const first = []
   const name = unique('js-image')
   await build(define(), name, first)
   assert.ok(!first.some((m) => m.startsWith('CACHED')), first.join('\n'))
   const sbx = await Sandbox.create(name, { timeoutMs: 60_000 })
   try {
-    assert.equal((await sbx.commands.run('cat /tmp/made')).stdout.trim(), 'from-js')
+    assert.equal((await sbx.commands.run('cat /tmp/made')).stdout.trim(), `from-js-${nonce}`)
     assert.equal((await sbx.commands.run('whoami')).stdout.trim(), 'user')
   } finally {
     await sbx.kill()
   }
   const second = []
   await build(define(), unique('js-image-again'), second)
-  assert.ok(second.includes('CACHED [1] RUN echo from-js > /tmp/made'), second.join('\n'))
+  assert.ok(second.includes(`CACHED [1] RUN echo from-js-${nonce} > /tmp/made`), second.join('\n'))
   assert.ok(!second.includes('booting the build VM'), second.join('\n'))
   // A wrong password: the build fails naming the registry, not the password.
   await assert.rejects(

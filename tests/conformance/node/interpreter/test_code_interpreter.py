@@ -80,6 +80,9 @@ def test_a_dataframe_is_html_and_data(sandbox):
         "c": [0.5, None],
         "d": ["2026-01-02T00:00:00", "2026-03-04T00:00:00"],
     }
+    # A frame too large for one message keeps its (shortened) HTML only.
+    (large,) = sandbox.run_code("pd.DataFrame({'n': range(300_000)})").results
+    assert "<table" in large.html and large.data is None
 
 
 def test_contexts_are_isolated_restartable_and_removable(sandbox):
@@ -124,6 +127,22 @@ def test_bash(sandbox):
     execution = sandbox.run_code("N=6; echo $((N * 7))", language="bash")
     assert execution.logs.stdout == ["42\n"]
     assert any(c.language == "bash" for c in sandbox.list_code_contexts())
+
+
+def test_javascript_and_typescript_run_on_deno(sandbox):
+    out = []
+    first = sandbox.run_code("let a = 40;\nconsole.log('from deno');\na + 2", language="js", on_stdout=lambda m: out.append(m.line))
+    assert out == ["from deno\n"] and first.text == "42"
+    # State persists in the language's context; TypeScript has its own.
+    assert sandbox.run_code("a * 2", language="javascript").text == "80"
+    assert sandbox.run_code("const n: number = 5;\nn * 2", language="typescript").text == "10"
+    assert sandbox.run_code("typeof a", language="ts").text == "undefined"
+    error = sandbox.run_code("throw new TypeError('boom')", language="js").error
+    assert (error.name, error.value) == ("TypeError", "boom")
+    env = sandbox.run_code("console.log(Deno.env.get('FOR_JS'))", language="js", envs={"FOR_JS": "only-now"})
+    assert env.logs.stdout == ["only-now\n"]
+    languages = {c.language for c in sandbox.list_code_contexts()}
+    assert {"javascript", "typescript"} <= languages, languages
 
 
 def test_a_timed_out_execution_is_interrupted_and_the_context_goes_on(sandbox):

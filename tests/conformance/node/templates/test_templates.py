@@ -162,8 +162,11 @@ def assert_no_build_leftovers(template_id):
 
 
 def test_unchanged_steps_come_from_the_cache():
+    # The step cache outlives a node's database (it is keyed by content and
+    # the team), so this run's steps carry a nonce no earlier run had.
+    n = uuid.uuid4().hex[:8]
     first, second = [], []
-    base = Template().from_template("base").run_cmd("echo one > /tmp/one").run_cmd("echo two > /tmp/two")
+    base = Template().from_template("base").run_cmd(f"echo one-{n} > /tmp/one").run_cmd("echo two > /tmp/two")
     build(base, unique("cache-a"), first)
     assert not any(m.startswith("CACHED") for m in messages(first))
     build(base, unique("cache-b"), second)
@@ -173,10 +176,10 @@ def test_unchanged_steps_come_from_the_cache():
     assert "booting the build VM" not in messages(second)
     # Changing the second step re-runs only it.
     third = []
-    changed = Template().from_template("base").run_cmd("echo one > /tmp/one").run_cmd("echo three > /tmp/two")
+    changed = Template().from_template("base").run_cmd(f"echo one-{n} > /tmp/one").run_cmd("echo three > /tmp/two")
     build(changed, unique("cache-c"), third)
     cached = [m for m in messages(third) if m.startswith("CACHED")]
-    assert cached == ["CACHED [1] RUN echo one > /tmp/one"], messages(third)
+    assert cached == [f"CACHED [1] RUN echo one-{n} > /tmp/one"], messages(third)
 
 
 def test_skip_cache_rebuilds_from_where_it_is_asked():
