@@ -87,7 +87,7 @@ conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
 	# The code interpreter server against real kernels (ipykernel, bash_kernel
 	# from the virtualenv run.sh made; Deno as the template installs it).
-	HEARTH_KERNEL_PYTHON=$(BUILD_DIR)/venv/bin/python HEARTH_KERNEL_DENO=$$(scripts/fetch-deno.sh) \
+	deno="$$(scripts/fetch-deno.sh)" && HEARTH_KERNEL_PYTHON=$(BUILD_DIR)/venv/bin/python HEARTH_KERNEL_DENO="$$deno" \
 		cargo test --locked -p hearth-interpreter --test kernels -- --ignored
 
 # Both SDKs against `hearth up` with real VMs: once on SQLite, once on PostgreSQL.

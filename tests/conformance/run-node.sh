@@ -34,16 +34,18 @@ export PYTHONDONTWRITEBYTECODE=1
 unset HEARTH_CONFORMANCE_TARGET
 status=0
 
-# run_js_suite LOG TIMEOUT_MS [WRAPPER ...] -- FILES...: node --test in js/,
-# one file at a time; prints the counts, or the whole log when it failed.
+# run_js_suite LOG TIMEOUT_MS [WRAPPER ...] -- PATTERNS...: node --test in js/,
+# one file at a time; PATTERNS (quoted by the caller) are expanded in js/.
+# Prints the counts, or the whole log when it failed.
 run_js_suite() {
   local log="$LOG_DIR/$1" timeout="$2"
   shift 2
   local wrapper=()
   while [ "$1" != -- ]; do wrapper+=("$1"); shift; done
   shift
+  # shellcheck disable=SC2068 # the patterns are expanded here, in js/
   if (cd "$HERE/js" && "${wrapper[@]}" node --test --test-concurrency=1 --test-timeout="$timeout" \
-      --test-reporter=spec "$@") >"$log" 2>&1; then
+      --test-reporter=spec $@) >"$log" 2>&1; then
     grep -E '^ℹ (tests|pass|fail|skipped) ' "$log" || tail -n 5 "$log"
   else
     cat "$log"
@@ -55,7 +57,7 @@ echo "==> Python SDK against hearth up (pytest)"
 (cd "$HERE/node/python" && "$VENV/bin/python" -m pytest -q) || status=1
 
 echo "==> JS SDK against hearth up (node --test)"
-run_js_suite node-js.log 120000 env -- node/*.test.mjs || status=1
+run_js_suite node-js.log 120000 env -- 'node/*.test.mjs' || status=1
 
 if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
   # Builds boot VMs: they run once, not again on PostgreSQL. The image tests
@@ -67,7 +69,7 @@ if [ "${TEMPLATE_SUITES:-1}" != 0 ]; then
 
   echo "==> Template builds, JS SDK against hearth up (node --test)"
   run_js_suite node-templates-js.log 900000 "$REPO/scripts/with-test-registry.sh" -- \
-    templates/*.test.mjs || status=1
+    'templates/*.test.mjs' || status=1
 fi
 
 if [ "${INTERPRETER_SUITES:-1}" != 0 ]; then
@@ -80,7 +82,7 @@ if [ "${INTERPRETER_SUITES:-1}" != 0 ]; then
     echo "==> Code interpreter, Python SDK against hearth up (pytest)"
     (cd "$HERE/node/interpreter" && "$VENV/bin/python" -m pytest -q) || status=1
     echo "==> Code interpreter, JS SDK against hearth up (node --test)"
-    run_js_suite node-interpreter-js.log 300000 env -- interpreter/*.test.mjs || status=1
+    run_js_suite node-interpreter-js.log 300000 env -- 'interpreter/*.test.mjs' || status=1
   else
     cat "$LOG_DIR/code-interpreter-build.log"
     status=1
@@ -98,6 +100,6 @@ if [ "${ENVD_SUITES:-1}" != 0 ]; then
 
   echo "==> envd suite, JS SDK, in VMs (node --test, HEARTH_CONFORMANCE_TARGET=node)"
   run_js_suite node-envd-js.log 120000 \
-    env E2B_SANDBOX_URL="$HEARTH_PROXY_URL" HEARTH_CONFORMANCE_TARGET=node -- test/*.test.mjs || status=1
+    env E2B_SANDBOX_URL="$HEARTH_PROXY_URL" HEARTH_CONFORMANCE_TARGET=node -- 'test/*.test.mjs' || status=1
 fi
 exit "$status"

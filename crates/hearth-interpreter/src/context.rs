@@ -44,7 +44,7 @@ pub struct Session {
 impl Session {
     /// A new kernel: its environment is what it started with.
     pub fn set_kernel(&mut self, kernel: Kernel) {
-        self.env = kernel.environment().clone();
+        self.env = kernel.started_with().clone();
         self.kernel = Some(kernel);
     }
 

@@ -225,14 +225,23 @@ impl Watch {
         // reads too slowly), so silence for `idle_lag` ends it.
         let mut last_heard = Instant::now();
         let mut next_check = Instant::now() + pace.keepalive;
+        // Output that may still come once the kernel replied and went idle
+        // (a window from then, never extended: a kernel whose background
+        // code keeps printing does not keep the request open).
         let late_output = kernel.late_output();
+        let mut settled: Option<Instant> = None;
         loop {
-            if self.replied && self.idle && last_heard.elapsed() >= late_output {
-                return Ended::Done;
-            }
             let mut wake = next_check;
-            if self.idle {
-                wake = wake.min(last_heard + late_output);
+            if self.replied && self.idle {
+                let at = *settled.get_or_insert_with(Instant::now);
+                if at.elapsed() >= late_output {
+                    return Ended::Done;
+                }
+                wake = wake.min(at + late_output);
+            }
+            // Output still on its way to the client is not silence.
+            if self.messages.output_pending() {
+                last_heard = Instant::now();
             }
             if self.replied {
                 if last_heard.elapsed() >= pace.idle_lag {
@@ -259,7 +268,6 @@ impl Watch {
                     let Some(delivery) = delivery else {
                         return if self.idle && self.replied { Ended::Done } else { Ended::KernelLost };
                     };
-                    last_heard = Instant::now();
                     self.idle |= is_idle(&delivery.message);
                     if let Some(line) = line_of(&delivery.message, &mut sink.error_sent)
                         && !sink.send_within(line, delivery.budget).await
@@ -267,6 +275,9 @@ impl Watch {
                     {
                         return Ended::Interrupted;
                     }
+                    // After the write: time spent waiting for a slow client
+                    // is not the kernel's silence.
+                    last_heard = Instant::now();
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) || !kernel.is_alive() {

@@ -238,28 +238,42 @@ fn queue(context: &Arc<Context>) -> Result<Waiting, Refusal> {
 
 /// Makes (or finds, if another request made it meanwhile) the default
 /// context of `language`, writing keepalive lines while its kernel starts
-/// so that the client has its headers and sees the stream alive. `None`
-/// when it failed (the client was told) or the client went away.
+/// so that the client has its headers and sees the stream alive. The
+/// kernel starts in a task of its own: a client that goes away does not
+/// stop it halfway. `None` when it failed (the client was told) or the
+/// client went away.
 async fn make_default(
-    app: &App,
+    app: &Arc<App>,
     language: Language,
     sandbox_env: &SandboxEnv,
     lines: &mpsc::Sender<Chunk>,
 ) -> Option<(Arc<Context>, Waiting)> {
-    let keepalive = || Chunk {
-        bytes: Line::Keepalive.to_bytes(),
-        budget: None,
+    let mut making = {
+        let (app, sandbox_env) = (app.clone(), sandbox_env.clone());
+        tokio::spawn(async move { app.contexts.default_for(language, &sandbox_env).await })
     };
-    let making = app.contexts.default_for(language, sandbox_env);
-    tokio::pin!(making);
     let made = loop {
-        if lines.send(keepalive()).await.is_err() {
+        let keepalive = Chunk {
+            bytes: Line::Keepalive.to_bytes(),
+            budget: None,
+        };
+        // A client that reads nothing just misses a keepalive.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = lines.try_send(keepalive) {
             return None;
         }
         tokio::select! {
             made = &mut making => break made,
             () = tokio::time::sleep(app.pace.keepalive) => {}
         }
+    };
+    let Ok(made) = made else {
+        turn::end_with_error(
+            lines,
+            "ContextError",
+            "the context could not be made".into(),
+        )
+        .await;
+        return None;
     };
     let refused = match made {
         Ok(context) => match queue(&context) {

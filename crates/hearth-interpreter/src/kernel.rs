@@ -23,10 +23,11 @@ use crate::language::Language;
 /// How many IOPub messages of one request wait for their reader before
 /// the IOPub reader waits too (output of a fast kernel to a slow client).
 const PENDING_MESSAGES: usize = 256;
-/// How much of a kernel's output (KiB) may wait, read from the kernel but
-/// not yet taken by the client: beyond it the reader stops reading, the
+/// How much of a request's output (KiB) may wait, read from the kernel but
+/// not yet taken by its client: beyond it the reader stops reading, the
 /// kernel's sockets fill and the kernel waits (or IOPub drops messages, as
 /// Jupyter's does). A single message larger than this is let through alone.
+/// Each request has its own, so a client that stalls holds up no other.
 const OUTPUT_BUDGET_KIB: u32 = 16 * 1024;
 /// The silence after `idle` that ends a request of a kernel whose output
 /// can come later (see [`Kernel::late_output`]).
@@ -80,10 +81,33 @@ pub struct Delivery {
 }
 
 /// Messages of one request, from the IOPub reader.
-pub type Messages = mpsc::Receiver<Delivery>;
+pub struct Messages {
+    receiver: mpsc::Receiver<Delivery>,
+    budget: Arc<Semaphore>,
+}
+
+impl Messages {
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.receiver.recv().await
+    }
+
+    /// Whether output read for this request still waits for its client
+    /// (the kernel may have said more that is held up behind it).
+    pub fn output_pending(&self) -> bool {
+        self.budget.available_permits() < OUTPUT_BUDGET_KIB as usize
+    }
+}
+
+/// Where the IOPub messages of the request being followed go.
+struct Subscriber {
+    msg_id: String,
+    sender: mpsc::Sender<Delivery>,
+    /// The request's output budget, in KiB.
+    budget: Arc<Semaphore>,
+}
 
 /// Which request's IOPub messages go where.
-type Route = Arc<SyncMutex<Option<(String, mpsc::Sender<Delivery>)>>>;
+type Route = Arc<SyncMutex<Option<Subscriber>>>;
 
 /// A running kernel. Requests go one at a time (its context serialises
 /// them); dropping it kills the kernel and everything it started.
@@ -97,8 +121,12 @@ pub struct Kernel {
     route: Route,
     iopub_reader: tokio::task::JoinHandle<()>,
     connection_file: PathBuf,
+    /// The server's environment, which the kernel inherits.
+    inherited: BTreeMap<String, String>,
+    /// The kernelspec's variables, which win over the sandbox's.
+    spec_env: BTreeMap<String, String>,
     /// The environment the kernel process started with.
-    environment: BTreeMap<String, String>,
+    started_with: BTreeMap<String, String>,
 }
 
 /// Where and how kernels start.
@@ -143,10 +171,18 @@ impl Kernel {
         sandbox_env: &BTreeMap<String, String>,
     ) -> Result<Self, KernelError> {
         let kernel_name = spec.kernel_name.clone();
-        let spec_env = spec.kernelspec.env.clone().unwrap_or_default();
-        let mut environment: BTreeMap<String, String> = std::env::vars().collect();
-        environment.extend(sandbox_env.clone());
-        environment.extend(spec_env.clone());
+        let spec_env: BTreeMap<String, String> = spec
+            .kernelspec
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        // Variables that are not UTF-8 are inherited but never compared.
+        let inherited: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let started_with = environment(&inherited, sandbox_env, &spec_env);
         let interrupt_by_message = spec.kernelspec.interrupt_mode.as_deref() == Some("message");
         let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let (ports, listeners) = jupyter_zmq_client::peek_ports_with_listeners(ip, 5).await?;
@@ -202,8 +238,7 @@ impl Kernel {
             .connect(&connection, &session, deadline, settings.start_timeout)
             .await?;
         let route: Route = Arc::new(SyncMutex::new(None));
-        let budget = Arc::new(Semaphore::new(OUTPUT_BUDGET_KIB as usize));
-        let iopub_reader = tokio::spawn(read_iopub(iopub, route.clone(), budget));
+        let iopub_reader = tokio::spawn(read_iopub(iopub, route.clone()));
         let Some(child) = starting.child.take() else {
             return Err(KernelError::Gone);
         };
@@ -217,7 +252,9 @@ impl Kernel {
             route,
             iopub_reader,
             connection_file,
-            environment,
+            inherited,
+            spec_env,
+            started_with,
         };
         kernel.handshake(deadline, settings.start_timeout).await?;
         Ok(kernel)
@@ -232,8 +269,18 @@ impl Kernel {
     }
 
     /// The environment the kernel process started with.
-    pub fn environment(&self) -> &BTreeMap<String, String> {
-        &self.environment
+    pub fn started_with(&self) -> &BTreeMap<String, String> {
+        &self.started_with
+    }
+
+    /// The environment the kernel is to have with the sandbox's variables
+    /// `sandbox_env`: the server's, the sandbox's over it, the kernelspec's
+    /// over both (as when it started).
+    pub fn environment_for(
+        &self,
+        sandbox_env: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        environment(&self.inherited, sandbox_env, &self.spec_env)
     }
 
     /// How long output of a request may still come after the kernel said
@@ -284,15 +331,26 @@ impl Kernel {
     /// Routes the IOPub messages of `request` to the receiver returned.
     pub fn subscribe(&self, request: &JupyterMessage) -> Messages {
         let (sender, receiver) = mpsc::channel(PENDING_MESSAGES);
-        if let Ok(mut route) = self.route.lock() {
-            *route = Some((request.header.msg_id.clone(), sender));
+        let budget = Arc::new(Semaphore::new(OUTPUT_BUDGET_KIB as usize));
+        let subscriber = Subscriber {
+            msg_id: request.header.msg_id.clone(),
+            sender,
+            budget: budget.clone(),
+        };
+        if let Ok(mut route) = self.route.lock()
+            && let Some(before) = route.replace(subscriber)
+        {
+            before.budget.close();
         }
-        receiver
+        Messages { receiver, budget }
     }
 
+    /// Stops routing; a reader waiting for the request's budget gives up.
     pub fn unsubscribe(&self) {
-        if let Ok(mut route) = self.route.lock() {
-            *route = None;
+        if let Ok(mut route) = self.route.lock()
+            && let Some(before) = route.take()
+        {
+            before.budget.close();
         }
     }
 
@@ -483,7 +541,7 @@ fn write_private(dir: &Path, path: &Path, connection: &ConnectionInfo) -> Result
 /// Reads IOPub for the kernel's life, handing each message to the request
 /// it belongs to with its share of the output budget (waiting for that
 /// share first); messages of no current request are dropped.
-async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route, budget: Arc<Semaphore>) {
+async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route) {
     let mut failures: u64 = 0;
     loop {
         let Ok(message) = iopub.read().await else {
@@ -498,21 +556,43 @@ async fn read_iopub(mut iopub: ClientIoPubConnection, route: Route, budget: Arc<
         let Some(parent) = message.parent_header.as_ref().map(|p| p.msg_id.clone()) else {
             continue;
         };
-        let sender = match route.lock() {
+        let subscriber = match route.lock() {
             Ok(route) => route
                 .as_ref()
-                .filter(|(msg_id, _)| *msg_id == parent)
-                .map(|(_, sender)| sender.clone()),
+                .filter(|s| s.msg_id == parent)
+                .map(|s| (s.sender.clone(), s.budget.clone())),
             Err(_) => None,
         };
-        if let Some(sender) = sender {
+        if let Some((sender, budget)) = subscriber {
             let kib = u32::try_from(approximate_size(&message) / 1024 + 1)
                 .unwrap_or(u32::MAX)
                 .min(OUTPUT_BUDGET_KIB);
-            let budget = budget.clone().acquire_many_owned(kib).await.ok();
-            let _ = sender.send(Delivery { message, budget }).await;
+            // Fails once the request is no longer followed (its budget is
+            // closed then): the message goes nowhere.
+            let Ok(budget) = budget.acquire_many_owned(kib).await else {
+                continue;
+            };
+            let _ = sender
+                .send(Delivery {
+                    message,
+                    budget: Some(budget),
+                })
+                .await;
         }
     }
+}
+
+/// A kernel's environment: the server's, the sandbox's over it, the
+/// kernelspec's over both.
+fn environment(
+    inherited: &BTreeMap<String, String>,
+    sandbox_env: &BTreeMap<String, String>,
+    spec_env: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut environment = inherited.clone();
+    environment.extend(sandbox_env.clone());
+    environment.extend(spec_env.clone());
+    environment
 }
 
 /// About how many bytes a message holds (its text, or its content as JSON).

@@ -59,8 +59,7 @@ impl Language {
     pub fn kernel_names(self) -> &'static [&'static str] {
         match self {
             Self::Python => &["python3", "python"],
-            Self::JavaScript => &["deno", "javascript", "jslab"],
-            Self::TypeScript => &["deno", "typescript", "tslab"],
+            Self::JavaScript | Self::TypeScript => &["deno"],
             Self::Bash => &["bash"],
             Self::R => &["ir", "r"],
             Self::Java => &["java"],
@@ -91,9 +90,10 @@ impl Language {
                 code.push_str("del _hearth_os\n");
             }
             Self::JavaScript | Self::TypeScript => {
-                // Deno's environment, or Node's (other kernels), in plain
-                // JavaScript (Deno runs cells as TypeScript without checking
-                // types); a block keeps the helpers out of the user's scope.
+                // Deno's environment (Node's where there is no Deno), in
+                // plain JavaScript (Deno runs cells as TypeScript without
+                // checking types); a block keeps the helpers out of the
+                // user's scope.
                 code.push_str(
                     "{\nconst _d = globalThis.Deno;\n\
                      const _set = (k, v) => { if (_d) _d.env.set(k, v); else globalThis.process.env[k] = v; };\n\

@@ -64,25 +64,11 @@ async fn main() -> anyhow::Result<()> {
         address: args.envd.clone(),
         timeout: Duration::from_secs(10),
     });
-    // The sandbox's variables, for the default kernels: what executions
-    // will want, so that the first one sets nothing. A template build's
-    // envd wants no token; without envd there are none.
-    let sandbox_env = match &envd {
-        Some(envd) => envd.envs(None).await.unwrap_or_else(|error| {
-            tracing::info!(%error, "no sandbox environment for the default contexts");
-            Default::default()
-        }),
-        None => Default::default(),
-    };
-    let sandbox_env: SandboxEnv = sandbox_env
-        .into_iter()
-        .filter(|(name, _)| check_env_name(name).is_ok())
-        .collect();
     let app = Arc::new(App {
         contexts: Contexts::new(args.cwd, settings),
         ready: std::sync::atomic::AtomicBool::new(false),
         envd,
-        last_sandbox_env: std::sync::Mutex::new(sandbox_env.clone()),
+        last_sandbox_env: std::sync::Mutex::default(),
         pace: Pace::default(),
     });
     // Bind first: the port answers (health) while kernels start.
@@ -95,6 +81,22 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(
             async move { axum::serve(listener, router(serving).into_make_service()).await },
         );
+    // The sandbox's variables, for the default kernels: what executions
+    // will want, so that the first one sets nothing. A template build's
+    // envd wants no token; without envd there are none.
+    let sandbox_env: SandboxEnv = match &app.envd {
+        Some(envd) => envd.envs(None).await.unwrap_or_else(|error| {
+            tracing::info!(%error, "no sandbox environment for the default contexts");
+            Default::default()
+        }),
+        None => Default::default(),
+    }
+    .into_iter()
+    .filter(|(name, _)| check_env_name(name).is_ok())
+    .collect();
+    if let Ok(mut last) = app.last_sandbox_env.lock() {
+        last.clone_from(&sandbox_env);
+    }
     for name in &args.default_languages {
         let language = Language::parse(Some(name)).context("--default-language")?;
         match app.contexts.default_for(language, &sandbox_env).await {

@@ -33,10 +33,11 @@ pub async fn run(
     pace: Pace,
     lines: mpsc::Sender<Chunk>,
 ) {
-    let mut session = place.turn().await;
-    if lines.is_closed() {
-        return; // the client gave up while queued
-    }
+    // A client that gives up while queued leaves the queue at once.
+    let mut session = tokio::select! {
+        session = place.turn() => session,
+        () = lines.closed() => return,
+    };
     if context.removed.load(std::sync::atomic::Ordering::Relaxed) {
         let message = format!("Context {} was removed", context.info.id);
         end_with_error(&lines, "ContextRemoved", message).await;
@@ -54,11 +55,10 @@ pub async fn run(
     let language = context.language;
     let limit = settings.start_timeout;
 
-    // The kernel's own environment, the sandbox's over it, this
-    // execution's over both.
-    let mut wanted = kernel.environment().clone();
-    wanted.extend(request.sandbox_env.clone());
-    let after = wanted.clone();
+    // The kernel's environment with the sandbox's variables as they are
+    // now (one the sandbox no longer has goes), this execution's over it.
+    let after = kernel.environment_for(&request.sandbox_env);
+    let mut wanted = after.clone();
     wanted.extend(request.env_vars);
     if let Err(error) = apply_env(kernel, language, &mut session.env, wanted, limit, pace).await {
         let message = format!("setting the environment variables: {error}");
@@ -128,7 +128,12 @@ async fn apply_env(
         return Ok(());
     }
     let code = language.env_code(&set, &unset);
-    execution::run_silent(kernel, &code, limit, pace).await?;
+    if let Err(error) = execution::run_silent(kernel, &code, limit, pace).await {
+        // Part of it may have run: what the kernel has is not known, so
+        // the next execution sets everything.
+        current.clear();
+        return Err(error);
+    }
     *current = wanted;
     Ok(())
 }

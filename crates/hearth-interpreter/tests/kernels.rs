@@ -620,10 +620,12 @@ async fn a_client_that_does_not_read_holds_up_output_within_a_bounded_budget() -
     }
     let grown_mib = peak.saturating_sub(before) / 1024;
     assert!(grown_mib < 64, "the server held {grown_mib} MiB of output");
-    // Read now: the output flows and the execution ends.
-    let (mut lines, mut tail) = (0, Vec::new());
+    // Read now: all of it comes, and the end (each line has one 'y' in
+    // its "type"; the text is 'y's).
+    let (mut lines, mut ys, mut tail) = (0, 0, Vec::new());
     while let Some(chunk) = response.chunk().await? {
         lines += chunk.iter().filter(|b| **b == b'\n').count();
+        ys += chunk.iter().filter(|b| **b == b'y').count();
         tail.extend_from_slice(&chunk);
         tail.drain(..tail.len().saturating_sub(64));
     }
@@ -632,7 +634,7 @@ async fn a_client_that_does_not_read_holds_up_output_within_a_bounded_budget() -
         tail.ends_with("{\"type\":\"end_of_execution\"}\n"),
         "{tail}"
     );
-    assert!(lines > 2, "{lines} lines");
+    assert_eq!(ys - lines, 300 << 20, "{lines} lines");
     assert_eq!(
         main_text(&server.run("6 * 7").await?).as_deref(),
         Some("42")
@@ -895,5 +897,21 @@ async fn javascript_and_typescript_run_on_denos_kernel() -> TestResult {
     );
     let without = server.execute(js(read, "javascript")).await?;
     assert_eq!(stdout(&without), "from-the-sandbox unset\n");
+    // Code that keeps printing in the background does not keep its
+    // execution open.
+    let started = Instant::now();
+    let ticking = server
+        .execute(js(
+            "const t = setInterval(() => console.log('tick'), 20);\n'started'",
+            "js",
+        ))
+        .await?;
+    assert_eq!(main_text(&ticking).as_deref(), Some("started"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.execute(js("clearInterval(t)", "js")).await?;
     Ok(())
 }
