@@ -81,7 +81,7 @@ template: envd hearth
 # Real VMs (TCG here): template, clones, isolation, faults. Needs root.
 vm-test: template
 	cargo test --locked -p hearth-net --test slot -- --ignored
-	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test jail --test faults --test grpc --test stress --test recovery -- --ignored --test-threads=1
+	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test pause --test jail --test faults --test grpc --test stress --test recovery -- --ignored --test-threads=1
 
 conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh

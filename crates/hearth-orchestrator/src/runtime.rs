@@ -14,7 +14,8 @@ use hearth_vmm::accel::ProbeImage;
 use hearth_vmm::envd_client::ENVD_PORT;
 use hearth_vmm::{
     AccelChoice, AdoptRequest, BuildHost, BuildRequest, CloneRequest, GuestNetwork, InitParams,
-    NetAttachment, QemuVmm, Sandbox, Template, TemplateConfig, TemplateImage, TemplateStore,
+    NetAttachment, PausedSandbox, QemuVmm, Sandbox, Template, TemplateConfig, TemplateImage,
+    TemplateStore,
 };
 
 use crate::data_dir::DataDir;
@@ -515,6 +516,28 @@ impl NodeRuntime {
         init: InitParams,
         egress: &EgressPolicy,
     ) -> Result<RunningSandbox> {
+        let run_dir = self.sandbox_dir(sandbox_id);
+        self.start_in_slot(sandbox_id, run_dir, init, egress, |request| {
+            hearth_vmm::clone_sandbox(&self.vmm, template, request)
+        })
+        .await
+    }
+
+    /// Takes a network slot with `egress` and starts a VM in it with
+    /// `start`; a start that fails takes the slot down with it (it may have
+    /// left it in any state).
+    async fn start_in_slot<F, Fut>(
+        &self,
+        sandbox_id: &str,
+        run_dir: std::path::PathBuf,
+        init: InitParams,
+        egress: &EgressPolicy,
+        start: F,
+    ) -> Result<RunningSandbox>
+    where
+        F: FnOnce(CloneRequest) -> Fut,
+        Fut: std::future::Future<Output = hearth_vmm::Result<Sandbox<QemuVmm>>>,
+    {
         let slot = self.slots.take().await?;
         if let Err(error) = egress.apply(&slot).await {
             let _ = slot.destroy().await;
@@ -522,20 +545,73 @@ impl NodeRuntime {
         }
         let request = CloneRequest {
             sandbox_id: sandbox_id.to_owned(),
-            run_dir: self.sandbox_dir(sandbox_id),
+            run_dir,
             net: self.attachment(&slot),
             envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
             init,
             ready_deadline: CLONE_READY_DEADLINE,
         };
-        match hearth_vmm::clone_sandbox(&self.vmm, template, request).await {
+        match start(request).await {
             Ok(sandbox) => Ok(RunningSandbox { sandbox, slot }),
             Err(error) => {
-                // A clone that failed may have left the slot in any state.
                 let _ = slot.destroy().await;
                 Err(error.into())
             }
         }
+    }
+
+    /// Pauses a clone: its state goes to its run directory (RAM as what
+    /// differs from the template) and its VM and network slot are let go.
+    /// If it cannot be paused it runs on, and comes back with the error.
+    pub async fn pause_sandbox(
+        &self,
+        template: &Template,
+        running: RunningSandbox,
+    ) -> std::result::Result<PausedSandbox, (NodeError, RunningSandbox)> {
+        let RunningSandbox { sandbox, slot } = running;
+        match hearth_vmm::pause::pause(&self.vmm, template, sandbox).await {
+            Ok(paused) => {
+                if let Err(error) = self.slots.give_back(slot).await {
+                    tracing::warn!(sandbox = %paused.id, %error, "a paused clone's slot");
+                }
+                Ok(paused)
+            }
+            Err(failed) => Err((
+                failed.error.into(),
+                RunningSandbox {
+                    sandbox: failed.sandbox,
+                    slot,
+                },
+            )),
+        }
+    }
+
+    /// Resumes a paused clone in a new network slot (every slot gives the
+    /// guest the same addresses). On failure it stays paused.
+    pub async fn resume_sandbox(
+        &self,
+        template: &Template,
+        paused: &PausedSandbox,
+        init: InitParams,
+        egress: &EgressPolicy,
+    ) -> Result<RunningSandbox> {
+        self.start_in_slot(
+            &paused.id,
+            paused.run_dir.clone(),
+            init,
+            egress,
+            |request| hearth_vmm::pause::resume(&self.vmm, template, paused, request),
+        )
+        .await
+    }
+
+    /// Removes a paused clone's state (its disk and snapshot).
+    pub fn discard_paused(&self, paused: PausedSandbox) -> Result<()> {
+        std::fs::remove_dir_all(&paused.run_dir).map_err(|source| NodeError::Io {
+            context: "removing",
+            path: paused.run_dir.clone(),
+            source,
+        })
     }
 
     /// Lets go of a clone without stopping it: its VM, run directory and

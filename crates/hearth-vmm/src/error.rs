@@ -53,6 +53,16 @@ pub enum VmmError {
         template: String,
         cause: Box<VmmError>,
     },
+    /// A clone's saved state is not what QEMU writes.
+    #[error("the memory snapshot {}: {reason}", .path.display())]
+    MemorySnapshot { path: PathBuf, reason: String },
+    #[error("{sandbox}: {action}: {cause}")]
+    Paused {
+        sandbox: String,
+        /// "pausing" or "resuming".
+        action: &'static str,
+        cause: Box<VmmError>,
+    },
     #[error("{vm}: cannot adopt it: {reason}")]
     NotAdoptable { vm: String, reason: String },
     #[error("{0}")]

@@ -6,6 +6,7 @@ pub mod console;
 pub mod error;
 pub mod jail;
 mod line_bound;
+pub mod memory_diff;
 pub mod netns_exec;
 mod process;
 pub mod qemu;
@@ -22,11 +23,14 @@ pub use vmm::{
 pub mod envd_body;
 pub mod envd_client;
 pub mod envd_process;
+pub mod pause;
 pub mod sandbox;
 pub mod template;
 
 pub use envd_client::{CommandOutput, EnvdClient, InitParams};
 pub use envd_process::{OutputStream, ProcessSpec};
+pub use memory_diff::DiffStats;
+pub use pause::{PauseFailed, PausedSandbox};
 pub use sandbox::{
     AdoptRequest, CloneRequest, CloneTimings, Sandbox, adopt_sandbox, clone_sandbox, destroy,
     detach,

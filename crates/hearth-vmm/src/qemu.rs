@@ -557,12 +557,38 @@ impl QemuVmm {
         Ok(())
     }
 
-    async fn restore(&self, vm: &QemuVm, device_state: &Path) -> Result<()> {
+    /// A VM over its template's RAM file (copy-on-write) that runs from
+    /// `state`: a template's device state, or a paused clone's snapshot.
+    async fn start_restored(&self, spec: &VmSpec, state: &Path, ram: RamInState) -> Result<QemuVm> {
+        self.check_accel(spec)?;
+        if !matches!(spec.memory, GuestMemory::CloneOf(_)) {
+            return Err(VmmError::Invalid(format!(
+                "{}: a clone maps its template's RAM file",
+                spec.name
+            )));
+        }
+        let mut vm = self.spawn(spec, true, &[state]).await?;
+        let restoring = Instant::now();
+        if let Err(error) = self.restore(&vm, state, ram).await {
+            let _ = self.kill(vm).await;
+            return Err(error);
+        }
+        vm.timings.restore = restoring.elapsed();
+        Ok(vm)
+    }
+
+    /// Loads `state` into a VM started with `-incoming defer` and runs it;
+    /// `ram` says whether the file holds RAM (a clone's snapshot) or only
+    /// device state (a template's, whose RAM is its file).
+    async fn restore(&self, vm: &QemuVm, state: &Path, ram: RamInState) -> Result<()> {
         let deadline = Instant::now() + MIGRATION_DEADLINE;
-        vm.qmp.ignore_shared_memory().await?;
+        match ram {
+            RamInState::None => vm.qmp.ignore_shared_memory().await?,
+            RamInState::Mapped => vm.qmp.migrate_ram_mapped().await?,
+        }
         vm.qmp
             .execute(qmp::migrate_incoming {
-                uri: Some(format!("file:{}", device_state.display())),
+                uri: Some(format!("file:{}", state.display())),
                 channels: None,
                 exit_on_error: Some(true),
             })
@@ -594,58 +620,25 @@ impl Vmm for QemuVmm {
     }
 
     async fn clone_from_template(&self, spec: &VmSpec, device_state: &Path) -> Result<QemuVm> {
-        self.check_accel(spec)?;
-        if !matches!(spec.memory, GuestMemory::CloneOf(_)) {
-            return Err(VmmError::Invalid(format!(
-                "{}: a clone maps its template's RAM file",
-                spec.name
-            )));
-        }
-        let mut vm = self.spawn(spec, true, &[device_state]).await?;
-        let restoring = Instant::now();
-        if let Err(error) = self.restore(&vm, device_state).await {
-            let _ = self.kill(vm).await;
-            return Err(error);
-        }
-        vm.timings.restore = restoring.elapsed();
-        Ok(vm)
+        self.start_restored(spec, device_state, RamInState::None)
+            .await
     }
 
     async fn snapshot_template(&self, vm: &QemuVm, device_state: &Path) -> Result<()> {
-        let deadline = Instant::now() + MIGRATION_DEADLINE;
         vm.qmp.execute(qmp::stop {}).await?;
         vm.qmp.ignore_shared_memory().await?;
-        vm.qmp
-            .execute(qmp::migrate {
-                uri: Some(format!("file:{}", device_state.display())),
-                channels: None,
-                detach: None,
-                resume: None,
-            })
-            .await?;
-        loop {
-            vm.ensure_alive()?;
-            let info = vm.qmp.execute(qmp::query_migrate {}).await?;
-            match info.status {
-                Some(qmp::MigrationStatus::completed) => return Ok(()),
-                Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
-                    return Err(VmmError::Qmp {
-                        vm: vm.name.clone(),
-                        command: "migrate",
-                        message: info.error_desc.unwrap_or_else(|| "migration failed".into()),
-                    });
-                }
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                return Err(VmmError::Timeout {
-                    vm: vm.name.clone(),
-                    what: "the device state to be written",
-                    after: MIGRATION_DEADLINE,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        migrate_to_file(vm, device_state).await
+    }
+
+    async fn snapshot_sandbox(&self, vm: &QemuVm, snapshot: &Path) -> Result<()> {
+        vm.qmp.execute(qmp::stop {}).await?;
+        vm.qmp.migrate_ram_mapped().await?;
+        migrate_to_file(vm, snapshot).await
+    }
+
+    async fn restore_sandbox(&self, spec: &VmSpec, snapshot: &Path) -> Result<QemuVm> {
+        self.start_restored(spec, snapshot, RamInState::Mapped)
+            .await
     }
 
     async fn snapshot_disk(&self, vm: &QemuVm, new_top: &Path) -> Result<()> {
@@ -875,5 +868,50 @@ mod tests {
         ));
         assert!(!args.iter().any(|a| a == "-incoming"));
         assert!(has_pair(&args, "-append", "console=ttyS0"));
+    }
+}
+
+/// What a VM's saved state holds besides its devices.
+#[derive(Debug, Clone, Copy)]
+enum RamInState {
+    /// Nothing: the RAM is the template's file.
+    None,
+    /// The RAM, at fixed offsets (`mapped-ram`).
+    Mapped,
+}
+
+/// Migrates the (stopped) VM to `file` and waits until it is written.
+async fn migrate_to_file(vm: &QemuVm, file: &Path) -> Result<()> {
+    let deadline = Instant::now() + MIGRATION_DEADLINE;
+    vm.qmp
+        .execute(qmp::migrate {
+            uri: Some(format!("file:{}", file.display())),
+            channels: None,
+            detach: None,
+            resume: None,
+        })
+        .await?;
+    loop {
+        vm.ensure_alive()?;
+        let info = vm.qmp.execute(qmp::query_migrate {}).await?;
+        match info.status {
+            Some(qmp::MigrationStatus::completed) => return Ok(()),
+            Some(qmp::MigrationStatus::failed | qmp::MigrationStatus::cancelled) => {
+                return Err(VmmError::Qmp {
+                    vm: vm.name.clone(),
+                    command: "migrate",
+                    message: info.error_desc.unwrap_or_else(|| "migration failed".into()),
+                });
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(VmmError::Timeout {
+                vm: vm.name.clone(),
+                what: "the VM's state to be written",
+                after: MIGRATION_DEADLINE,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

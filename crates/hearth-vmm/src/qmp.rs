@@ -118,11 +118,39 @@ impl Qmp {
     /// Turns on `x-ignore-shared`: RAM in a shared file backend is not
     /// written to (or read from) the migration stream.
     pub async fn ignore_shared_memory(&self) -> Result<()> {
+        self.set_capabilities(&[(qmp::MigrationCapability::x_ignore_shared, true)])
+            .await
+    }
+
+    /// Migration with the RAM in it, at fixed offsets of the file
+    /// (`mapped-ram`), every page written (zero ones too: the RAM it is
+    /// loaded over is a template's, not zeros). Both ends ask for it.
+    pub async fn migrate_ram_mapped(&self) -> Result<()> {
+        self.set_capabilities(&[
+            (qmp::MigrationCapability::x_ignore_shared, false),
+            (qmp::MigrationCapability::mapped_ram, true),
+        ])
+        .await?;
+        self.execute(qmp::migrate_set_parameters(qmp::MigrateSetParameters {
+            zero_page_detection: Some(qmp::ZeroPageDetection::none),
+            ..Default::default()
+        }))
+        .await
+        .map(drop)
+    }
+
+    async fn set_capabilities(
+        &self,
+        capabilities: &[(qmp::MigrationCapability, bool)],
+    ) -> Result<()> {
         self.execute(qmp::migrate_set_capabilities {
-            capabilities: vec![qmp::MigrationCapabilityStatus {
-                capability: qmp::MigrationCapability::x_ignore_shared,
-                state: true,
-            }],
+            capabilities: capabilities
+                .iter()
+                .map(|(capability, state)| qmp::MigrationCapabilityStatus {
+                    capability: *capability,
+                    state: *state,
+                })
+                .collect(),
         })
         .await
         .map(drop)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::envd_client::{EnvdClient, InitParams};
 use crate::error::{Result, VmmError};
-use crate::template::{Template, create_overlay};
+use crate::template::{DISK, Template, create_overlay};
 use crate::vmm::{AdoptSpec, ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
 
 /// How much of a sandbox's console output is kept (the newest bytes).
@@ -92,23 +92,35 @@ pub async fn clone_sandbox<V: Vmm>(
         ))));
     }
     let started = Instant::now();
-    let result = start(vmm, template, &request, started).await;
+    let result = start(vmm, template, &request, started, Origin::Template).await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&request.run_dir);
     }
     result.map_err(wrap)
 }
 
-async fn start<V: Vmm>(
+/// Where a clone's VM comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// The template's snapshot, with a new disk overlay.
+    Template,
+    /// A paused clone's snapshot, with the disk it had.
+    Paused(&'a std::path::Path),
+}
+
+pub(crate) async fn start<V: Vmm>(
     vmm: &V,
     template: &Template,
     request: &CloneRequest,
     started: Instant,
+    origin: Origin<'_>,
 ) -> Result<Sandbox<V>> {
     std::fs::create_dir_all(&request.run_dir)
         .map_err(VmmError::io("creating", &request.run_dir))?;
-    let disk = request.run_dir.join("disk.qcow2");
-    create_overlay(&disk, &template.disk(), "qcow2").await?;
+    let disk = request.run_dir.join(DISK);
+    if matches!(origin, Origin::Template) {
+        create_overlay(&disk, &template.disk(), "qcow2").await?;
+    }
     let disk_done = started.elapsed();
     let spec = VmSpec {
         name: format!("sandbox {}", request.sandbox_id),
@@ -122,9 +134,13 @@ async fn start<V: Vmm>(
         net: Some(request.net.clone()),
         console: ConsoleSink::Ring(CONSOLE_RING),
     };
-    let vm = vmm
-        .clone_from_template(&spec, &template.device_state())
-        .await?;
+    let vm = match origin {
+        Origin::Template => {
+            vmm.clone_from_template(&spec, &template.device_state())
+                .await?
+        }
+        Origin::Paused(snapshot) => vmm.restore_sandbox(&spec, snapshot).await?,
+    };
     let restored = Instant::now();
     let envd = EnvdClient::new(&spec.name, request.envd_address)?;
     let ready = async {

@@ -146,6 +146,25 @@ pub trait Vmm: Send + Sync {
         device_state: &Path,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Pauses a clone and writes its whole state, RAM included (each page
+    /// at a fixed offset, so that pages equal to its template's can be
+    /// dropped from the file afterwards), to `snapshot`; the VM stays
+    /// paused.
+    fn snapshot_sandbox(
+        &self,
+        vm: &Self::Vm,
+        snapshot: &Path,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Starts a VM from a clone's `snapshot`: `spec.memory` must be
+    /// [`GuestMemory::CloneOf`] its template's RAM file, which the pages in
+    /// the snapshot are loaded over.
+    fn restore_sandbox(
+        &self,
+        spec: &VmSpec,
+        snapshot: &Path,
+    ) -> impl Future<Output = Result<Self::Vm>> + Send;
+
     /// Freezes the VM's root disk as it is now: `new_top` (a qcow2 file
     /// whose backing file is the disk's current top image, made by the
     /// caller) becomes the image the VM writes to, and the old top is never
