@@ -71,6 +71,12 @@ impl DataDir {
         self.versioned().join("sandboxes")
     }
 
+    /// Paused sandboxes' state (disk overlay, memory snapshot, record),
+    /// apart from running ones, which a restart adopts or cleans up.
+    pub fn paused(&self) -> PathBuf {
+        self.versioned().join("paused")
+    }
+
     /// Where each jailed VMM's private root is mounted (in its own mount
     /// namespace; the directory itself stays empty).
     pub fn jail_root(&self) -> PathBuf {

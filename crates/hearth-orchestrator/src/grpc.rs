@@ -86,7 +86,9 @@ fn status(error: SandboxError) -> Status {
     match error {
         SandboxError::NotFound(_) | SandboxError::UnknownTemplate(_) => Status::not_found(message),
         SandboxError::AlreadyExists(_) => Status::already_exists(message),
-        SandboxError::Starting(_) => Status::failed_precondition(message),
+        SandboxError::Starting(_) | SandboxError::Paused(_) | SandboxError::NotPaused(_) => {
+            Status::failed_precondition(message)
+        }
         SandboxError::InvalidArgument(_) => Status::invalid_argument(message),
         SandboxError::ResourceExhausted(_) => Status::resource_exhausted(message),
         SandboxError::Node(_) => Status::internal(message),
@@ -171,6 +173,7 @@ impl NodeService {
             ram_mb: i64::from(info.memory_mib),
             host_address: info.host_address.to_string(),
             build_id: info.build_id,
+            paused: info.paused,
         }
     }
 }
@@ -298,6 +301,32 @@ impl SandboxService for NodeService {
             output: snapshot.bytes,
             total_bytes: snapshot.total_bytes,
         }))
+    }
+
+    async fn pause(
+        &self,
+        request: Request<pb::SandboxPauseRequest>,
+    ) -> Result<Response<pb::RunningSandbox>, Status> {
+        let info = self
+            .manager
+            .pause(&request.into_inner().sandbox_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.running(info)))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<pb::SandboxResumeRequest>,
+    ) -> Result<Response<pb::RunningSandbox>, Status> {
+        let request = request.into_inner();
+        let end_time = request.end_time.as_ref().map(to_time).transpose()?;
+        let info = self
+            .manager
+            .resume(&request.sandbox_id, end_time)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.running(info)))
     }
 
     async fn delete(

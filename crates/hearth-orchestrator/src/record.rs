@@ -141,6 +141,7 @@ mod tests {
             start_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             end_time: Some(SystemTime::UNIX_EPOCH + Duration::new(1_900_000_000, 5)),
             host_address: Ipv4Addr::new(10, 21, 0, 6),
+            paused: false,
         }
     }
 

@@ -217,6 +217,45 @@ impl NodeRuntime {
         self.data.sandboxes().join(self.naming.prefix())
     }
 
+    /// Where paused sandboxes of this naming keep their state.
+    pub fn paused_sandboxes_dir(&self) -> std::path::PathBuf {
+        self.data.paused().join(self.naming.prefix())
+    }
+
+    /// The paused state of sandbox `id`.
+    pub fn paused_dir(&self, id: &str) -> std::path::PathBuf {
+        self.paused_sandboxes_dir().join(id)
+    }
+
+    /// The paused sandboxes on disk, with their records; one whose record
+    /// or snapshot is missing or unreadable is skipped (and left).
+    pub fn paused_sandboxes(&self) -> Vec<(SandboxRecord, PausedSandbox)> {
+        let Ok(entries) = std::fs::read_dir(self.paused_sandboxes_dir()) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for dir in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let record = match SandboxRecord::read(&dir) {
+                Ok(record) if record.info.paused => record,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "a paused sandbox without a usable record");
+                    continue;
+                }
+            };
+            let paused = PausedSandbox {
+                id: record.info.spec.sandbox_id.clone(),
+                template: record.info.spec.template_id.clone(),
+                run_dir: dir,
+                memory: hearth_vmm::DiffStats::default(),
+            };
+            if paused.snapshot().is_file() {
+                found.push((record, paused));
+            }
+        }
+        found
+    }
+
     /// The run directory of sandbox `id`.
     pub fn sandbox_dir(&self, id: &str) -> std::path::PathBuf {
         self.sandboxes_dir().join(id)
@@ -570,9 +609,20 @@ impl NodeRuntime {
     ) -> std::result::Result<PausedSandbox, (NodeError, RunningSandbox)> {
         let RunningSandbox { sandbox, slot } = running;
         match hearth_vmm::pause::pause(&self.vmm, template, sandbox).await {
-            Ok(paused) => {
+            Ok(mut paused) => {
                 if let Err(error) = self.slots.give_back(slot).await {
                     tracing::warn!(sandbox = %paused.id, %error, "a paused clone's slot");
+                }
+                // Out of the running sandboxes' directory, which a restart
+                // cleans up unless their VMs run.
+                let target = self.paused_dir(&paused.id);
+                let moved = std::fs::create_dir_all(self.paused_sandboxes_dir())
+                    .and_then(|()| std::fs::rename(&paused.run_dir, &target));
+                match moved {
+                    Ok(()) => paused.run_dir = target,
+                    Err(error) => {
+                        tracing::warn!(sandbox = %paused.id, %error, "a paused sandbox's state stays in its run directory")
+                    }
                 }
                 Ok(paused)
             }
@@ -595,18 +645,33 @@ impl NodeRuntime {
         init: InitParams,
         egress: &EgressPolicy,
     ) -> Result<RunningSandbox> {
-        self.start_in_slot(
-            &paused.id,
-            paused.run_dir.clone(),
-            init,
-            egress,
-            |request| hearth_vmm::pause::resume(&self.vmm, template, paused, request),
-        )
-        .await
+        // Back where running sandboxes are (and where it goes back to if
+        // the resume fails).
+        let run_dir = self.sandbox_dir(&paused.id);
+        if paused.run_dir != run_dir {
+            std::fs::rename(&paused.run_dir, &run_dir).map_err(|source| NodeError::Io {
+                context: "moving back",
+                path: paused.run_dir.clone(),
+                source,
+            })?;
+        }
+        let moved = PausedSandbox {
+            run_dir: run_dir.clone(),
+            ..paused.clone()
+        };
+        let resumed = self
+            .start_in_slot(&paused.id, run_dir.clone(), init, egress, |request| {
+                hearth_vmm::pause::resume(&self.vmm, template, &moved, request)
+            })
+            .await;
+        if resumed.is_err() && paused.run_dir != run_dir {
+            let _ = std::fs::rename(&run_dir, &paused.run_dir);
+        }
+        resumed
     }
 
     /// Removes a paused clone's state (its disk and snapshot).
-    pub fn discard_paused(&self, paused: PausedSandbox) -> Result<()> {
+    pub fn discard_paused(&self, paused: &PausedSandbox) -> Result<()> {
         std::fs::remove_dir_all(&paused.run_dir).map_err(|source| NodeError::Io {
             context: "removing",
             path: paused.run_dir.clone(),

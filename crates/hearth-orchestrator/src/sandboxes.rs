@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hearth_net::EgressPolicy;
-use hearth_vmm::{ConsoleLog, ConsoleSnapshot, InitParams, Template, VmStatus, Vmm};
+use hearth_vmm::{ConsoleLog, ConsoleSnapshot, InitParams, PausedSandbox, Template, VmStatus, Vmm};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -98,6 +98,9 @@ pub struct SandboxInfo {
     pub end_time: Option<SystemTime>,
     /// Where the host reaches envd and the guest's ports.
     pub host_address: Ipv4Addr,
+    /// Paused: its state is on disk, no VM runs.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Why a sandbox operation was refused or failed.
@@ -109,6 +112,10 @@ pub enum SandboxError {
     AlreadyExists(String),
     #[error("sandbox '{0}' is still starting")]
     Starting(String),
+    #[error("sandbox '{0}' is paused")]
+    Paused(String),
+    #[error("sandbox '{0}' is not paused")]
+    NotPaused(String),
     #[error("template '{0}' is not on this node")]
     UnknownTemplate(String),
     #[error("{0}")]
@@ -125,6 +132,8 @@ enum Entry {
         memory_mib: u32,
     },
     Running(Arc<Live>),
+    /// On disk: no VM, nothing committed.
+    Paused(Arc<Paused>),
 }
 
 impl Entry {
@@ -133,8 +142,20 @@ impl Entry {
         match self {
             Self::Starting { memory_mib } => u64::from(*memory_mib),
             Self::Running(live) => u64::from(lock(&live.info).memory_mib),
+            Self::Paused(_) => 0,
         }
     }
+
+    /// Whether it runs or starts (and counts against the node's limits).
+    fn is_active(&self) -> bool {
+        !matches!(self, Self::Paused(_))
+    }
+}
+
+/// A paused sandbox: what it was, and where its state is.
+struct Paused {
+    info: SandboxInfo,
+    state: PausedSandbox,
 }
 
 struct Live {
@@ -405,7 +426,7 @@ impl SandboxManager {
         if sandboxes.contains_key(id) {
             return Err(SandboxError::AlreadyExists(id.to_owned()));
         }
-        if sandboxes.len() >= self.limits.max_sandboxes {
+        if sandboxes.values().filter(|e| e.is_active()).count() >= self.limits.max_sandboxes {
             return Err(SandboxError::ResourceExhausted(format!(
                 "this node runs its maximum of {} sandboxes",
                 self.limits.max_sandboxes
@@ -439,21 +460,7 @@ impl SandboxManager {
         // defaults (where its CA certificates are among them); the create's
         // own env vars win over the template's. `base` is the node's own,
         // made with the node's CA certificates.
-        let defaults = &template.meta.defaults;
-        let mut env_vars: HashMap<String, String> = HashMap::new();
-        if template.meta.name == crate::runtime::BASE_TEMPLATE {
-            env_vars.extend(self.runtime.ca_env());
-        }
-        env_vars.extend(defaults.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env_vars.extend(spec.env_vars.clone());
-        let init = InitParams {
-            env_vars: Some(env_vars),
-            access_token: spec.access_token.clone(),
-            default_user: defaults.user.clone().or_else(|| spec.default_user.clone()),
-            default_workdir: defaults.workdir.clone(),
-            hostname: Some(spec.sandbox_id.clone()),
-            ..InitParams::default()
-        };
+        let init = self.init_params(&spec, template);
         let running = self
             .runtime
             .clone_sandbox(template, &spec.sandbox_id, init, egress)
@@ -465,6 +472,7 @@ impl SandboxManager {
             start_time: SystemTime::now(),
             end_time: spec.end_time,
             host_address: running.slot.sandbox_address,
+            paused: false,
             spec,
         };
         // A sandbox a restarted node could not adopt is not created.
@@ -474,6 +482,179 @@ impl SandboxManager {
             return Err(SandboxError::Node(error.into()));
         }
         Ok(Arc::new(Live::new(info, running)))
+    }
+
+    /// What envd's `/init` gets for `spec`: the template's defaults, the
+    /// spec's env vars over them.
+    fn init_params(&self, spec: &SandboxSpec, template: &Template) -> InitParams {
+        // A built template's final USER, WORKDIR and ENV are its sandboxes'
+        // defaults (where its CA certificates are among them); the create's
+        // own env vars win over the template's. `base` is the node's own,
+        // made with the node's CA certificates.
+        let defaults = &template.meta.defaults;
+        let mut env_vars: HashMap<String, String> = HashMap::new();
+        if template.meta.name == crate::runtime::BASE_TEMPLATE {
+            env_vars.extend(self.runtime.ca_env());
+        }
+        env_vars.extend(defaults.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env_vars.extend(spec.env_vars.clone());
+        InitParams {
+            env_vars: Some(env_vars),
+            access_token: spec.access_token.clone(),
+            default_user: defaults.user.clone().or_else(|| spec.default_user.clone()),
+            default_workdir: defaults.workdir.clone(),
+            hostname: Some(spec.sandbox_id.clone()),
+            ..InitParams::default()
+        }
+    }
+
+    /// Pauses a running sandbox to disk: its VM and slot are let go, its
+    /// memory and guest RAM are no longer committed. A pause that fails
+    /// leaves it running.
+    pub async fn pause(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let span = tracing::info_span!("pause", sandbox_id = %id);
+        async {
+            let live = self.live(id)?;
+            let mut guard = live.running.lock().await;
+            // Gone meanwhile (a delete took it).
+            let running = guard
+                .take()
+                .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+            let mut info = lock(&live.info).clone();
+            let template = match self.template_of(&info) {
+                Ok(template) => template,
+                Err(error) => {
+                    *guard = Some(running);
+                    return Err(error);
+                }
+            };
+            let paused = match self.runtime.pause_sandbox(&template, running).await {
+                Ok(paused) => paused,
+                Err((error, running)) => {
+                    *guard = Some(running);
+                    return Err(error.into());
+                }
+            };
+            info.paused = true;
+            if let Err(error) = SandboxRecord::new(info.clone(), 0, 0).write(&paused.run_dir) {
+                tracing::warn!(%error, "a paused sandbox's record; a restart will not find it");
+            }
+            tracing::info!(
+                kept_mib = (paused.memory.kept * 4096) >> 20,
+                "sandbox paused"
+            );
+            lock(&self.sandboxes).insert(
+                id.to_owned(),
+                Entry::Paused(Arc::new(Paused {
+                    info: info.clone(),
+                    state: paused,
+                })),
+            );
+            Ok(info)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Resumes a paused sandbox (its end time becomes `end_time` when
+    /// given). Admission is as for a create; a resume that fails leaves it
+    /// paused.
+    pub async fn resume(
+        &self,
+        id: &str,
+        end_time: Option<SystemTime>,
+    ) -> Result<SandboxInfo, SandboxError> {
+        let span = tracing::info_span!("resume", sandbox_id = %id);
+        async {
+            let paused = match lock(&self.sandboxes).get(id) {
+                Some(Entry::Paused(paused)) => paused.clone(),
+                Some(Entry::Running(_)) => return Err(SandboxError::NotPaused(id.to_owned())),
+                Some(Entry::Starting { .. }) => return Err(SandboxError::Starting(id.to_owned())),
+                None => return Err(SandboxError::NotFound(id.to_owned())),
+            };
+            let template = self.template_of(&paused.info)?;
+            let egress = paused.info.spec.egress()?;
+            // Its place becomes a start's, with the start's admission.
+            lock(&self.sandboxes).remove(id);
+            if let Err(error) = self.reserve(id, template.meta.memory_mib) {
+                lock(&self.sandboxes).insert(id.to_owned(), Entry::Paused(paused));
+                return Err(error);
+            }
+            let init = self.init_params(&paused.info.spec, &template);
+            let resumed = self
+                .runtime
+                .resume_sandbox(&template, &paused.state, init, &egress)
+                .await;
+            let running = match resumed {
+                Ok(running) => running,
+                Err(error) => {
+                    tracing::warn!(%error, "resume failed");
+                    lock(&self.sandboxes).insert(id.to_owned(), Entry::Paused(paused));
+                    return Err(error.into());
+                }
+            };
+            let mut info = paused.info.clone();
+            info.paused = false;
+            info.host_address = running.slot.sandbox_address;
+            if end_time.is_some() {
+                info.end_time = end_time;
+            }
+            let record =
+                SandboxRecord::new(info.clone(), running.slot.index, running.sandbox.vm.pid());
+            if let Err(error) = record.write(&running.sandbox.run_dir) {
+                tracing::warn!(%error, "a resumed sandbox's record; a restart will not adopt it");
+            }
+            lock(&self.sandboxes).insert(
+                id.to_owned(),
+                Entry::Running(Arc::new(Live::new(info.clone(), running))),
+            );
+            tracing::info!("sandbox resumed");
+            Ok(info)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The template build a sandbox runs.
+    fn template_of(&self, info: &SandboxInfo) -> Result<Template, SandboxError> {
+        lock(&self.builds)
+            .get(&(info.spec.template_id.clone(), info.build_id.clone()))
+            .cloned()
+            .or_else(|| {
+                lock(&self.templates)
+                    .get(&info.spec.template_id)
+                    .filter(|t| t.meta.build_id == info.build_id)
+                    .cloned()
+            })
+            .ok_or_else(|| {
+                SandboxError::UnknownTemplate(format!(
+                    "{} (build {})",
+                    info.spec.template_id, info.build_id
+                ))
+            })
+    }
+
+    /// Takes the paused sandboxes a previous run of this node left on disk
+    /// ([`NodeRuntime::paused_sandboxes`]). Returns how many it took.
+    pub fn adopt_paused(&self, found: Vec<(SandboxRecord, PausedSandbox)>) -> usize {
+        let mut sandboxes = lock(&self.sandboxes);
+        let mut taken = 0;
+        for (record, state) in found {
+            let id = record.info.spec.sandbox_id.clone();
+            if sandboxes.contains_key(&id) {
+                tracing::warn!(sandbox_id = %id, "a paused sandbox's id is taken; it stays on disk");
+                continue;
+            }
+            sandboxes.insert(
+                id,
+                Entry::Paused(Arc::new(Paused {
+                    info: record.info,
+                    state,
+                })),
+            );
+            taken += 1;
+        }
+        taken
     }
 
     /// Takes over sandboxes a previous run of this node left running
@@ -514,20 +695,28 @@ impl SandboxManager {
         match lock(&self.sandboxes).get(id) {
             Some(Entry::Running(live)) => Ok(live.clone()),
             Some(Entry::Starting { .. }) => Err(SandboxError::Starting(id.to_owned())),
+            Some(Entry::Paused(_)) => Err(SandboxError::Paused(id.to_owned())),
             None => Err(SandboxError::NotFound(id.to_owned())),
         }
     }
 
+    /// A running or paused sandbox.
     pub fn get(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        match lock(&self.sandboxes).get(id) {
+            Some(Entry::Paused(paused)) => return Ok(paused.info.clone()),
+            Some(Entry::Running(live)) => return Ok(lock(&live.info).clone()),
+            _ => {}
+        }
         Ok(lock(&self.live(id)?.info).clone())
     }
 
-    /// Running sandboxes (not those still starting).
+    /// Running and paused sandboxes (not those still starting).
     pub fn list(&self) -> Vec<SandboxInfo> {
         lock(&self.sandboxes)
             .values()
             .filter_map(|entry| match entry {
                 Entry::Running(live) => Some(lock(&live.info).clone()),
+                Entry::Paused(paused) => Some(paused.info.clone()),
                 Entry::Starting { .. } => None,
             })
             .collect()
@@ -616,6 +805,14 @@ impl SandboxManager {
                     Some(Entry::Starting { .. }) => {
                         return Err(SandboxError::Starting(id.to_owned()));
                     }
+                    Some(Entry::Paused(_)) => {
+                        if let Some(Entry::Paused(paused)) = sandboxes.remove(id) {
+                            drop(sandboxes);
+                            self.runtime.discard_paused(&paused.state)?;
+                            tracing::info!("paused sandbox deleted");
+                        }
+                        return Ok(());
+                    }
                     None => return Err(SandboxError::NotFound(id.to_owned())),
                 }
             };
@@ -637,7 +834,7 @@ impl SandboxManager {
             .iter()
             .filter_map(|(id, entry)| match entry {
                 Entry::Running(live) => Some((id.clone(), live.clone())),
-                Entry::Starting { .. } => None,
+                Entry::Starting { .. } | Entry::Paused(_) => None,
             })
             .collect();
         let mut due = Vec::new();
@@ -674,9 +871,14 @@ impl SandboxManager {
         }
     }
 
-    /// Deletes every sandbox (shutdown).
+    /// Deletes every running sandbox (shutdown); paused ones stay on disk
+    /// for the next start.
     pub async fn delete_all(&self) {
-        let ids: Vec<String> = lock(&self.sandboxes).keys().cloned().collect();
+        let ids: Vec<String> = lock(&self.sandboxes)
+            .iter()
+            .filter(|(_, entry)| entry.is_active())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             let _ = self.delete(&id).await;
         }
@@ -712,7 +914,8 @@ impl SandboxManager {
 
     /// CPUs and memory given to running sandboxes.
     pub fn allocated(&self) -> (u64, u64) {
-        self.list().iter().fold((0, 0), |(cpu, mib), info| {
+        let running = self.list().into_iter().filter(|info| !info.paused);
+        running.fold((0, 0), |(cpu, mib), info| {
             (
                 cpu + u64::from(info.vcpus),
                 mib + u64::from(info.memory_mib),

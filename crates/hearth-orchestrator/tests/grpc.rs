@@ -204,6 +204,49 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
     assert_eq!(missing.map(|s| s.code()), Some(Code::NotFound));
     assert_eq!(node.client.list(()).await?.into_inner().sandboxes.len(), 1);
 
+    // Paused and resumed: what it wrote is there, its envd answers at its
+    // new address; a second pause or a resume of a running one is refused.
+    let write = envd
+        .run(
+            "sh",
+            &["-c", "echo before-pause > /tmp/mark"],
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(write.exit_code, 0);
+    let pause = |id: &str| pb::SandboxPauseRequest {
+        sandbox_id: id.into(),
+    };
+    let paused = node.client.pause(pause("life-1")).await?.into_inner();
+    assert!(paused.paused);
+    let again = node.client.pause(pause("life-1")).await.err();
+    assert_eq!(again.map(|s| s.code()), Some(Code::FailedPrecondition));
+    let listed = node.client.list(()).await?.into_inner().sandboxes;
+    assert!(listed.iter().any(|s| s.sandbox_id == "life-1" && s.paused));
+    let resumed = node
+        .client
+        .resume(pb::SandboxResumeRequest {
+            sandbox_id: "life-1".into(),
+            end_time: None,
+        })
+        .await?
+        .into_inner();
+    assert!(!resumed.paused);
+    let mark = envd_at(&resumed.host_address)?
+        .run("cat", &["/tmp/mark"], None, COMMAND_TIMEOUT)
+        .await?;
+    assert_eq!(mark.stdout, "before-pause\n");
+    let running = node
+        .client
+        .resume(pb::SandboxResumeRequest {
+            sandbox_id: "life-1".into(),
+            end_time: None,
+        })
+        .await
+        .err();
+    assert_eq!(running.map(|s| s.code()), Some(Code::FailedPrecondition));
+
     // An end time in the past makes the node remove the sandbox.
     let past = prost_types::Timestamp::from(SystemTime::now() - Duration::from_secs(1));
     node.client
@@ -215,7 +258,10 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
         })
         .await?;
     wait_until_gone(&mut node, "life-1").await?;
-    assert!(!envd.healthy().await, "the removed sandbox's envd is gone");
+    assert!(
+        !envd_at(&resumed.host_address)?.healthy().await,
+        "the removed sandbox's envd is gone"
+    );
     let deleted_again = node
         .client
         .delete(pb::SandboxDeleteRequest {

@@ -41,6 +41,7 @@ async fn a_clone_paused_to_disk_resumes_where_it_was() -> TestResult {
     let mut leftovers = Leftovers::default();
     let id = format!("pz-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     leftovers.run_dirs.push(runtime.sandbox_dir(&id));
+    leftovers.run_dirs.push(runtime.paused_dir(&id));
     let running = runtime
         .clone_sandbox(&template, &id, init(&id), &EgressPolicy::default())
         .await?;
@@ -65,7 +66,10 @@ async fn a_clone_paused_to_disk_resumes_where_it_was() -> TestResult {
         .pause_sandbox(&template, running)
         .await
         .map_err(|(error, _)| error)?;
-    // The VM and its slot are gone; the state is on disk.
+    // The VM and its slot are gone; the state is on disk, apart from the
+    // running sandboxes' directories.
+    assert_eq!(paused.run_dir, runtime.paused_dir(&id));
+    assert!(!runtime.sandbox_dir(&id).exists());
     assert!(
         !common::process_running(&format!("{}/", paused.run_dir.display())),
         "a paused clone's QEMU still runs"
@@ -138,6 +142,84 @@ async fn a_clone_paused_to_disk_resumes_where_it_was() -> TestResult {
     runtime.destroy_sandbox(resumed).await?;
     assert!(!run_dir.exists());
     assert!(test_slots().is_empty(), "{:?}", test_slots());
+    drop(leftovers);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots VMs: run with `make vm-test`"]
+async fn a_paused_sandbox_outlives_its_node_and_resumes_in_the_next() -> TestResult {
+    use std::sync::Arc;
+
+    use hearth_orchestrator::{NodeLimits, SandboxError, SandboxManager, SandboxSpec};
+
+    let (runtime, template) = runtime_and_template().await?;
+    let id = format!("pm-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut leftovers = Leftovers::default();
+    leftovers.run_dirs.push(runtime.sandbox_dir(&id));
+    leftovers.run_dirs.push(runtime.paused_dir(&id));
+    let node = SandboxManager::new(Arc::new(runtime), NodeLimits::default());
+    node.register_template(template.clone());
+    let spec = SandboxSpec {
+        sandbox_id: id.clone(),
+        template_id: template.meta.name.clone(),
+        access_token: Some("paused-token".into()),
+        metadata: [("kept".to_owned(), "across".to_owned())].into(),
+        ..SandboxSpec::default()
+    };
+    node.create(spec).await?;
+    let (_, committed) = node.allocated();
+    assert!(committed > 0);
+    let paused = node.pause(&id).await?;
+    assert!(paused.paused);
+    assert!(node.get(&id)?.paused);
+    assert!(
+        node.list()
+            .iter()
+            .any(|s| s.spec.sandbox_id == id && s.paused)
+    );
+    assert_eq!(node.allocated(), (0, 0), "a paused sandbox commits nothing");
+    assert!(matches!(
+        node.pause(&id).await,
+        Err(SandboxError::Paused(_))
+    ));
+    assert!(matches!(
+        node.metrics(&id).await,
+        Err(SandboxError::Paused(_))
+    ));
+    // The node goes away (shutdown deletes running sandboxes only).
+    node.delete_all().await;
+    drop(node);
+
+    let (runtime, template) = runtime_and_template().await?;
+    let node = SandboxManager::new(Arc::new(runtime), NodeLimits::default());
+    node.register_template(template);
+    let found = node.runtime().paused_sandboxes();
+    assert_eq!(node.adopt_paused(found), 1);
+    let again = node.get(&id)?;
+    assert!(again.paused);
+    assert_eq!(
+        again.spec.metadata.get("kept").map(String::as_str),
+        Some("across")
+    );
+    let end = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+    let resumed = node.resume(&id, Some(end)).await?;
+    assert!(!resumed.paused && resumed.end_time == Some(end));
+    assert!(matches!(
+        node.resume(&id, None).await,
+        Err(SandboxError::NotPaused(_))
+    ));
+    let metrics = node.metrics(&id).await?;
+    assert!(metrics.memory_rss_bytes > 0);
+    // Paused again and deleted: nothing of it stays.
+    node.pause(&id).await?;
+    let paused_dir = node.runtime().paused_dir(&id);
+    assert!(paused_dir.exists());
+    node.delete(&id).await?;
+    assert!(!paused_dir.exists());
+    assert!(!node.runtime().sandbox_dir(&id).exists());
+    assert!(matches!(node.get(&id), Err(SandboxError::NotFound(_))));
+    assert!(test_slots().is_empty() || node.list().is_empty());
     drop(leftovers);
     Ok(())
 }

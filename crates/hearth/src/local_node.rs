@@ -67,6 +67,10 @@ impl LocalNode {
         }
         let builder = Arc::new(TemplateBuilder::new(manager.clone(), envd, build).await?);
         let adopted = manager.adopt(recovery.adopted).await;
+        let paused = manager.adopt_paused(manager.runtime().paused_sandboxes());
+        if paused > 0 {
+            progress.say(&format!("{paused} paused sandboxes on this node"));
+        }
         if adopted > 0 || reclaimed != Default::default() {
             progress.say(&format!(
                 "previous run: adopted {adopted} running sandboxes; cleaned up {} sandboxes ({} QEMU processes) and {} network slots",

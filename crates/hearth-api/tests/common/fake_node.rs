@@ -233,6 +233,20 @@ impl SandboxService for FakeNode {
         Ok(Response::new(pb::SandboxMetrics::default()))
     }
 
+    async fn pause(
+        &self,
+        _request: Request<pb::SandboxPauseRequest>,
+    ) -> Result<Response<pb::RunningSandbox>, Status> {
+        Err(Status::unimplemented("the fake node does not pause"))
+    }
+
+    async fn resume(
+        &self,
+        _request: Request<pb::SandboxResumeRequest>,
+    ) -> Result<Response<pb::RunningSandbox>, Status> {
+        Err(Status::unimplemented("the fake node does not pause"))
+    }
+
     async fn console(
         &self,
         request: Request<pb::SandboxConsoleRequest>,
