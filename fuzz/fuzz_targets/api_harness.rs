@@ -123,6 +123,7 @@ pub fn sandbox(id: &str, team_id: &str, node: &str) -> SandboxRecord {
         disk_size_mb: 4096,
         started_at: now,
         end_at: now + 300_000,
+        paused: false,
     }
 }
 

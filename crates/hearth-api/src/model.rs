@@ -164,6 +164,8 @@ impl NetworkUpdate {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConnectSandbox {
     pub timeout: Option<i64>,
+    /// v2: `false` resumes a paused sandbox with a fresh boot.
+    pub memory: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

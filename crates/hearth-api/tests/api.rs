@@ -651,7 +651,7 @@ async fn network_updates_reach_the_node_and_unenforced_settings_are_refused() ->
             .await?;
         assert_error(response, 400).await?;
     }
-    h.expect_error(Method::POST, &format!("/sandboxes/{id}/pause"), 501)
+    h.expect_error(Method::POST, &format!("/sandboxes/{id}/snapshots"), 501)
         .await?;
     h.expect_error(Method::GET, "/sandboxes/%FF%FE", 400)
         .await?;
@@ -725,4 +725,107 @@ async fn started_after_a_sandboxs_own_start_lists_it() -> TestResult {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     assert!(!listed(later.clone()).await?, "{later} listed it");
     Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_sandbox_is_listed_as_paused_and_a_connect_resumes_it() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({"timeout": 60})).await?;
+    let other = h.create(json!({})).await?;
+    let pause = |id: &str| {
+        h.request(Method::POST, &format!("/sandboxes/{id}/pause"))
+            .json(&json!({}))
+    };
+    assert_eq!(pause(&id).send().await?.status(), 204);
+    assert_error(pause(&id).send().await?, 409).await?;
+    assert_error(pause("nope").send().await?, 404).await?;
+    // Only the filesystem: not offered.
+    let fs_only = h
+        .request(Method::POST, &format!("/sandboxes/{other}/pause"))
+        .json(&json!({"memory": false}))
+        .send()
+        .await?;
+    assert_error(fs_only, 400).await?;
+    let detail: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(detail["state"], "paused");
+    assert_eq!(
+        states(&h, "state=paused").await?,
+        vec![(id.clone(), json!("paused"))]
+    );
+    assert_eq!(
+        states(&h, "state=running").await?,
+        vec![(other.clone(), json!("running"))]
+    );
+    assert_eq!(states(&h, "").await?.len(), 2);
+    // A paused sandbox has no end: the timeout sweep leaves it.
+    h.state.store.set_sandbox_end(&id, 0).await?;
+    hearth_api::lifecycle::kill_ended(&h.state).await;
+    assert!(h.state.store.sandbox(&id).await?.is_some());
+    assert!(h.node.state().sandboxes[&id].paused);
+    // The deprecated resume of a running one is refused.
+    let running = h
+        .request(Method::POST, &format!("/sandboxes/{other}/resume"))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_error(running, 409).await?;
+    // A connect resumes it (201) at the node's new address; a second
+    // connect finds it running (200).
+    let connect = |id: &str| {
+        h.request(Method::POST, &format!("/v2/sandboxes/{id}/connect"))
+            .json(&json!({"timeout": 120}))
+    };
+    let resumed = connect(&id).send().await?;
+    assert_eq!(resumed.status(), 201);
+    let body: Value = resumed.json().await?;
+    assert_eq!(body["sandboxID"], id.as_str());
+    let row = h.state.store.sandbox(&id).await?.ok_or("no row")?;
+    assert!(!row.paused);
+    assert!(
+        row.host_address.ends_with(".resumed"),
+        "{}",
+        row.host_address
+    );
+    assert!(row.end_at > store_now() + 100_000);
+    assert_eq!(connect(&id).send().await?.status(), 200);
+    // Paused again, it can be killed.
+    assert_eq!(pause(&id).send().await?.status(), 204);
+    let killed = h
+        .request(Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await?;
+    assert_eq!(killed.status(), 204);
+    assert_error(connect(&id).send().await?, 404).await?;
+    Ok(())
+}
+
+fn store_now() -> i64 {
+    hearth_api::store::now_ms()
+}
+
+/// (id, state) of the caller's sandboxes as `GET /v2/sandboxes?query` lists them.
+async fn states(
+    h: &Harness,
+    query: &str,
+) -> Result<Vec<(String, Value)>, Box<dyn std::error::Error + Send + Sync>> {
+    let listed: Vec<Value> = h
+        .request(Method::GET, &format!("/v2/sandboxes?{query}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(listed
+        .iter()
+        .map(|s| {
+            (
+                s["sandboxID"].as_str().unwrap_or("").to_owned(),
+                s["state"].clone(),
+            )
+        })
+        .collect())
 }

@@ -117,6 +117,17 @@ impl LiveTable {
         lock(self).end(id);
     }
 
+    /// `id` was paused: it runs nowhere (its streams end) but is not gone;
+    /// a resume puts it at its new address.
+    pub fn paused(&self, id: &str) {
+        let mut inner = lock(self);
+        if let Some(entry) = inner.sandboxes.remove(id)
+            && inner.owners.get(&entry.address).is_some_and(|o| o == id)
+        {
+            inner.owners.remove(&entry.address);
+        }
+    }
+
     /// A delete of `id` failed: it may still run, so the node is asked
     /// again on its next request instead of taking it for gone.
     pub fn revive(&self, id: &str) {
@@ -280,6 +291,23 @@ mod tests {
         assert!(address_of(&table, "b").is_some());
         table.keep_listed(&HashSet::new(), table.epoch());
         assert!(matches!(table.seen("b"), Seen::Ended));
+    }
+
+    #[test]
+    fn a_paused_sandbox_runs_nowhere_until_it_is_resumed_elsewhere() {
+        let table = LiveTable::default();
+        table.created("a", "10.0.0.2");
+        let Seen::Running(before) = table.seen("a") else {
+            panic!("a is not running");
+        };
+        table.paused("a");
+        assert!(matches!(table.seen("a"), Seen::Unknown));
+        assert!(before.ended.has_changed().is_err(), "its streams were told");
+        table.created("a", "10.0.0.6");
+        assert_eq!(address_of(&table, "a").as_deref(), Some("10.0.0.6"));
+        // Its old address is free for another sandbox.
+        table.created("b", "10.0.0.2");
+        assert_eq!(address_of(&table, "a").as_deref(), Some("10.0.0.6"));
     }
 
     #[test]

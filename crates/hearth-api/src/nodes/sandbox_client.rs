@@ -11,7 +11,7 @@ use hearth_proto::orchestrator::sandbox_service_client::SandboxServiceClient;
 use hearth_proto::orchestrator::{
     RunningSandbox, SandboxConsole, SandboxConsoleRequest, SandboxCreateRequest,
     SandboxCreateResponse, SandboxDeleteRequest, SandboxGetRequest, SandboxListResponse,
-    SandboxUpdateRequest,
+    SandboxPauseRequest, SandboxResumeRequest, SandboxUpdateRequest,
 };
 use tonic::{IntoRequest, Response, Status};
 
@@ -83,8 +83,11 @@ impl SandboxClient {
         let answer = self.inner.get(request).await;
         if let Ok(response) = &answer {
             let sandbox = response.get_ref();
-            self.live
-                .reported(&sandbox.sandbox_id, &sandbox.host_address, asked);
+            // A paused one runs nowhere.
+            if !sandbox.paused {
+                self.live
+                    .reported(&sandbox.sandbox_id, &sandbox.host_address, asked);
+            }
         }
         note_missing(&self.live, &id, &answer);
         answer
@@ -136,6 +139,37 @@ impl SandboxClient {
         let answer = self.inner.delete(request).await;
         undo.done = answer.is_ok()
             || matches!(&answer, Err(status) if status.code() == tonic::Code::NotFound);
+        answer
+    }
+
+    /// Pauses a sandbox: from then on it runs nowhere (its proxied streams
+    /// end) until a resume.
+    pub async fn pause(
+        &mut self,
+        request: impl IntoRequest<SandboxPauseRequest>,
+    ) -> Result<Response<RunningSandbox>, Status> {
+        let request = request.into_request();
+        let id = request.get_ref().sandbox_id.clone();
+        let answer = self.inner.pause(request).await;
+        if answer.is_ok() {
+            self.live.paused(&id);
+        }
+        note_missing(&self.live, &id, &answer);
+        answer
+    }
+
+    /// Resumes a paused sandbox, at the address the node gives it now.
+    pub async fn resume(
+        &mut self,
+        request: impl IntoRequest<SandboxResumeRequest>,
+    ) -> Result<Response<RunningSandbox>, Status> {
+        let request = request.into_request();
+        let id = request.get_ref().sandbox_id.clone();
+        let answer = self.inner.resume(request).await;
+        if let Ok(response) = &answer {
+            self.live.created(&id, &response.get_ref().host_address);
+        }
+        note_missing(&self.live, &id, &answer);
         answer
     }
 

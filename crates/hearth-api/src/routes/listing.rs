@@ -29,7 +29,7 @@ pub fn listed(record: &SandboxRecord) -> ListedSandbox {
         cpu_count: record.cpu_count,
         memory_mb: record.memory_mb,
         disk_size_mb: record.disk_size_mb,
-        state: "running",
+        state: if record.paused { "paused" } else { "running" },
         envd_version: record.envd_version.clone(),
         metadata: record.metadata.clone(),
     }
@@ -119,8 +119,8 @@ pub async fn list_v2(
             "unknown state '{bad}': running or paused"
         )));
     }
-    // hearth does not pause sandboxes, so every one is running.
     let want_running = states.is_empty() || states.contains(&"running");
+    let want_paused = states.is_empty() || states.contains(&"paused");
     let ascending = match query.get("order") {
         None | Some("desc") => false,
         Some("asc") => true,
@@ -147,7 +147,7 @@ pub async fn list_v2(
         .sandboxes_of(&caller.team.team_id)
         .await?
         .into_iter()
-        .filter(|_| want_running)
+        .filter(|r| if r.paused { want_paused } else { want_running })
         .filter(|r| matches_metadata(r, &wanted))
         .filter(|r| started_after.is_none_or(|t| r.started_at >= t))
         .filter(|r| template.is_none_or(|t| r.template_id == t || r.alias.as_deref() == Some(t)))

@@ -5,6 +5,7 @@ mod build_steps;
 mod keys;
 mod listing;
 mod observe;
+mod pausing;
 mod resolve;
 mod sandboxes;
 mod tags;
@@ -30,14 +31,6 @@ fn not_implemented() -> Router<Arc<AppState>> {
         move || async move { ApiError::NotImplemented(format!("{what} is not supported by hearth")) }
     };
     Router::new()
-        .route(
-            "/sandboxes/{sandbox_id}/pause",
-            post(refuse("pausing sandboxes")),
-        )
-        .route(
-            "/sandboxes/{sandbox_id}/resume",
-            post(refuse("resuming sandboxes")),
-        )
         .route(
             "/sandboxes/{sandbox_id}/snapshots",
             post(refuse("sandbox snapshots")),
@@ -83,6 +76,8 @@ pub fn router() -> Router<Arc<AppState>> {
             get(sandboxes::detail).delete(sandboxes::kill),
         )
         .route("/sandboxes/{sandbox_id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{sandbox_id}/pause", post(pausing::pause))
+        .route("/sandboxes/{sandbox_id}/resume", post(pausing::resume))
         .route(
             "/v2/sandboxes/{sandbox_id}/connect",
             post(sandboxes::connect),

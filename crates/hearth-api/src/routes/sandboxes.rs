@@ -27,7 +27,7 @@ use crate::store::{SandboxRecord, now_ms};
 
 /// A node keeps a sandbox this much past its end, in case the control
 /// plane is down when it should kill it.
-const NODE_GRACE: Duration = Duration::from_secs(60);
+pub(super) const NODE_GRACE: Duration = Duration::from_secs(60);
 /// The lifetime a refresh gives when it names none (E2B's default).
 const DEFAULT_REFRESH_SECONDS: i64 = 15;
 const MAX_REFRESH_SECONDS: i64 = 3600;
@@ -35,7 +35,7 @@ const MAX_REFRESH_SECONDS: i64 = 3600;
 /// templates.
 const DEFAULT_USER: &str = "user";
 
-fn proto_time(ms: i64) -> prost_types::Timestamp {
+pub(super) fn proto_time(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
@@ -289,6 +289,7 @@ async fn create_sandbox(
         disk_size_mb: resolved.disk_size_mb(),
         started_at,
         end_at,
+        paused: false,
     };
     // Written under the team's gate, so that the row replaces the create
     // in flight in one step for the team's limit.
@@ -345,8 +346,9 @@ async fn set_end(app: &AppState, record: &SandboxRecord, end_at: i64) -> ApiResu
     .await
 }
 
-/// `POST /sandboxes/{id}/connect` and v2: the sandbox is running, so this
-/// only extends its end (never shortens it) and returns how to reach it.
+/// `POST /sandboxes/{id}/connect` and v2: a running sandbox's end is only
+/// extended (never shortened), 200; a paused one is resumed, 201. Either
+/// way the answer says how to reach it.
 pub async fn connect(
     State(app): State<Arc<AppState>>,
     caller: Caller,
@@ -354,6 +356,15 @@ pub async fn connect(
     JsonBody(body): JsonBody<ConnectSandbox>,
 ) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
     let mut record = owned_sandbox(&app, &caller, &id).await?;
+    if record.paused {
+        if body.memory == Some(false) {
+            return Err(ApiError::BadRequest(
+                "resuming with a fresh boot (memory: false) is not supported by hearth yet".into(),
+            ));
+        }
+        let created = super::pausing::resume_record(&app, &record, body.timeout).await?;
+        return Ok((StatusCode::CREATED, Json(created)));
+    }
     if body.timeout.is_some() {
         let timeout = app.config.timeout(body.timeout)?;
         let end_at = now_ms() + millis(timeout);

@@ -5,7 +5,15 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use super::{Backend, StoreResult};
 
 /// Each step is a list of statements; a step never changes once released.
-const STEPS: &[&[&str]] = &[TEAMS_KEYS_TEMPLATES_SANDBOXES, TEMPLATE_BUILDS];
+const STEPS: &[&[&str]] = &[
+    TEAMS_KEYS_TEMPLATES_SANDBOXES,
+    TEMPLATE_BUILDS,
+    SANDBOX_STATE,
+];
+
+/// Sandboxes can be paused: `running` or `paused`.
+const SANDBOX_STATE: &[&str] =
+    &["ALTER TABLE sandboxes ADD COLUMN state TEXT NOT NULL DEFAULT 'running'"];
 
 const TEAMS_KEYS_TEMPLATES_SANDBOXES: &[&str] = &[
     "CREATE TABLE teams (

@@ -75,6 +75,8 @@ pub struct SandboxRecord {
     pub disk_size_mb: i64,
     pub started_at: i64,
     pub end_at: i64,
+    /// Paused on its node: no VM runs, its state is on the node's disk.
+    pub paused: bool,
 }
 
 /// Where a template build is: E2B's `TemplateBuildStatus`.

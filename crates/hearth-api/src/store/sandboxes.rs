@@ -6,6 +6,10 @@ use sqlx::any::AnyRow;
 
 use super::{SandboxRecord, Store, StoreError, StoreResult};
 
+/// The `state` column's values.
+const RUNNING: &str = "running";
+const PAUSED: &str = "paused";
+
 fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
     let corrupt = |what, error: serde_json::Error| StoreError::Corrupt {
         what,
@@ -33,6 +37,7 @@ fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
         disk_size_mb: row.try_get("disk_size_mb")?,
         started_at: row.try_get("started_at")?,
         end_at: row.try_get("end_at")?,
+        paused: row.try_get::<String, _>("state")? == PAUSED,
     })
 }
 
@@ -47,9 +52,9 @@ impl Store {
             "INSERT INTO sandboxes (sandbox_id, team_id, template_id, alias, build_id, node,
                 client_id, host_address, envd_version, envd_access_token, traffic_access_token,
                 allow_internet, network, metadata, cpu_count, memory_mb, disk_size_mb,
-                started_at, end_at)
+                started_at, end_at, state)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19)",
+                $17, $18, $19, $20)",
         )
         .bind(&record.sandbox_id)
         .bind(&record.team_id)
@@ -70,6 +75,7 @@ impl Store {
         .bind(record.disk_size_mb)
         .bind(record.started_at)
         .bind(record.end_at)
+        .bind(if record.paused { PAUSED } else { RUNNING })
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -110,16 +116,20 @@ impl Store {
     }
 
     pub async fn count_sandboxes_of(&self, team_id: &str) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM sandboxes WHERE team_id = $1")
-            .bind(team_id)
-            .fetch_one(&self.pool)
-            .await?;
+        // Paused ones hold no VM: the concurrency limit is for running ones.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM sandboxes WHERE team_id = $1 AND state = 'running'",
+        )
+        .bind(team_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 
-    /// Sandboxes whose end time is at or before `now_ms`.
+    /// Running sandboxes whose end time is at or before `now_ms` (a paused
+    /// one has no end until it is resumed).
     pub async fn sandboxes_ended(&self, now_ms: i64) -> StoreResult<Vec<SandboxRecord>> {
-        sqlx::query("SELECT * FROM sandboxes WHERE end_at <= $1")
+        sqlx::query("SELECT * FROM sandboxes WHERE end_at <= $1 AND state = 'running'")
             .bind(now_ms)
             .fetch_all(&self.pool)
             .await?
@@ -131,12 +141,14 @@ impl Store {
     /// Deletes the row if it is still past its end at `now_ms`; whether it
     /// did (the caller then owns killing the VM).
     pub async fn claim_ended(&self, sandbox_id: &str, now_ms: i64) -> StoreResult<bool> {
-        let deleted = sqlx::query("DELETE FROM sandboxes WHERE sandbox_id = $1 AND end_at <= $2")
-            .bind(sandbox_id)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let deleted = sqlx::query(
+            "DELETE FROM sandboxes WHERE sandbox_id = $1 AND end_at <= $2 AND state = 'running'",
+        )
+        .bind(sandbox_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(deleted > 0)
     }
 
@@ -173,6 +185,40 @@ impl Store {
         )
         .bind(i64::from(allow_internet))
         .bind(network.to_string())
+        .bind(sandbox_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// Marks a running sandbox paused; false when there is no running
+    /// sandbox of that id.
+    pub async fn mark_paused(&self, sandbox_id: &str) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE sandboxes SET state = 'paused' WHERE sandbox_id = $1 AND state = 'running'",
+        )
+        .bind(sandbox_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// Marks a paused sandbox running again, where its node now reaches it
+    /// and until when; false when there is no paused sandbox of that id.
+    pub async fn mark_resumed(
+        &self,
+        sandbox_id: &str,
+        host_address: &str,
+        end_at: i64,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE sandboxes SET state = 'running', host_address = $1, end_at = $2
+             WHERE sandbox_id = $3 AND state = 'paused'",
+        )
+        .bind(host_address)
+        .bind(end_at)
         .bind(sandbox_id)
         .execute(&self.pool)
         .await?

@@ -235,16 +235,39 @@ impl SandboxService for FakeNode {
 
     async fn pause(
         &self,
-        _request: Request<pb::SandboxPauseRequest>,
+        request: Request<pb::SandboxPauseRequest>,
     ) -> Result<Response<pb::RunningSandbox>, Status> {
-        Err(Status::unimplemented("the fake node does not pause"))
+        let id = request.into_inner().sandbox_id;
+        let mut state = self.state();
+        let sandbox = state
+            .sandboxes
+            .get_mut(&id)
+            .ok_or_else(|| Status::not_found("no such sandbox"))?;
+        if sandbox.paused {
+            return Err(Status::failed_precondition("paused already"));
+        }
+        sandbox.paused = true;
+        Ok(Response::new(sandbox.clone()))
     }
 
+    /// A resumed sandbox comes back at another address, as a node's does.
     async fn resume(
         &self,
-        _request: Request<pb::SandboxResumeRequest>,
+        request: Request<pb::SandboxResumeRequest>,
     ) -> Result<Response<pb::RunningSandbox>, Status> {
-        Err(Status::unimplemented("the fake node does not pause"))
+        let request = request.into_inner();
+        let mut state = self.state();
+        let sandbox = state
+            .sandboxes
+            .get_mut(&request.sandbox_id)
+            .ok_or_else(|| Status::not_found("no such sandbox"))?;
+        if !sandbox.paused {
+            return Err(Status::failed_precondition("not paused"));
+        }
+        sandbox.paused = false;
+        sandbox.host_address = format!("{}.resumed", sandbox.host_address);
+        sandbox.end_time = request.end_time;
+        Ok(Response::new(sandbox.clone()))
     }
 
     async fn console(

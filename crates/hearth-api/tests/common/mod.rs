@@ -60,6 +60,7 @@ pub fn record(id: &str) -> hearth_api::store::SandboxRecord {
         disk_size_mb: 0,
         started_at: 0,
         end_at: i64::MAX,
+        paused: false,
     }
 }
 

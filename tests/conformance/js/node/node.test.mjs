@@ -85,3 +85,28 @@ test('envd and a server in the sandbox answer at https://<port>-<id>.<domain>', 
     await sbx.kill()
   }
 })
+
+test('pause keeps processes and files; a connect resumes; a paused sandbox can be killed', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 120_000 })
+  try {
+    await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done', {
+      background: true,
+    })
+    await sbx.files.write('/home/user/js-paused.txt', 'kept')
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    const before = Number((await sbx.commands.run('cat /dev/shm/count')).stdout)
+    assert.ok(before > 0)
+    assert.equal(await sbx.pause(), true)
+    assert.equal(await sbx.pause(), false)
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused')
+    const resumed = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 120_000 })
+    assert.equal((await resumed.getInfo()).state, 'running')
+    assert.equal(await resumed.files.read('/home/user/js-paused.txt'), 'kept')
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    assert.ok(Number((await resumed.commands.run('cat /dev/shm/count')).stdout) > before)
+    assert.equal(await resumed.pause(), true)
+  } finally {
+    assert.equal(await Sandbox.kill(sbx.sandboxId), true)
+  }
+  await assert.rejects(Sandbox.connect(sbx.sandboxId))
+})

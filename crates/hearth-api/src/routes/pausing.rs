@@ -1,0 +1,160 @@
+//! Pausing and resuming sandboxes: `POST /sandboxes/{id}/pause`, the
+//! deprecated `POST /sandboxes/{id}/resume`, and the resume that a connect
+//! to a paused sandbox does. A paused sandbox keeps its id, its envd access
+//! token, its processes, memory and files on its node's disk; no VM runs
+//! and it has no end time until it is resumed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use hearth_proto::orchestrator::{SandboxPauseRequest, SandboxResumeRequest};
+use serde::Deserialize;
+
+use super::sandboxes::{NODE_GRACE, created, forget, owned_sandbox, proto_time};
+use crate::config::millis;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonBody, PathParam};
+use crate::model::SandboxCreated;
+use crate::nodes::call_within;
+use crate::state::AppState;
+use crate::store::{SandboxRecord, now_ms};
+
+/// A pause writes the guest's RAM to disk and compares it with its
+/// template's; a resume reads back what differs.
+const PAUSE_DEADLINE: Duration = Duration::from_secs(300);
+
+/// `SandboxPauseRequest`. Its `requireHealthyGuest` asks for nothing here:
+/// hearth's pause saves the VM whatever its guest does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseSandbox {
+    /// `false`: keep only the filesystem (resume boots the guest again).
+    pub memory: Option<bool>,
+}
+
+/// The deprecated `ResumedSandbox`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeSandbox {
+    pub timeout: Option<i64>,
+    pub auto_pause: Option<bool>,
+}
+
+fn node_refusal(id: &str, status: tonic::Status) -> ApiError {
+    match status.code() {
+        tonic::Code::FailedPrecondition => {
+            ApiError::Conflict(format!("sandbox {id} is already paused"))
+        }
+        _ => status.into(),
+    }
+}
+
+/// `POST /sandboxes/{id}/pause`: 204, 409 when it is paused already.
+pub async fn pause(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<PauseSandbox>,
+) -> ApiResult<StatusCode> {
+    if body.memory == Some(false) {
+        return Err(ApiError::BadRequest(
+            "pausing with only the filesystem (memory: false) is not supported by hearth yet"
+                .into(),
+        ));
+    }
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    if record.paused {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is already paused"
+        )));
+    }
+    let node = app.nodes.get(&record.node)?;
+    let request = call_within(
+        SandboxPauseRequest {
+            sandbox_id: id.clone(),
+        },
+        PAUSE_DEADLINE,
+    );
+    match node.sandboxes().pause(request).await {
+        Ok(_) => {}
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            forget(&app, &id).await?;
+            return Err(ApiError::sandbox_not_found(&id));
+        }
+        Err(status) => return Err(node_refusal(&id, status)),
+    }
+    app.upstream.forget(&id);
+    if !app.store.mark_paused(&id).await? {
+        // Killed (or paused by another request) meanwhile.
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is already paused"
+        )));
+    }
+    tracing::info!(sandbox = %id, "sandbox paused");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Resumes the paused sandbox `record` until `timeout` seconds from now
+/// (the configured default when `None`); what a connect answers.
+pub async fn resume_record(
+    app: &AppState,
+    record: &SandboxRecord,
+    timeout: Option<i64>,
+) -> ApiResult<SandboxCreated> {
+    let timeout = app.config.timeout(timeout)?;
+    let end_at = now_ms() + millis(timeout);
+    let node = app.nodes.get(&record.node)?;
+    let request = call_within(
+        SandboxResumeRequest {
+            sandbox_id: record.sandbox_id.clone(),
+            end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
+        },
+        PAUSE_DEADLINE,
+    );
+    let resumed = match node.sandboxes().resume(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            forget(app, &record.sandbox_id).await?;
+            return Err(ApiError::sandbox_not_found(&record.sandbox_id));
+        }
+        Err(status) => return Err(status.into()),
+    };
+    if !app
+        .store
+        .mark_resumed(&record.sandbox_id, &resumed.host_address, end_at)
+        .await?
+    {
+        return Err(ApiError::sandbox_not_found(&record.sandbox_id));
+    }
+    tracing::info!(sandbox = %record.sandbox_id, "sandbox resumed");
+    let mut record = record.clone();
+    record.host_address = resumed.host_address;
+    record.end_at = end_at;
+    record.paused = false;
+    Ok(created(app, &record))
+}
+
+/// The deprecated `POST /sandboxes/{id}/resume`: 201, 409 when it runs.
+pub async fn resume(
+    State(app): State<Arc<AppState>>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<ResumeSandbox>,
+) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
+    if body.auto_pause == Some(true) {
+        return Err(ApiError::BadRequest(
+            "autoPause is not supported by hearth yet".into(),
+        ));
+    }
+    let record = owned_sandbox(&app, &caller, &id).await?;
+    if !record.paused {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {id} is already running"
+        )));
+    }
+    let created = resume_record(&app, &record, body.timeout).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}

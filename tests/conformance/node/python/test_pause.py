@@ -1,0 +1,62 @@
+"""Pause and resume through the unmodified SDK against real VMs: a paused
+sandbox keeps its processes, memory, files, env and access token; it is
+listed as paused; a connect resumes it; a second pause is refused; a
+paused sandbox can be killed."""
+
+import time
+
+import pytest
+
+from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import NotFoundException
+
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done"
+
+
+def count(sbx):
+    return int(sbx.commands.run("cat /dev/shm/count").stdout)
+
+
+def test_a_paused_sandbox_resumes_where_it_was():
+    sbx = Sandbox.create(timeout=120, envs={"FROM_CREATE": "kept"}, secure=True)
+    try:
+        counter = sbx.commands.run(COUNTER, background=True)
+        sbx.files.write("/home/user/notes.txt", "written before the pause")
+        boot_id = sbx.commands.run("cat /proc/sys/kernel/random/boot_id").stdout
+        time.sleep(1)
+        before = count(sbx)
+        assert before > 0
+
+        assert sbx.pause() is True
+        assert sbx.pause() is False  # paused already
+        info = Sandbox.get_info(sbx.sandbox_id)
+        assert info.state == SandboxState.PAUSED
+        paused = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
+        assert sbx.sandbox_id in [s.sandbox_id for s in paused]
+        running = Sandbox.list(query=SandboxQuery(state=[SandboxState.RUNNING])).next_items()
+        assert sbx.sandbox_id not in [s.sandbox_id for s in running]
+
+        resumed = Sandbox.connect(sbx.sandbox_id, timeout=120)
+        assert resumed.get_info().state == SandboxState.RUNNING
+        # The same boot and the same process, counting on from where it was.
+        assert resumed.commands.run("cat /proc/sys/kernel/random/boot_id").stdout == boot_id
+        assert resumed.commands.run(f"kill -0 {counter.pid} && echo alive").stdout.strip() == "alive"
+        time.sleep(1)
+        assert count(resumed) > before
+        assert resumed.files.read("/home/user/notes.txt") == "written before the pause"
+        assert resumed.commands.run("echo $FROM_CREATE").stdout.strip() == "kept"
+        # The access token is the one it had: the old handle works as well.
+        assert sbx.commands.run("echo same-token").stdout.strip() == "same-token"
+    finally:
+        Sandbox.kill(sbx.sandbox_id)
+
+
+def test_a_paused_sandbox_can_be_killed():
+    sbx = Sandbox.create(timeout=60)
+    sbx.files.write("/tmp/x", "x")
+    assert sbx.pause() is True
+    assert Sandbox.kill(sbx.sandbox_id) is True
+    with pytest.raises(NotFoundException):
+        Sandbox.connect(sbx.sandbox_id)
+    with pytest.raises(NotFoundException):
+        Sandbox.pause(sbx.sandbox_id)
