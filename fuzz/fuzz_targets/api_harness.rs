@@ -124,6 +124,7 @@ pub fn sandbox(id: &str, team_id: &str, node: &str) -> SandboxRecord {
         started_at: now,
         end_at: now + 300_000,
         paused: false,
+        auto_pause: false,
     }
 }
 

@@ -81,6 +81,10 @@ pub async fn kill_ended(app: &AppState) {
         }
     };
     let kills = ended.into_iter().map(|record| async move {
+        if record.auto_pause {
+            pause_ended(app, &record.sandbox_id, &record.node, now).await;
+            return;
+        }
         match app.store.claim_ended(&record.sandbox_id, now).await {
             Ok(true) => {}
             Ok(false) => return,
@@ -100,6 +104,41 @@ pub async fn kill_ended(app: &AppState) {
         }
     });
     futures::future::join_all(kills).await;
+}
+
+/// Pauses a sandbox created with `autoPause` whose end has passed. The row
+/// is claimed first (marked paused), so that the next sweep does not pause
+/// it again; a pause that fails gives the claim back and the next sweep
+/// tries again (the node's own end, a minute later, kills it otherwise).
+async fn pause_ended(app: &AppState, sandbox_id: &str, node: &str, now: i64) {
+    match app.store.claim_for_pause(sandbox_id, now).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => {
+            tracing::warn!(sandbox = %sandbox_id, %error, "claiming a timed-out sandbox for a pause failed");
+            return;
+        }
+    }
+    let Some(node) = app.nodes.find(node) else {
+        return;
+    };
+    match crate::routes::pause_on_node(node, sandbox_id).await {
+        Ok(()) => {
+            app.upstream.forget(sandbox_id);
+            tracing::info!(sandbox = %sandbox_id, "sandbox timed out and was paused");
+        }
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            if let Err(error) = forget_sandbox(app, sandbox_id).await {
+                tracing::warn!(%error, "forgetting a sandbox failed");
+            }
+        }
+        Err(status) => {
+            tracing::warn!(sandbox = %sandbox_id, node = %node.name, %status, "pausing a timed-out sandbox failed");
+            if let Err(error) = app.store.unclaim_pause(sandbox_id).await {
+                tracing::warn!(%error, "giving back a pause claim failed");
+            }
+        }
+    }
 }
 
 /// Aligns the store with what the nodes that answer run, all nodes at once.

@@ -14,6 +14,8 @@ pub struct NewSandbox {
     pub timeout: Option<i64>,
     #[serde(default)]
     pub auto_pause: bool,
+    /// `false`: an auto-pause keeps only the filesystem.
+    pub auto_pause_memory: Option<bool>,
     /// v1 only: `false` starts envd without an access token.
     pub secure: Option<bool>,
     #[serde(rename = "allow_internet_access")]

@@ -138,7 +138,7 @@ async fn bad_input_is_refused_and_leaves_no_row_and_no_vm() -> TestResult {
         (br#"{"templateID": "nope"}"#, 404),
         (br#"{"templateID": "base", "timeout": -5}"#, 400),
         (br#"{"templateID": "base", "timeout": 3601}"#, 400),
-        (br#"{"templateID": "base", "autoPause": true}"#, 400),
+        (br#"{"templateID": "base", "autoPause": true, "autoPauseMemory": false}"#, 400),
         (
             br#"{"templateID": "base", "network": {"denyOut": ["bogus"]}}"#,
             400,
@@ -828,4 +828,42 @@ async fn states(
             )
         })
         .collect())
+}
+
+#[tokio::test]
+async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({"timeout": 60, "autoPause": true})).await?;
+    let killed = h.create(json!({"timeout": 60})).await?;
+    let detail: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(detail["lifecycle"]["onTimeout"], "pause");
+    let refused = h
+        .request(Method::POST, "/v2/sandboxes")
+        .json(&json!({"templateID": "base", "autoPause": true, "autoPauseMemory": false}))
+        .send()
+        .await?;
+    assert_error(refused, 400).await?;
+    for sandbox in [&id, &killed] {
+        h.state.store.set_sandbox_end(sandbox, 0).await?;
+    }
+    hearth_api::lifecycle::kill_ended(&h.state).await;
+    let row = h.state.store.sandbox(&id).await?.ok_or("no row")?;
+    assert!(row.paused);
+    assert!(h.node.state().sandboxes[&id].paused);
+    assert!(h.state.store.sandbox(&killed).await?.is_none());
+    // A later sweep leaves it paused; a connect resumes it.
+    hearth_api::lifecycle::kill_ended(&h.state).await;
+    assert!(h.state.store.sandbox(&id).await?.is_some_and(|r| r.paused));
+    let resumed = h
+        .request(Method::POST, &format!("/sandboxes/{id}/connect"))
+        .json(&json!({"timeout": 30}))
+        .send()
+        .await?;
+    assert_eq!(resumed.status(), 201);
+    Ok(())
 }

@@ -127,9 +127,11 @@ pub enum SandboxError {
 }
 
 enum Entry {
-    /// Reserved by a create; its guest RAM is committed already.
+    /// Reserved by a create or a resume; its guest RAM is committed
+    /// already. A resume's sandbox is reported as the paused one it was.
     Starting {
         memory_mib: u32,
+        resuming: Option<Arc<Paused>>,
     },
     Running(Arc<Live>),
     /// On disk: no VM, nothing committed.
@@ -140,7 +142,7 @@ impl Entry {
     /// The guest RAM this sandbox commits.
     fn memory_mib(&self) -> u64 {
         match self {
-            Self::Starting { memory_mib } => u64::from(*memory_mib),
+            Self::Starting { memory_mib, .. } => u64::from(*memory_mib),
             Self::Running(live) => u64::from(lock(&live.info).memory_mib),
             Self::Paused(_) => 0,
         }
@@ -360,7 +362,7 @@ impl SandboxManager {
             Self::validate(&spec)?;
             let egress = spec.egress()?;
             let template = self.template_for(&spec)?;
-            self.reserve(&spec.sandbox_id, template.meta.memory_mib)?;
+            self.reserve(&spec.sandbox_id, template.meta.memory_mib, None)?;
             let created = self.start(spec.clone(), &template, &egress).await;
             let mut sandboxes = lock(&self.sandboxes);
             match created {
@@ -419,11 +421,22 @@ impl SandboxManager {
     /// if the node has room: the count, committed memory and free disk.
     /// Its memory stays committed from here on, so concurrent creates
     /// cannot all take the same room.
-    fn reserve(&self, id: &str, memory_mib: u32) -> Result<(), SandboxError> {
+    fn reserve(
+        &self,
+        id: &str,
+        memory_mib: u32,
+        resuming: Option<Arc<Paused>>,
+    ) -> Result<(), SandboxError> {
         let budget = self.memory_budget();
         let disk = admission::disk_allows(self.runtime.data.root(), self.limits.min_free_disk_mib);
         let mut sandboxes = lock(&self.sandboxes);
-        if sandboxes.contains_key(id) {
+        // A create takes a free id; a resume, its own paused sandbox.
+        let free = match (sandboxes.get(id), &resuming) {
+            (None, None) => true,
+            (Some(Entry::Paused(now)), Some(paused)) => Arc::ptr_eq(now, paused),
+            _ => false,
+        };
+        if !free {
             return Err(SandboxError::AlreadyExists(id.to_owned()));
         }
         if sandboxes.values().filter(|e| e.is_active()).count() >= self.limits.max_sandboxes {
@@ -437,7 +450,13 @@ impl SandboxManager {
             .admit(committed, u64::from(memory_mib))
             .map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;
         disk.map_err(|e| SandboxError::ResourceExhausted(e.to_string()))?;
-        sandboxes.insert(id.to_owned(), Entry::Starting { memory_mib });
+        sandboxes.insert(
+            id.to_owned(),
+            Entry::Starting {
+                memory_mib,
+                resuming,
+            },
+        );
         Ok(())
     }
 
@@ -516,10 +535,13 @@ impl SandboxManager {
         async {
             let live = self.live(id)?;
             let mut guard = live.running.lock().await;
-            // Gone meanwhile (a delete took it).
-            let running = guard
-                .take()
-                .ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+            let Some(running) = guard.take() else {
+                // Paused by another call meanwhile, or deleted.
+                return Err(match lock(&self.sandboxes).get(id) {
+                    Some(Entry::Paused(_)) => SandboxError::Paused(id.to_owned()),
+                    _ => SandboxError::NotFound(id.to_owned()),
+                });
+            };
             let mut info = lock(&live.info).clone();
             let template = match self.template_of(&info) {
                 Ok(template) => template,
@@ -539,11 +561,20 @@ impl SandboxManager {
             if let Err(error) = SandboxRecord::new(info.clone(), 0, 0).write(&paused.run_dir) {
                 tracing::warn!(%error, "a paused sandbox's record; a restart will not find it");
             }
+            let mut sandboxes = lock(&self.sandboxes);
+            // Deleted while it was being paused: its state goes too.
+            let deleted =
+                !matches!(sandboxes.get(id), Some(Entry::Running(now)) if Arc::ptr_eq(now, &live));
+            if deleted {
+                drop(sandboxes);
+                self.runtime.discard_paused(&paused)?;
+                return Err(SandboxError::NotFound(id.to_owned()));
+            }
             tracing::info!(
                 kept_mib = (paused.memory.kept * 4096) >> 20,
                 "sandbox paused"
             );
-            lock(&self.sandboxes).insert(
+            sandboxes.insert(
                 id.to_owned(),
                 Entry::Paused(Arc::new(Paused {
                     info: info.clone(),
@@ -566,20 +597,22 @@ impl SandboxManager {
     ) -> Result<SandboxInfo, SandboxError> {
         let span = tracing::info_span!("resume", sandbox_id = %id);
         async {
-            let paused = match lock(&self.sandboxes).get(id) {
-                Some(Entry::Paused(paused)) => paused.clone(),
-                Some(Entry::Running(_)) => return Err(SandboxError::NotPaused(id.to_owned())),
-                Some(Entry::Starting { .. }) => return Err(SandboxError::Starting(id.to_owned())),
-                None => return Err(SandboxError::NotFound(id.to_owned())),
+            let paused = match self.paused_entry(id) {
+                Err(SandboxError::NotPaused(_)) => {
+                    // A pause in progress holds the VM: once it ends, the
+                    // sandbox is paused (or not, if it failed).
+                    if let Ok(live) = self.live(id) {
+                        drop(live.running.lock().await);
+                    }
+                    self.paused_entry(id)?
+                }
+                other => other?,
             };
             let template = self.template_of(&paused.info)?;
             let egress = paused.info.spec.egress()?;
-            // Its place becomes a start's, with the start's admission.
-            lock(&self.sandboxes).remove(id);
-            if let Err(error) = self.reserve(id, template.meta.memory_mib) {
-                lock(&self.sandboxes).insert(id.to_owned(), Entry::Paused(paused));
-                return Err(error);
-            }
+            // Its place becomes a start's, with the start's admission; it
+            // is reported as paused meanwhile.
+            self.reserve(id, template.meta.memory_mib, Some(paused.clone()))?;
             let init = self.init_params(&paused.info.spec, &template);
             let resumed = self
                 .runtime
@@ -613,6 +646,15 @@ impl SandboxManager {
         }
         .instrument(span)
         .await
+    }
+
+    fn paused_entry(&self, id: &str) -> Result<Arc<Paused>, SandboxError> {
+        match lock(&self.sandboxes).get(id) {
+            Some(Entry::Paused(paused)) => Ok(paused.clone()),
+            Some(Entry::Running(_)) => Err(SandboxError::NotPaused(id.to_owned())),
+            Some(Entry::Starting { .. }) => Err(SandboxError::Starting(id.to_owned())),
+            None => Err(SandboxError::NotFound(id.to_owned())),
+        }
     }
 
     /// The template build a sandbox runs.
@@ -703,7 +745,11 @@ impl SandboxManager {
     /// A running or paused sandbox.
     pub fn get(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
         match lock(&self.sandboxes).get(id) {
-            Some(Entry::Paused(paused)) => return Ok(paused.info.clone()),
+            Some(Entry::Paused(paused))
+            | Some(Entry::Starting {
+                resuming: Some(paused),
+                ..
+            }) => return Ok(paused.info.clone()),
             Some(Entry::Running(live)) => return Ok(lock(&live.info).clone()),
             _ => {}
         }
@@ -716,8 +762,12 @@ impl SandboxManager {
             .values()
             .filter_map(|entry| match entry {
                 Entry::Running(live) => Some(lock(&live.info).clone()),
-                Entry::Paused(paused) => Some(paused.info.clone()),
-                Entry::Starting { .. } => None,
+                Entry::Paused(paused)
+                | Entry::Starting {
+                    resuming: Some(paused),
+                    ..
+                } => Some(paused.info.clone()),
+                Entry::Starting { resuming: None, .. } => None,
             })
             .collect()
     }

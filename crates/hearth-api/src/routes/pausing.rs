@@ -18,7 +18,7 @@ use crate::config::millis;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam};
 use crate::model::SandboxCreated;
-use crate::nodes::call_within;
+use crate::nodes::{Node, call_within};
 use crate::state::AppState;
 use crate::store::{SandboxRecord, now_ms};
 
@@ -41,6 +41,21 @@ pub struct PauseSandbox {
 pub struct ResumeSandbox {
     pub timeout: Option<i64>,
     pub auto_pause: Option<bool>,
+}
+
+/// Pauses `sandbox_id` on `node`; paused already counts as done.
+pub async fn pause_on_node(node: &Node, sandbox_id: &str) -> Result<(), tonic::Status> {
+    let request = call_within(
+        SandboxPauseRequest {
+            sandbox_id: sandbox_id.to_owned(),
+        },
+        PAUSE_DEADLINE,
+    );
+    match node.sandboxes().pause(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+        Err(status) => Err(status),
+    }
 }
 
 fn node_refusal(id: &str, status: tonic::Status) -> ApiError {

@@ -121,8 +121,8 @@ async fn create(
 /// caller never believes a sandbox is confined when it is not.
 fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
     let mut unsupported = Vec::new();
-    if body.auto_pause {
-        unsupported.push("autoPause (hearth kills sandboxes at their timeout)");
+    if body.auto_pause && body.auto_pause_memory == Some(false) {
+        unsupported.push("autoPauseMemory: false (a filesystem-only pause)");
     }
     if body
         .auto_resume
@@ -290,6 +290,7 @@ async fn create_sandbox(
         started_at,
         end_at,
         paused: false,
+        auto_pause: body.auto_pause,
     };
     // Written under the team's gate, so that the row replaces the create
     // in flight in one step for the team's limit.
@@ -517,6 +518,9 @@ pub async fn detail(
         allow_internet_access: Some(record.allow_internet),
         domain: app.config.domain.clone(),
         network: record.network.clone(),
-        lifecycle: serde_json::json!({ "autoResume": false, "onTimeout": "kill" }),
+        lifecycle: serde_json::json!({
+            "autoResume": false,
+            "onTimeout": if record.auto_pause { "pause" } else { "kill" },
+        }),
     }))
 }

@@ -11,9 +11,12 @@ const STEPS: &[&[&str]] = &[
     SANDBOX_STATE,
 ];
 
-/// Sandboxes can be paused: `running` or `paused`.
-const SANDBOX_STATE: &[&str] =
-    &["ALTER TABLE sandboxes ADD COLUMN state TEXT NOT NULL DEFAULT 'running'"];
+/// Sandboxes can be paused (`state`: `running` or `paused`), and paused
+/// rather than killed at their timeout (`auto_pause`).
+const SANDBOX_STATE: &[&str] = &[
+    "ALTER TABLE sandboxes ADD COLUMN state TEXT NOT NULL DEFAULT 'running'",
+    "ALTER TABLE sandboxes ADD COLUMN auto_pause BIGINT NOT NULL DEFAULT 0",
+];
 
 const TEAMS_KEYS_TEMPLATES_SANDBOXES: &[&str] = &[
     "CREATE TABLE teams (

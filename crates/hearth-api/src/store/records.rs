@@ -77,6 +77,8 @@ pub struct SandboxRecord {
     pub end_at: i64,
     /// Paused on its node: no VM runs, its state is on the node's disk.
     pub paused: bool,
+    /// Paused rather than killed when its timeout comes.
+    pub auto_pause: bool,
 }
 
 /// Where a template build is: E2B's `TemplateBuildStatus`.

@@ -38,6 +38,7 @@ fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
         started_at: row.try_get("started_at")?,
         end_at: row.try_get("end_at")?,
         paused: row.try_get::<String, _>("state")? == PAUSED,
+        auto_pause: row.try_get::<i64, _>("auto_pause")? != 0,
     })
 }
 
@@ -52,9 +53,9 @@ impl Store {
             "INSERT INTO sandboxes (sandbox_id, team_id, template_id, alias, build_id, node,
                 client_id, host_address, envd_version, envd_access_token, traffic_access_token,
                 allow_internet, network, metadata, cpu_count, memory_mb, disk_size_mb,
-                started_at, end_at, state)
+                started_at, end_at, state, auto_pause)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20)",
+                $17, $18, $19, $20, $21)",
         )
         .bind(&record.sandbox_id)
         .bind(&record.team_id)
@@ -76,6 +77,7 @@ impl Store {
         .bind(record.started_at)
         .bind(record.end_at)
         .bind(if record.paused { PAUSED } else { RUNNING })
+        .bind(i64::from(record.auto_pause))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -203,6 +205,30 @@ impl Store {
         .await?
         .rows_affected();
         Ok(updated > 0)
+    }
+
+    /// Claims a running sandbox past its end at `now_ms` for an auto-pause:
+    /// marks it paused; whether it did (the caller then pauses it).
+    pub async fn claim_for_pause(&self, sandbox_id: &str, now_ms: i64) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE sandboxes SET state = 'paused'
+             WHERE sandbox_id = $1 AND end_at <= $2 AND state = 'running' AND auto_pause <> 0",
+        )
+        .bind(sandbox_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    /// Takes back a claim for a pause that did not happen.
+    pub async fn unclaim_pause(&self, sandbox_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sandboxes SET state = 'running' WHERE sandbox_id = $1")
+            .bind(sandbox_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Marks a paused sandbox running again, where its node now reaches it

@@ -60,3 +60,17 @@ def test_a_paused_sandbox_can_be_killed():
         Sandbox.connect(sbx.sandbox_id)
     with pytest.raises(NotFoundException):
         Sandbox.pause(sbx.sandbox_id)
+
+
+def test_a_sandbox_with_on_timeout_pause_is_paused_at_its_timeout():
+    sbx = Sandbox.create(timeout=5, lifecycle={"on_timeout": "pause"})
+    try:
+        sbx.files.write("/home/user/before-timeout.txt", "kept")
+        deadline = time.monotonic() + 60
+        while Sandbox.get_info(sbx.sandbox_id).state != SandboxState.PAUSED:
+            assert time.monotonic() < deadline, "not paused a minute after its timeout"
+            time.sleep(0.5)
+        resumed = Sandbox.connect(sbx.sandbox_id, timeout=60)
+        assert resumed.files.read("/home/user/before-timeout.txt") == "kept"
+    finally:
+        Sandbox.kill(sbx.sandbox_id)
