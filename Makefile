@@ -104,6 +104,7 @@ bench: deps envd interpreter template
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-host-routing-bench.sh 200 5
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-template-bench.sh 10
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) INTERPRETER_BIN=$(INTERPRETER_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-interpreter-bench.sh 20
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-pause-bench.sh 10
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/bench/run-density-bench.sh 100
 
 # Not part of `make test`: SOAK_CYCLES create → run → kill cycles through the

@@ -31,6 +31,8 @@ def test_a_paused_sandbox_resumes_where_it_was():
         assert sbx.pause() is False  # paused already
         info = Sandbox.get_info(sbx.sandbox_id)
         assert info.state == SandboxState.PAUSED
+        # Traffic to it gets what a gone sandbox gets (no auto-resume asked).
+        assert not sbx.is_running()
         paused = Sandbox.list(query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()
         assert sbx.sandbox_id in [s.sandbox_id for s in paused]
         running = Sandbox.list(query=SandboxQuery(state=[SandboxState.RUNNING])).next_items()
