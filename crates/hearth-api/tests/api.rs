@@ -138,7 +138,10 @@ async fn bad_input_is_refused_and_leaves_no_row_and_no_vm() -> TestResult {
         (br#"{"templateID": "nope"}"#, 404),
         (br#"{"templateID": "base", "timeout": -5}"#, 400),
         (br#"{"templateID": "base", "timeout": 3601}"#, 400),
-        (br#"{"templateID": "base", "autoPause": true, "autoPauseMemory": false}"#, 400),
+        (
+            br#"{"templateID": "base", "autoPause": true, "autoPauseMemory": false}"#,
+            400,
+        ),
         (
             br#"{"templateID": "base", "network": {"denyOut": ["bogus"]}}"#,
             400,

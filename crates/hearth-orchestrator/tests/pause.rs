@@ -50,7 +50,7 @@ async fn a_clone_paused_to_disk_resumes_where_it_was() -> TestResult {
     // file in RAM (/dev/shm), and 32 MiB of changed memory.
     shell(
         envd,
-        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done' \
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count.new && mv /dev/shm/count.new /dev/shm/count; sleep 0.1; done' \
          </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/counter.pid",
     )
     .await?;

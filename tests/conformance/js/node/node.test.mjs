@@ -89,7 +89,7 @@ test('envd and a server in the sandbox answer at https://<port>-<id>.<domain>', 
 test('pause keeps processes and files; a connect resumes; a paused sandbox can be killed', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 120_000 })
   try {
-    await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done', {
+    await sbx.commands.run('i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count.new && mv /dev/shm/count.new /dev/shm/count; sleep 0.1; done', {
       background: true,
     })
     await sbx.files.write('/home/user/js-paused.txt', 'kept')

@@ -10,7 +10,7 @@ import pytest
 from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException
 
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.1; done"
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count.new && mv /dev/shm/count.new /dev/shm/count; sleep 0.1; done"
 
 
 def count(sbx):
