@@ -857,7 +857,15 @@ async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResu
     hearth_api::lifecycle::kill_ended(&h.state).await;
     let row = h.state.store.sandbox(&id).await?.ok_or("no row")?;
     assert!(row.paused);
-    assert!(h.node.state().sandboxes[&id].paused);
+    // The harness's own sweep may have claimed it first and be pausing it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !h.node.state().sandboxes[&id].paused {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never paused it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(h.state.store.sandbox(&killed).await?.is_none());
     // A later sweep leaves it paused; a connect resumes it.
     hearth_api::lifecycle::kill_ended(&h.state).await;
