@@ -16,6 +16,7 @@ pub mod nodes;
 pub mod openapi;
 pub mod proxy;
 pub mod request_id;
+mod resumes;
 mod routes;
 pub mod secrets;
 pub mod server;

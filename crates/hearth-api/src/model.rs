@@ -23,9 +23,17 @@ pub struct NewSandbox {
     pub network: Option<NetworkConfig>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub env_vars: Option<BTreeMap<String, String>>,
+    /// Traffic through the proxy resumes the sandbox when it is paused.
+    pub auto_resume: Option<AutoResume>,
     /// Known E2B settings hearth refuses rather than ignores.
-    pub auto_resume: Option<serde_json::Value>,
     pub volume_mounts: Option<serde_json::Value>,
+}
+
+/// `SandboxAutoResumeConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AutoResume {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// `SandboxNetworkConfig`, as far as a node enforces it.

@@ -3,12 +3,14 @@
 //! `<port>-<sandboxID>.<domain>` (`target.rs`) or, for envd's `/files`, by
 //! a signed URL (`signed.rs`), goes to that port at the sandbox's slot
 //! address on its node, once the node's live table confirms the sandbox
-//! still runs there (`route.rs`). Bodies stream both ways unbuffered;
+//! still runs there (`route.rs`); a paused sandbox with auto-resume is
+//! resumed first (`resume.rs`). Bodies stream both ways unbuffered;
 //! WebSocket and other upgrades are spliced through; every exchange ends
 //! when its sandbox does (`gone.rs`). What crosses is in `headers.rs`.
 
 mod gone;
 mod headers;
+mod resume;
 mod route;
 mod signed;
 mod target;
@@ -114,6 +116,10 @@ async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> R
             );
         }
     }
+    let record = match resume::running(app, record).await {
+        Ok(record) => record,
+        Err(response) => return response,
+    };
     let route = match route::resolve(app, &record).await {
         Ok(route) => route,
         Err(RouteError::NotRunning) => {

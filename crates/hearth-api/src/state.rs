@@ -25,6 +25,8 @@ pub struct AppState {
     pub uploads: Uploads,
     /// Template builds this process runs.
     pub builds: Builds,
+    /// Resumes in progress, one per sandbox.
+    pub resumes: crate::resumes::Resumes,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
             starting: Starting::default(),
             uploads,
             builds,
+            resumes: crate::resumes::Resumes::default(),
         }
     }
 }

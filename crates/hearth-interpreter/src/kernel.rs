@@ -32,6 +32,10 @@ const OUTPUT_BUDGET_KIB: u32 = 16 * 1024;
 /// The silence after `idle` that ends a request of a kernel whose output
 /// can come later (see [`Kernel::late_output`]).
 const LATE_OUTPUT: Duration = Duration::from_millis(150);
+/// How long a handshake request is waited on before it is sent again.
+const HANDSHAKE_RETRY: Duration = Duration::from_secs(2);
+/// How many times a kernel that exits as it starts is started.
+const START_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -165,6 +169,27 @@ impl Kernel {
     /// `sandbox_env` (the kernelspec's own win), and waits until it answers
     /// on its shell and IOPub channels.
     pub async fn start(
+        spec: KernelspecDir,
+        cwd: &Path,
+        settings: &KernelSettings,
+        sandbox_env: &BTreeMap<String, String>,
+    ) -> Result<Self, KernelError> {
+        // The ports are free when picked, but another process may bind one
+        // before the kernel does; such a kernel exits at once, and a new
+        // one gets new ports.
+        let mut attempts = 1;
+        loop {
+            match Self::start_once(spec.clone(), cwd, settings, sandbox_env).await {
+                Err(KernelError::ExitedAtStart { kernel, status }) if attempts < START_ATTEMPTS => {
+                    tracing::warn!(%kernel, %status, "a kernel exited as it started; starting it again");
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(
         spec: KernelspecDir,
         cwd: &Path,
         settings: &KernelSettings,
@@ -314,9 +339,14 @@ impl Kernel {
                     status: status.to_string(),
                 });
             }
+            // A request sent while the kernel was not yet reading may be
+            // lost: each is waited on for a while, then sent again (a late
+            // reply to an earlier one is told apart by its parent id).
             let (request, mut messages) = self.execute("", true).await?;
-            let replied = tokio::time::timeout_at(deadline, self.reply_to(&request)).await;
+            let wait = (Instant::now() + HANDSHAKE_RETRY).min(deadline);
+            let replied = tokio::time::timeout_at(wait, self.reply_to(&request)).await;
             if !matches!(replied, Ok(Ok(_))) {
+                self.unsubscribe();
                 continue;
             }
             // IOPub caught up when it shows this request's status.

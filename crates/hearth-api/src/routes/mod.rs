@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use crate::error::{ApiError, error_body};
 use crate::state::AppState;
 
-pub use pausing::pause_on_node;
+pub use pausing::{Resumed, pause_on_node, resume_paused};
 pub use sandboxes::forget as forget_sandbox;
 
 /// E2B endpoints hearth does not offer (yet): 501, not 404, which the SDKs

@@ -112,14 +112,39 @@ pub async fn pause(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Resumes the paused sandbox `record` until `timeout` seconds from now
-/// (the configured default when `None`); what a connect answers.
-pub async fn resume_record(
+/// What [`resume_paused`] found.
+pub enum Resumed {
+    /// It was paused and runs again now.
+    Now(SandboxRecord),
+    /// It was running (another request resumed it first).
+    Running(SandboxRecord),
+}
+
+/// Resumes `sandbox_id` if it is paused, until `timeout` seconds from now
+/// (the configured default when `None`). Resumes of one sandbox take turns,
+/// and a resume counts against its team's `max_sandboxes` as a create does.
+pub async fn resume_paused(
     app: &AppState,
-    record: &SandboxRecord,
+    sandbox_id: &str,
+    max_sandboxes: i64,
     timeout: Option<i64>,
-) -> ApiResult<SandboxCreated> {
+) -> ApiResult<Resumed> {
     let timeout = app.config.timeout(timeout)?;
+    let _turn = app.resumes.turn(sandbox_id).await;
+    let Some(record) = app.store.sandbox(sandbox_id).await? else {
+        return Err(ApiError::sandbox_not_found(sandbox_id));
+    };
+    if !record.paused {
+        return Ok(Resumed::Running(record));
+    }
+    let admitted = app
+        .starting
+        .admit(
+            &record.team_id,
+            max_sandboxes,
+            app.store.count_sandboxes_of(&record.team_id),
+        )
+        .await?;
     let end_at = now_ms() + millis(timeout);
     let node = app.nodes.get(&record.node)?;
     let request = call_within(
@@ -132,24 +157,26 @@ pub async fn resume_record(
     let resumed = match node.sandboxes().resume(request).await {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::NotFound => {
-            forget(app, &record.sandbox_id).await?;
-            return Err(ApiError::sandbox_not_found(&record.sandbox_id));
+            forget(app, sandbox_id).await?;
+            return Err(ApiError::sandbox_not_found(sandbox_id));
         }
         Err(status) => return Err(status.into()),
     };
-    if !app
-        .store
-        .mark_resumed(&record.sandbox_id, &resumed.host_address, end_at)
-        .await?
-    {
-        return Err(ApiError::sandbox_not_found(&record.sandbox_id));
+    let marked = admitted
+        .finish(
+            app.store
+                .mark_resumed(sandbox_id, &resumed.host_address, end_at),
+        )
+        .await?;
+    if !marked {
+        return Err(ApiError::sandbox_not_found(sandbox_id));
     }
-    tracing::info!(sandbox = %record.sandbox_id, "sandbox resumed");
-    let mut record = record.clone();
+    tracing::info!(sandbox = %sandbox_id, "sandbox resumed");
+    let mut record = record;
     record.host_address = resumed.host_address;
     record.end_at = end_at;
     record.paused = false;
-    Ok(created(app, &record))
+    Ok(Resumed::Now(record))
 }
 
 /// The deprecated `POST /sandboxes/{id}/resume`: 201, 409 when it runs.
@@ -170,6 +197,10 @@ pub async fn resume(
             "sandbox {id} is already running"
         )));
     }
-    let created = resume_record(&app, &record, body.timeout).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    match resume_paused(&app, &id, caller.team.max_sandboxes, body.timeout).await? {
+        Resumed::Now(record) => Ok((StatusCode::CREATED, Json(created(&app, &record)))),
+        Resumed::Running(_) => Err(ApiError::Conflict(format!(
+            "sandbox {id} is already running"
+        ))),
+    }
 }

@@ -13,6 +13,7 @@ use hearth_proto::orchestrator::{
 };
 use tracing::Instrument;
 
+use super::pausing::Resumed;
 use crate::config::millis;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam};
@@ -125,13 +126,6 @@ fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
         unsupported.push("autoPauseMemory: false (a filesystem-only pause)");
     }
     if body
-        .auto_resume
-        .as_ref()
-        .is_some_and(|r| r["enabled"] == true)
-    {
-        unsupported.push("autoResume");
-    }
-    if body
         .volume_mounts
         .as_ref()
         .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
@@ -160,6 +154,16 @@ fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
         )))
     }
 }
+
+/// How long traffic resumes a sandbox for: its own timeout, but (as E2B
+/// does) no less than five minutes, within the configured maximum.
+fn auto_resume_secs(config: &crate::config::ApiConfig, timeout: Duration) -> i64 {
+    let secs = timeout.max(MIN_AUTO_RESUME).min(config.max_timeout);
+    i64::try_from(secs.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The least a resume by traffic runs a sandbox for.
+const MIN_AUTO_RESUME: Duration = Duration::from_secs(300);
 
 async fn create_sandbox(
     app: &AppState,
@@ -291,6 +295,10 @@ async fn create_sandbox(
         end_at,
         paused: false,
         auto_pause: body.auto_pause,
+        auto_resume_secs: body
+            .auto_resume
+            .is_some_and(|r| r.enabled)
+            .then(|| auto_resume_secs(&app.config, timeout)),
     };
     // Written under the team's gate, so that the row replaces the create
     // in flight in one step for the team's limit.
@@ -363,8 +371,16 @@ pub async fn connect(
                 "resuming with a fresh boot (memory: false) is not supported by hearth yet".into(),
             ));
         }
-        let created = super::pausing::resume_record(&app, &record, body.timeout).await?;
-        return Ok((StatusCode::CREATED, Json(created)));
+        let resumed =
+            super::pausing::resume_paused(&app, &id, caller.team.max_sandboxes, body.timeout)
+                .await?;
+        match resumed {
+            Resumed::Now(resumed) => {
+                return Ok((StatusCode::CREATED, Json(created(&app, &resumed))));
+            }
+            // Resumed by another request meanwhile: extended as any.
+            Resumed::Running(now) => record = now,
+        }
     }
     if body.timeout.is_some() {
         let timeout = app.config.timeout(body.timeout)?;
@@ -519,7 +535,7 @@ pub async fn detail(
         domain: app.config.domain.clone(),
         network: record.network.clone(),
         lifecycle: serde_json::json!({
-            "autoResume": false,
+            "autoResume": record.auto_resume_secs.is_some(),
             "onTimeout": if record.auto_pause { "pause" } else { "kill" },
         }),
     }))

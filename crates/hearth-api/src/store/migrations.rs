@@ -9,7 +9,12 @@ const STEPS: &[&[&str]] = &[
     TEAMS_KEYS_TEMPLATES_SANDBOXES,
     TEMPLATE_BUILDS,
     SANDBOX_STATE,
+    SANDBOX_AUTO_RESUME,
 ];
+
+/// Paused sandboxes that traffic resumes: for how many seconds (0: none).
+const SANDBOX_AUTO_RESUME: &[&str] =
+    &["ALTER TABLE sandboxes ADD COLUMN auto_resume_secs BIGINT NOT NULL DEFAULT 0"];
 
 /// Sandboxes can be paused (`state`: `running` or `paused`), and paused
 /// rather than killed at their timeout (`auto_pause`).

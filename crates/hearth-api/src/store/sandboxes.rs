@@ -39,6 +39,7 @@ fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
         end_at: row.try_get("end_at")?,
         paused: row.try_get::<String, _>("state")? == PAUSED,
         auto_pause: row.try_get::<i64, _>("auto_pause")? != 0,
+        auto_resume_secs: Some(row.try_get::<i64, _>("auto_resume_secs")?).filter(|s| *s > 0),
     })
 }
 
@@ -53,9 +54,9 @@ impl Store {
             "INSERT INTO sandboxes (sandbox_id, team_id, template_id, alias, build_id, node,
                 client_id, host_address, envd_version, envd_access_token, traffic_access_token,
                 allow_internet, network, metadata, cpu_count, memory_mb, disk_size_mb,
-                started_at, end_at, state, auto_pause)
+                started_at, end_at, state, auto_pause, auto_resume_secs)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20, $21)",
+                $17, $18, $19, $20, $21, $22)",
         )
         .bind(&record.sandbox_id)
         .bind(&record.team_id)
@@ -78,6 +79,7 @@ impl Store {
         .bind(record.end_at)
         .bind(if record.paused { PAUSED } else { RUNNING })
         .bind(i64::from(record.auto_pause))
+        .bind(record.auto_resume_secs.unwrap_or(0))
         .execute(&self.pool)
         .await?;
         Ok(())

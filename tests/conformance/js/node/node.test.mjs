@@ -110,3 +110,25 @@ test('pause keeps processes and files; a connect resumes; a paused sandbox can b
   }
   await assert.rejects(Sandbox.connect(sbx.sandboxId))
 })
+
+test('traffic to a port resumes a paused sandbox created with autoResume', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 120_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
+  try {
+    assert.deepEqual((await sbx.getInfo()).lifecycle, { onTimeout: 'pause', autoResume: true })
+    await sbx.commands.run('mkdir -p /tmp/www && echo js-after-resume > /tmp/www/index.html')
+    await sbx.commands.run('cd /tmp/www && python3 -m http.server 8001', { background: true })
+    const url = `https://${sbx.getHost(8001)}/`
+    const deadline = Date.now() + 30_000
+    while ((await fetch(url)).status !== 200) {
+      assert.ok(Date.now() < deadline, 'the server never answered')
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    assert.equal(await sbx.pause(), true)
+    const r = await fetch(url)
+    assert.equal(r.status, 200)
+    assert.equal(await r.text(), 'js-after-resume\n')
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running')
+  } finally {
+    await Sandbox.kill(sbx.sandboxId)
+  }
+})

@@ -1,10 +1,14 @@
 """Pause and resume through the unmodified SDK against real VMs: a paused
 sandbox keeps its processes, memory, files, env and access token; it is
-listed as paused; a connect resumes it; a second pause is refused; a
-paused sandbox can be killed."""
+listed as paused; a connect resumes it, and so does traffic to one created
+with auto-resume; a second pause is refused; a paused sandbox can be
+killed."""
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from e2b import Sandbox, SandboxQuery, SandboxState
@@ -74,5 +78,47 @@ def test_a_sandbox_with_on_timeout_pause_is_paused_at_its_timeout():
             time.sleep(0.5)
         resumed = Sandbox.connect(sbx.sandbox_id, timeout=60)
         assert resumed.files.read("/home/user/before-timeout.txt") == "kept"
+    finally:
+        Sandbox.kill(sbx.sandbox_id)
+
+
+def api(method, path):
+    return httpx.request(
+        method,
+        os.environ["E2B_API_URL"] + path,
+        headers={"X-API-Key": os.environ["E2B_API_KEY"]},
+        timeout=60,
+    )
+
+
+def test_traffic_to_a_port_resumes_a_sandbox_with_auto_resume():
+    sbx = Sandbox.create(timeout=120, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        lifecycle = api("GET", f"/sandboxes/{sbx.sandbox_id}").json()["lifecycle"]
+        assert lifecycle == {"autoResume": True, "onTimeout": "pause"}
+        sbx.commands.run("mkdir -p /tmp/www && echo served-after-resume > /tmp/www/index.html")
+        sbx.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True)
+        url = f"https://{sbx.get_host(8000)}/"
+        deadline = time.monotonic() + 30
+        while httpx.get(url, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the server never answered"
+            time.sleep(0.2)
+
+        assert sbx.pause() is True
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        # The request waits for the resume and reaches the server that was
+        # running when the sandbox was paused.
+        r = httpx.get(url, timeout=120)
+        assert (r.status_code, r.text) == (200, "served-after-resume\n")
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.RUNNING
+
+        # Requests that arrive together share one resume.
+        assert sbx.pause() is True
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: httpx.get(url, timeout=120), range(4)))
+        assert [a.status_code for a in answers] == [200] * 4
+        # envd's port resumes it as well; the SDK's handle keeps working.
+        assert sbx.pause() is True
+        assert sbx.commands.run("echo via-envd").stdout == "via-envd\n"
     finally:
         Sandbox.kill(sbx.sandbox_id)
