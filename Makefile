@@ -81,7 +81,7 @@ template: envd hearth
 # Real VMs (TCG here): template, clones, isolation, faults. Needs root.
 vm-test: template
 	cargo test --locked -p hearth-net --test slot -- --ignored
-	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test pause --test jail --test faults --test grpc --test stress --test recovery -- --ignored --test-threads=1
+	HEARTH_ENVD=$(ENVD_BIN) cargo test --locked -p hearth-orchestrator --test vm --test pause --test snapshot --test jail --test faults --test grpc --test stress --test recovery -- --ignored --test-threads=1
 
 conformance: envd
 	ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run.sh
@@ -94,6 +94,7 @@ conformance: envd
 # The envd suites in VMs (one per test) do not depend on the database: SQLite run only.
 node-conformance: template interpreter
 	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) INTERPRETER_BIN=$(INTERPRETER_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/run-node.sh
+	HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) tests/conformance/node/restart/run.sh
 	ENVD_SUITES=0 TEMPLATE_SUITES=0 INTERPRETER_SUITES=0 HEARTH_BIN=$(HEARTH_BIN) ENVD_BIN=$(ENVD_BIN) BUILD_DIR=$(BUILD_DIR) scripts/with-test-postgres.sh tests/conformance/run-node.sh
 
 bench: deps envd interpreter template

@@ -16,6 +16,10 @@ pub struct ApiConfig {
     /// Sandboxes a new team may run at once (creates in flight count);
     /// `hearth up` also gives its default team this limit at each start.
     pub team_max_sandboxes: i64,
+    /// Paused sandboxes and snapshots a team may keep (on its nodes' disks);
+    /// a pause or snapshot beyond it gets 429. The timeout's pause of an
+    /// `autoPause` sandbox is not refused (it was asked for at create).
+    pub team_max_kept: i64,
     /// The URL the SDKs reach this API at (`http://host:port`), for the
     /// upload URLs it hands out; `None` takes the request's `Host`.
     pub public_url: Option<String>,
@@ -72,6 +76,7 @@ impl Default for ApiConfig {
             max_timeout: Duration::from_secs(24 * 3600),
             domain: None,
             team_max_sandboxes: 100,
+            team_max_kept: 100,
             public_url: None,
             max_concurrent_builds: 2,
             build_timeout: Duration::from_secs(3600),

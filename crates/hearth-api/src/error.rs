@@ -91,6 +91,26 @@ impl ApiError {
         }
     }
 
+    /// What the client reads; detail it must not see goes to the log.
+    pub fn client_message(&self) -> String {
+        if !self.withholds_detail() {
+            return self.to_string();
+        }
+        // The request's span carries its id, so the log line can be found.
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::warn!(error = %self, "request refused");
+        }
+        let message = self
+            .public_message()
+            .unwrap_or_else(|| "internal error; the control plane's log has the details".into());
+        match crate::request_id::current() {
+            Some(id) => format!("{message} (request id {id})"),
+            None => message,
+        }
+    }
+
     /// Whether the text holds detail that must stay in the log.
     fn withholds_detail(&self) -> bool {
         matches!(
@@ -138,24 +158,7 @@ pub fn error_body(status: StatusCode, message: &str) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if !self.withholds_detail() {
-            return error_body(status, &self.to_string());
-        }
-        // The request's span carries its id, so the log line can be found.
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::warn!(error = %self, "request refused");
-        }
-        let message = self
-            .public_message()
-            .unwrap_or_else(|| "internal error; the control plane's log has the details".into());
-        let message = match crate::request_id::current() {
-            Some(id) => format!("{message} (request id {id})"),
-            None => message,
-        };
-        error_body(status, &message)
+        error_body(self.status(), &self.client_message())
     }
 }
 

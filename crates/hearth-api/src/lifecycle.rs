@@ -82,7 +82,7 @@ pub async fn kill_ended(app: &AppState) {
     };
     let kills = ended.into_iter().map(|record| async move {
         if record.auto_pause {
-            pause_ended(app, &record.sandbox_id, &record.node, now).await;
+            pause_ended(app, &record, now).await;
             return;
         }
         match app.store.claim_ended(&record.sandbox_id, now).await {
@@ -110,7 +110,8 @@ pub async fn kill_ended(app: &AppState) {
 /// is claimed first (marked paused), so that the next sweep does not pause
 /// it again; a pause that fails gives the claim back and the next sweep
 /// tries again (the node's own end, a minute later, kills it otherwise).
-async fn pause_ended(app: &AppState, sandbox_id: &str, node: &str, now: i64) {
+async fn pause_ended(app: &AppState, record: &crate::store::SandboxRecord, now: i64) {
+    let sandbox_id = record.sandbox_id.as_str();
     match app.store.claim_for_pause(sandbox_id, now).await {
         Ok(true) => {}
         Ok(false) => return,
@@ -119,11 +120,11 @@ async fn pause_ended(app: &AppState, sandbox_id: &str, node: &str, now: i64) {
             return;
         }
     }
-    let Some(node) = app.nodes.find(node) else {
+    let Some(node) = app.nodes.find(&record.node) else {
         return;
     };
-    match crate::routes::pause_on_node(node, sandbox_id).await {
-        Ok(()) => {
+    match crate::routes::pause_on_node(node, sandbox_id, record.auto_pause_memory).await {
+        Ok(_) => {
             app.upstream.forget(sandbox_id);
             tracing::info!(sandbox = %sandbox_id, "sandbox timed out and was paused");
         }

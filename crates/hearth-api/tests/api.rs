@@ -139,7 +139,7 @@ async fn bad_input_is_refused_and_leaves_no_row_and_no_vm() -> TestResult {
         (br#"{"templateID": "base", "timeout": -5}"#, 400),
         (br#"{"templateID": "base", "timeout": 3601}"#, 400),
         (
-            br#"{"templateID": "base", "autoPause": true, "autoPauseMemory": false}"#,
+            br#"{"templateID": "base", "autoPause": true, "autoPauseMemory": false, "autoResume": {"enabled": true}}"#,
             400,
         ),
         (
@@ -654,8 +654,7 @@ async fn network_updates_reach_the_node_and_unenforced_settings_are_refused() ->
             .await?;
         assert_error(response, 400).await?;
     }
-    h.expect_error(Method::POST, &format!("/sandboxes/{id}/snapshots"), 501)
-        .await?;
+    h.expect_error(Method::GET, "/volumes", 501).await?;
     h.expect_error(Method::GET, "/sandboxes/%FF%FE", 400)
         .await?;
     Ok(())
@@ -742,13 +741,20 @@ async fn a_paused_sandbox_is_listed_as_paused_and_a_connect_resumes_it() -> Test
     assert_eq!(pause(&id).send().await?.status(), 204);
     assert_error(pause(&id).send().await?, 409).await?;
     assert_error(pause("nope").send().await?, 404).await?;
-    // Only the filesystem: not offered.
+    // Only the filesystem: the node is asked for that.
+    let third = h.create(json!({})).await?;
     let fs_only = h
-        .request(Method::POST, &format!("/sandboxes/{other}/pause"))
+        .request(Method::POST, &format!("/sandboxes/{third}/pause"))
         .json(&json!({"memory": false}))
         .send()
         .await?;
-    assert_error(fs_only, 400).await?;
+    assert_eq!(fs_only.status(), 204);
+    assert!(h.node.state().paused_without_memory.contains(&third));
+    let killed = h
+        .request(Method::DELETE, &format!("/sandboxes/{third}"))
+        .send()
+        .await?;
+    assert_eq!(killed.status(), 204);
     let detail: Value = h
         .request(Method::GET, &format!("/sandboxes/{id}"))
         .send()
@@ -838,6 +844,9 @@ async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResu
     let h = Harness::start().await?;
     let id = h.create(json!({"timeout": 60, "autoPause": true})).await?;
     let killed = h.create(json!({"timeout": 60})).await?;
+    let fs_only = h
+        .create(json!({"timeout": 60, "autoPause": true, "autoPauseMemory": false}))
+        .await?;
     let detail: Value = h
         .request(Method::GET, &format!("/sandboxes/{id}"))
         .send()
@@ -845,13 +854,7 @@ async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResu
         .json()
         .await?;
     assert_eq!(detail["lifecycle"]["onTimeout"], "pause");
-    let refused = h
-        .request(Method::POST, "/v2/sandboxes")
-        .json(&json!({"templateID": "base", "autoPause": true, "autoPauseMemory": false}))
-        .send()
-        .await?;
-    assert_error(refused, 400).await?;
-    for sandbox in [&id, &killed] {
+    for sandbox in [&id, &killed, &fs_only] {
         h.state.store.set_sandbox_end(sandbox, 0).await?;
     }
     hearth_api::lifecycle::kill_ended(&h.state).await;
@@ -859,7 +862,7 @@ async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResu
     assert!(row.paused);
     // The harness's own sweep may have claimed it first and be pausing it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !h.node.state().sandboxes[&id].paused {
+    while !(h.node.state().sandboxes[&id].paused && h.node.state().sandboxes[&fs_only].paused) {
         assert!(
             std::time::Instant::now() < deadline,
             "the node never paused it"
@@ -867,6 +870,8 @@ async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResu
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(h.state.store.sandbox(&killed).await?.is_none());
+    // `autoPauseMemory: false` keeps only the filesystem.
+    assert_eq!(h.node.state().paused_without_memory, vec![fs_only.clone()]);
     // A later sweep leaves it paused; a connect resumes it.
     hearth_api::lifecycle::kill_ended(&h.state).await;
     assert!(h.state.store.sandbox(&id).await?.is_some_and(|r| r.paused));

@@ -9,6 +9,10 @@
 //! <root>/v1/templates/<name>/<build id>/  template snapshots
 //! <root>/v1/sandboxes/<prefix>/<id>/  running clones' disks, sockets, logs
 //!                                      and `sandbox.json` (for re-adoption)
+//! <root>/v1/paused/<prefix>/<id>/     paused clones: disk, state, record
+//! <root>/v1/snapshots/<prefix>/<id>/  snapshots: state and the source's record
+//! <root>/v1/layers/<prefix>/<id>.qcow2  frozen disk layers of snapshots, kept
+//!                                      while any disk's backing chain has them
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -75,6 +79,16 @@ impl DataDir {
     /// apart from running ones, which a restart adopts or cleans up.
     pub fn paused(&self) -> PathBuf {
         self.versioned().join("paused")
+    }
+
+    /// Snapshots of sandboxes: each one's state and record.
+    pub fn snapshots(&self) -> PathBuf {
+        self.versioned().join("snapshots")
+    }
+
+    /// Disk layers that snapshots froze, shared by the disks over them.
+    pub fn layers(&self) -> PathBuf {
+        self.versioned().join("layers")
     }
 
     /// Where each jailed VMM's private root is mounted (in its own mount

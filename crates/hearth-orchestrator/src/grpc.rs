@@ -84,7 +84,9 @@ impl NodeService {
 fn status(error: SandboxError) -> Status {
     let message = error.to_string();
     match error {
-        SandboxError::NotFound(_) | SandboxError::UnknownTemplate(_) => Status::not_found(message),
+        SandboxError::NotFound(_)
+        | SandboxError::UnknownTemplate(_)
+        | SandboxError::UnknownSnapshot(_) => Status::not_found(message),
         SandboxError::AlreadyExists(_) => Status::already_exists(message),
         SandboxError::Starting(_) | SandboxError::Paused(_) | SandboxError::NotPaused(_) => {
             Status::failed_precondition(message)
@@ -93,6 +95,12 @@ fn status(error: SandboxError) -> Status {
         SandboxError::ResourceExhausted(_) => Status::resource_exhausted(message),
         SandboxError::Node(_) => Status::internal(message),
     }
+}
+
+/// Bytes a (sparse) file takes on disk.
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 fn to_time(timestamp: &prost_types::Timestamp) -> Result<SystemTime, Status> {
@@ -307,9 +315,10 @@ impl SandboxService for NodeService {
         &self,
         request: Request<pb::SandboxPauseRequest>,
     ) -> Result<Response<pb::RunningSandbox>, Status> {
+        let request = request.into_inner();
         let info = self
             .manager
-            .pause(&request.into_inner().sandbox_id)
+            .pause(&request.sandbox_id, !request.filesystem_only)
             .await
             .map_err(status)?;
         Ok(Response::new(self.running(info)))
@@ -323,10 +332,59 @@ impl SandboxService for NodeService {
         let end_time = request.end_time.as_ref().map(to_time).transpose()?;
         let info = self
             .manager
-            .resume(&request.sandbox_id, end_time)
+            .resume(&request.sandbox_id, end_time, request.fresh_boot)
             .await
             .map_err(status)?;
         Ok(Response::new(self.running(info)))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SandboxSnapshotRequest>,
+    ) -> Result<Response<pb::SandboxSnapshot>, Status> {
+        let request = request.into_inner();
+        let manager = self.manager.clone();
+        // A caller that gave up never learns of the snapshot: it goes.
+        let undo = {
+            let manager = self.manager.clone();
+            move |taken: Result<Arc<crate::snapshots::NodeSnapshot>, SandboxError>| async move {
+                if let Ok(snapshot) = taken {
+                    let _ = manager.delete_snapshot(&snapshot.id).await;
+                }
+            }
+        };
+        let snapshot = run_or_undo(
+            async move {
+                manager
+                    .snapshot(&request.sandbox_id, &request.snapshot_id)
+                    .await
+            },
+            undo,
+        )
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(status)?;
+        let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let source = &snapshot.source.info;
+        Ok(Response::new(pb::SandboxSnapshot {
+            snapshot_id: snapshot.id.clone(),
+            build_id: source.build_id.clone(),
+            vcpu: source.vcpus,
+            ram_mb: source.memory_mib,
+            memory_bytes: allocated(&snapshot.files.state),
+            disk_bytes: size(&snapshot.files.layer),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::SnapshotDeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.manager
+            .delete_snapshot(&request.into_inner().snapshot_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(()))
     }
 
     async fn delete(

@@ -15,6 +15,7 @@ pub mod private_files;
 pub mod record;
 pub mod runtime;
 pub mod sandboxes;
+pub mod snapshots;
 
 pub use data_dir::DataDir;
 pub use error::{NodeError, Result};

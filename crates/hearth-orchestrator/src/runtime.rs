@@ -158,6 +158,9 @@ pub struct NodeRuntime {
     pub templates: TemplateStore,
     /// Extra CA certificates (PEM) for the guest rootfs's trust store.
     pub ca_bundle: Option<Vec<u8>>,
+    /// Held while disk layers are made or collected, so that a layer being
+    /// made (not yet under any disk) is never taken for garbage.
+    pub(crate) layers: tokio::sync::Mutex<()>,
 }
 
 impl NodeRuntime {
@@ -197,6 +200,7 @@ impl NodeRuntime {
             artifacts,
             data,
             ca_bundle: None,
+            layers: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -247,11 +251,14 @@ impl NodeRuntime {
                 id: record.info.spec.sandbox_id.clone(),
                 template: record.info.spec.template_id.clone(),
                 run_dir: dir,
-                memory: hearth_vmm::DiffStats::default(),
+                memory: None,
             };
-            if paused.snapshot().is_file() {
-                found.push((record, paused));
-            }
+            // Without a state file only its disk was kept.
+            let memory = paused
+                .snapshot()
+                .is_file()
+                .then(hearth_vmm::DiffStats::default);
+            found.push((record, PausedSandbox { memory, ..paused }));
         }
         found
     }
@@ -565,7 +572,7 @@ impl NodeRuntime {
     /// Takes a network slot with `egress` and starts a VM in it with
     /// `start`; a start that fails takes the slot down with it (it may have
     /// left it in any state).
-    async fn start_in_slot<F, Fut>(
+    pub(crate) async fn start_in_slot<F, Fut>(
         &self,
         sandbox_id: &str,
         run_dir: std::path::PathBuf,
@@ -606,9 +613,15 @@ impl NodeRuntime {
         &self,
         template: &Template,
         running: RunningSandbox,
+        memory: bool,
     ) -> std::result::Result<PausedSandbox, (NodeError, RunningSandbox)> {
         let RunningSandbox { sandbox, slot } = running;
-        match hearth_vmm::pause::pause(&self.vmm, template, sandbox).await {
+        let paused = if memory {
+            hearth_vmm::pause::pause(&self.vmm, template, sandbox).await
+        } else {
+            hearth_vmm::pause::pause_filesystem(&self.vmm, sandbox).await
+        };
+        match paused {
             Ok(mut paused) => {
                 if let Err(error) = self.slots.give_back(slot).await {
                     tracing::warn!(sandbox = %paused.id, %error, "a paused clone's slot");
@@ -637,13 +650,15 @@ impl NodeRuntime {
     }
 
     /// Resumes a paused clone in a new network slot (every slot gives the
-    /// guest the same addresses). On failure it stays paused.
+    /// guest the same addresses); with `fresh_boot` (or when only its disk
+    /// was kept) its guest boots again. On failure it stays paused.
     pub async fn resume_sandbox(
         &self,
         template: &Template,
         paused: &PausedSandbox,
         init: InitParams,
         egress: &EgressPolicy,
+        fresh_boot: bool,
     ) -> Result<RunningSandbox> {
         // Back where running sandboxes are (and where it goes back to if
         // the resume fails).
@@ -661,7 +676,7 @@ impl NodeRuntime {
         };
         let resumed = self
             .start_in_slot(&paused.id, run_dir.clone(), init, egress, |request| {
-                hearth_vmm::pause::resume(&self.vmm, template, &moved, request)
+                hearth_vmm::pause::resume(&self.vmm, template, &moved, request, fresh_boot)
             })
             .await;
         if resumed.is_err() && paused.run_dir != run_dir {

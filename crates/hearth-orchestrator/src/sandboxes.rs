@@ -16,6 +16,9 @@ use crate::error::NodeError;
 use crate::metrics::SandboxMetrics;
 use crate::record::SandboxRecord;
 use crate::runtime::{Adopted, NodeRuntime, RunningSandbox};
+use crate::snapshots::NodeSnapshot;
+
+mod snapshotting;
 
 /// Limits of one node.
 #[derive(Debug, Clone)]
@@ -118,6 +121,8 @@ pub enum SandboxError {
     NotPaused(String),
     #[error("template '{0}' is not on this node")]
     UnknownTemplate(String),
+    #[error("snapshot '{0}' is not on this node")]
+    UnknownSnapshot(String),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -206,6 +211,8 @@ pub struct SandboxManager {
     /// memory as sandboxes do.
     building: Mutex<Vec<u32>>,
     starts: Semaphore,
+    /// Snapshots by id; a create may name one as its template.
+    snapshots: Mutex<HashMap<String, Arc<NodeSnapshot>>>,
 }
 
 impl std::fmt::Debug for SandboxManager {
@@ -257,6 +264,7 @@ impl SandboxManager {
             builds: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
             building: Mutex::new(Vec::new()),
+            snapshots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -340,7 +348,11 @@ impl SandboxManager {
     }
 
     fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
-        let id = &spec.sandbox_id;
+        Self::validate_id("sandbox", &spec.sandbox_id)
+    }
+
+    /// Ids name directories: 1–64 letters, digits, `-` or `_`.
+    fn validate_id(what: &str, id: &str) -> Result<(), SandboxError> {
         let valid_id = !id.is_empty()
             && id.len() <= 64
             && id
@@ -348,7 +360,7 @@ impl SandboxManager {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid_id {
             return Err(SandboxError::InvalidArgument(format!(
-                "invalid sandbox id '{id}': 1–64 letters, digits, '-' or '_'"
+                "invalid {what} id '{id}': 1–64 letters, digits, '-' or '_'"
             )));
         }
         Ok(())
@@ -361,9 +373,29 @@ impl SandboxManager {
         async {
             Self::validate(&spec)?;
             let egress = spec.egress()?;
-            let template = self.template_for(&spec)?;
+            // A snapshot starts over its source's template build, which
+            // its sandbox then runs (and is paused against).
+            let snapshot = self.snapshot_named(&spec.template_id);
+            let (spec, template) = match &snapshot {
+                Some(snapshot) => {
+                    let source = &snapshot.source.info;
+                    let template = self.template_of(source)?;
+                    let spec = SandboxSpec {
+                        template_id: source.spec.template_id.clone(),
+                        build_id: Some(source.build_id.clone()),
+                        ..spec
+                    };
+                    (spec, template)
+                }
+                None => {
+                    let template = self.template_for(&spec)?;
+                    (spec, template)
+                }
+            };
             self.reserve(&spec.sandbox_id, template.meta.memory_mib, None)?;
-            let created = self.start(spec.clone(), &template, &egress).await;
+            let created = self
+                .start(spec.clone(), &template, &egress, snapshot.as_deref())
+                .await;
             let mut sandboxes = lock(&self.sandboxes);
             match created {
                 Ok(live) => {
@@ -465,6 +497,7 @@ impl SandboxManager {
         spec: SandboxSpec,
         template: &Template,
         egress: &EgressPolicy,
+        snapshot: Option<&NodeSnapshot>,
     ) -> Result<Arc<Live>, SandboxError> {
         let _turn = tokio::time::timeout(self.limits.start_wait, self.starts.acquire())
             .await
@@ -480,10 +513,18 @@ impl SandboxManager {
         // own env vars win over the template's. `base` is the node's own,
         // made with the node's CA certificates.
         let init = self.init_params(&spec, template);
-        let running = self
-            .runtime
-            .clone_sandbox(template, &spec.sandbox_id, init, egress)
-            .await?;
+        let running = match snapshot {
+            Some(snapshot) => {
+                self.runtime
+                    .clone_snapshot(template, snapshot, &spec.sandbox_id, init, egress)
+                    .await?
+            }
+            None => {
+                self.runtime
+                    .clone_sandbox(template, &spec.sandbox_id, init, egress)
+                    .await?
+            }
+        };
         let info = SandboxInfo {
             build_id: template.meta.build_id.clone(),
             vcpus: u32::from(template.meta.vcpus),
@@ -530,7 +571,7 @@ impl SandboxManager {
     /// Pauses a running sandbox to disk: its VM and slot are let go, its
     /// memory and guest RAM are no longer committed. A pause that fails
     /// leaves it running.
-    pub async fn pause(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+    pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxInfo, SandboxError> {
         let span = tracing::info_span!("pause", sandbox_id = %id);
         async {
             let live = self.live(id)?;
@@ -543,14 +584,19 @@ impl SandboxManager {
                 });
             };
             let mut info = lock(&live.info).clone();
-            let template = match self.template_of(&info) {
+            let room = if memory {
+                self.room_for_state(info.memory_mib, 0)
+            } else {
+                Ok(())
+            };
+            let template = match room.and_then(|()| self.template_of(&info)) {
                 Ok(template) => template,
                 Err(error) => {
                     *guard = Some(running);
                     return Err(error);
                 }
             };
-            let paused = match self.runtime.pause_sandbox(&template, running).await {
+            let paused = match self.runtime.pause_sandbox(&template, running, memory).await {
                 Ok(paused) => paused,
                 Err((error, running)) => {
                     *guard = Some(running);
@@ -571,7 +617,7 @@ impl SandboxManager {
                 return Err(SandboxError::NotFound(id.to_owned()));
             }
             tracing::info!(
-                kept_mib = (paused.memory.kept * 4096) >> 20,
+                kept_mib = paused.memory.map(|m| (m.kept * 4096) >> 20),
                 "sandbox paused"
             );
             sandboxes.insert(
@@ -594,6 +640,7 @@ impl SandboxManager {
         &self,
         id: &str,
         end_time: Option<SystemTime>,
+        fresh_boot: bool,
     ) -> Result<SandboxInfo, SandboxError> {
         let span = tracing::info_span!("resume", sandbox_id = %id);
         async {
@@ -616,7 +663,7 @@ impl SandboxManager {
             let init = self.init_params(&paused.info.spec, &template);
             let resumed = self
                 .runtime
-                .resume_sandbox(&template, &paused.state, init, &egress)
+                .resume_sandbox(&template, &paused.state, init, &egress, fresh_boot)
                 .await;
             let running = match resumed {
                 Ok(running) => running,
@@ -655,6 +702,22 @@ impl SandboxManager {
             Some(Entry::Starting { .. }) => Err(SandboxError::Starting(id.to_owned())),
             None => Err(SandboxError::NotFound(id.to_owned())),
         }
+    }
+
+    /// Room on disk for the state of a guest of `memory_mib` (a pause's or
+    /// snapshot's, which holds all its RAM until the pages equal to the
+    /// template's are dropped) and `extra_mib` more, above the floor.
+    fn room_for_state(&self, memory_mib: u32, extra_mib: u64) -> Result<(), SandboxError> {
+        let needed = self
+            .limits
+            .min_free_disk_mib
+            .saturating_add(u64::from(memory_mib))
+            .saturating_add(extra_mib);
+        admission::disk_allows(self.runtime.data.root(), needed).map_err(|e| {
+            SandboxError::ResourceExhausted(format!(
+                "no room on disk for the sandbox's memory: {e}"
+            ))
+        })
     }
 
     /// The template build a sandbox runs.
@@ -849,26 +912,32 @@ impl SandboxManager {
                 let mut sandboxes = lock(&self.sandboxes);
                 match sandboxes.get(id) {
                     Some(Entry::Running(_)) => match sandboxes.remove(id) {
-                        Some(Entry::Running(live)) => live,
+                        Some(Entry::Running(live)) => Ok(live),
                         _ => return Err(SandboxError::NotFound(id.to_owned())),
                     },
                     Some(Entry::Starting { .. }) => {
                         return Err(SandboxError::Starting(id.to_owned()));
                     }
-                    Some(Entry::Paused(_)) => {
-                        if let Some(Entry::Paused(paused)) = sandboxes.remove(id) {
-                            drop(sandboxes);
-                            self.runtime.discard_paused(&paused.state)?;
-                            tracing::info!("paused sandbox deleted");
-                        }
-                        return Ok(());
-                    }
+                    Some(Entry::Paused(_)) => match sandboxes.remove(id) {
+                        Some(Entry::Paused(paused)) => Err(paused),
+                        _ => return Err(SandboxError::NotFound(id.to_owned())),
+                    },
                     None => return Err(SandboxError::NotFound(id.to_owned())),
+                }
+            };
+            let live = match live {
+                Ok(live) => live,
+                Err(paused) => {
+                    self.runtime.discard_paused(&paused.state)?;
+                    self.runtime.collect_layers().await;
+                    tracing::info!("paused sandbox deleted");
+                    return Ok(());
                 }
             };
             let running = live.running.lock().await.take();
             if let Some(running) = running {
                 self.runtime.destroy_sandbox(running).await?;
+                self.runtime.collect_layers().await;
             }
             tracing::info!("sandbox deleted");
             Ok(())

@@ -217,6 +217,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
     assert_eq!(write.exit_code, 0);
     let pause = |id: &str| pb::SandboxPauseRequest {
         sandbox_id: id.into(),
+        filesystem_only: false,
     };
     let paused = node.client.pause(pause("life-1")).await?.into_inner();
     assert!(paused.paused);
@@ -229,6 +230,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
         .resume(pb::SandboxResumeRequest {
             sandbox_id: "life-1".into(),
             end_time: None,
+            fresh_boot: false,
         })
         .await?
         .into_inner();
@@ -242,6 +244,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
         .resume(pb::SandboxResumeRequest {
             sandbox_id: "life-1".into(),
             end_time: None,
+            fresh_boot: false,
         })
         .await
         .err();

@@ -25,6 +25,7 @@ pub mod envd_client;
 pub mod envd_process;
 pub mod pause;
 pub mod sandbox;
+pub mod snapshot;
 pub mod template;
 
 pub use envd_client::{CommandOutput, EnvdClient, InitParams};
@@ -35,6 +36,7 @@ pub use sandbox::{
     AdoptRequest, CloneRequest, CloneTimings, Sandbox, adopt_sandbox, clone_sandbox, destroy,
     detach,
 };
+pub use snapshot::SnapshotFiles;
 pub use template::{
     BuildHost, BuildRequest, GuestDefaults, GuestNetwork, Template, TemplateConfig, TemplateImage,
     TemplateMeta, TemplateStore,

@@ -5,7 +5,7 @@
 //! the template's RAM file mapped copy-on-write as a clone's is, with the
 //! same disk: processes, memory and files go on where they were.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Result, VmmError};
@@ -26,8 +26,9 @@ pub struct PausedSandbox {
     /// The name of the template it was cloned from.
     pub template: String,
     pub run_dir: PathBuf,
-    /// What of its RAM the snapshot holds.
-    pub memory: DiffStats,
+    /// What of its RAM the snapshot holds; `None`: only its disk was kept
+    /// (a resume boots the guest again).
+    pub memory: Option<DiffStats>,
 }
 
 impl PausedSandbox {
@@ -52,13 +53,7 @@ pub async fn pause<V: Vmm>(
     let snapshot = sandbox.run_dir.join(SNAPSHOT);
     let written = async {
         vmm.snapshot_sandbox(&sandbox.vm, &snapshot).await?;
-        let (snapshot, ram) = (snapshot.clone(), template.memory_file());
-        let length = u64::from(template.meta.memory_mib) << 20;
-        tokio::task::spawn_blocking(move || {
-            memory_diff::keep_only_changes(&snapshot, &ram, RAM_BLOCK, length)
-        })
-        .await
-        .map_err(|e| VmmError::Invalid(format!("comparing RAM with the template: {e}")))?
+        keep_only_changes(template, &snapshot).await
     }
     .await;
     let memory = match written {
@@ -67,16 +62,30 @@ pub async fn pause<V: Vmm>(
             let _ = std::fs::remove_file(&snapshot);
             // `cont` after a completed migration runs the VM again as it was.
             let _ = vmm.resume(&sandbox.vm).await;
-            return Err(PauseFailed {
-                error: VmmError::Paused {
-                    sandbox: sandbox.id.clone(),
-                    action: "pausing",
-                    cause: Box::new(cause),
-                },
-                sandbox,
-            });
+            return Err(PauseFailed::new(cause, sandbox));
         }
     };
+    // The state is on disk: the VM is not needed any more, whichever way it
+    // goes.
+    Ok(let_go(vmm, sandbox, Some(memory)).await)
+}
+
+impl<V: Vmm> PauseFailed<V> {
+    fn new(cause: VmmError, sandbox: Sandbox<V>) -> Self {
+        Self {
+            error: VmmError::Paused {
+                sandbox: sandbox.id.clone(),
+                action: "pausing",
+                cause: Box::new(cause),
+            },
+            sandbox,
+        }
+    }
+}
+
+/// Ends a clone's VM whose state (`memory`) or disk is kept: killed when
+/// its state is written, asked to quit (flushing its disk) when not.
+async fn let_go<V: Vmm>(vmm: &V, sandbox: Sandbox<V>, memory: Option<DiffStats>) -> PausedSandbox {
     let Sandbox {
         id,
         template: name,
@@ -84,27 +93,67 @@ pub async fn pause<V: Vmm>(
         vm,
         ..
     } = sandbox;
-    // The state is on disk: the VM is not needed any more, whichever way it
-    // goes.
-    if let Err(error) = vmm.kill(vm).await {
+    let ended = if memory.is_some() {
+        vmm.kill(vm).await
+    } else {
+        vmm.stop(vm).await
+    };
+    if let Err(error) = ended {
         tracing::warn!(sandbox = %id, %error, "a paused clone's QEMU did not exit cleanly");
     }
-    Ok(PausedSandbox {
+    PausedSandbox {
         id,
         template: name,
         run_dir,
         memory,
+    }
+}
+
+/// How long a guest's `sync` may take before a filesystem-only pause.
+const SYNC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Pauses `sandbox` keeping only its disk: the guest writes what it holds
+/// back (`sync`), then its VM quits. If the guest cannot sync, it runs on.
+pub async fn pause_filesystem<V: Vmm>(
+    vmm: &V,
+    sandbox: Sandbox<V>,
+) -> std::result::Result<PausedSandbox, PauseFailed<V>> {
+    let synced = match sandbox.envd.run("sync", &[], None, SYNC_DEADLINE).await {
+        Ok(output) if output.exit_code == 0 => Ok(()),
+        Ok(output) => Err(VmmError::Invalid(format!(
+            "sync in the guest exited with {}",
+            output.exit_code
+        ))),
+        Err(error) => Err(error),
+    };
+    if let Err(cause) = synced {
+        return Err(PauseFailed::new(cause, sandbox));
+    }
+    Ok(let_go(vmm, sandbox, None).await)
+}
+
+/// Drops from the clone state `snapshot` (written with mapped RAM) every
+/// page equal to `template`'s RAM file, which the clone is restored over.
+pub(crate) async fn keep_only_changes(template: &Template, snapshot: &Path) -> Result<DiffStats> {
+    let (snapshot, ram) = (snapshot.to_owned(), template.memory_file());
+    let length = u64::from(template.meta.memory_mib) << 20;
+    tokio::task::spawn_blocking(move || {
+        memory_diff::keep_only_changes(&snapshot, &ram, RAM_BLOCK, length)
     })
+    .await
+    .map_err(|e| VmmError::Invalid(format!("comparing RAM with the template: {e}")))?
 }
 
 /// Resumes a paused clone of `template` with `request` (its `run_dir` must
 /// be the paused one; `init` is sent again, which sets the guest's clock).
-/// On failure the paused state stays as it was.
+/// With `fresh_boot`, or when only its disk was kept, the guest boots again
+/// from its disk instead. On failure the paused state stays as it was.
 pub async fn resume<V: Vmm>(
     vmm: &V,
     template: &Template,
     paused: &PausedSandbox,
     request: CloneRequest,
+    fresh_boot: bool,
 ) -> Result<Sandbox<V>> {
     let wrap = |cause: VmmError| VmmError::Paused {
         sandbox: paused.id.clone(),
@@ -120,18 +169,19 @@ pub async fn resume<V: Vmm>(
         ))));
     }
     let snapshot = paused.snapshot();
-    let sandbox = crate::sandbox::start(
-        vmm,
-        template,
-        &request,
-        Instant::now(),
-        Origin::Paused(&snapshot),
-    )
-    .await
-    .map_err(wrap)?;
+    let origin = if fresh_boot || paused.memory.is_none() {
+        Origin::Boot
+    } else {
+        Origin::Paused(&snapshot)
+    };
+    let sandbox = crate::sandbox::start(vmm, template, &request, Instant::now(), origin)
+        .await
+        .map_err(wrap)?;
     // Loaded: the VM writes its disk from here on, and a later pause
     // writes a state of its own.
-    if let Err(error) = std::fs::remove_file(&snapshot) {
+    if let Err(error) = std::fs::remove_file(&snapshot)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
         tracing::warn!(sandbox = %paused.id, %error, "removing a resumed clone's snapshot");
     }
     Ok(sandbox)

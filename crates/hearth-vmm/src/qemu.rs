@@ -672,6 +672,13 @@ impl Vmm for QemuVmm {
         frozen
     }
 
+    fn share(&self, vm: &QemuVm, path: &Path) -> Result<()> {
+        match &vm.jail {
+            Some(lease) => lease.give_back(path),
+            None => Ok(()),
+        }
+    }
+
     fn startup_timings(&self, vm: &QemuVm) -> StartupTimings {
         vm.timings
     }

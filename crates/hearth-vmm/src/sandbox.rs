@@ -10,6 +10,10 @@ use crate::error::{Result, VmmError};
 use crate::template::{DISK, Template, create_overlay};
 use crate::vmm::{AdoptSpec, ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
 
+/// How long a guest booting afresh may take until envd answers: under TCG
+/// seconds, on a busy machine tens.
+const BOOT_READY_DEADLINE: Duration = Duration::from_secs(180);
+
 /// How much of a sandbox's console output is kept (the newest bytes).
 pub const CONSOLE_RING: usize = 256 * 1024;
 
@@ -79,6 +83,17 @@ pub async fn clone_sandbox<V: Vmm>(
     template: &Template,
     request: CloneRequest,
 ) -> Result<Sandbox<V>> {
+    start_new(vmm, template, request, Origin::Template).await
+}
+
+/// Starts a new clone (of a template or a snapshot) in a run directory of
+/// its own, which goes if the clone fails.
+pub(crate) async fn start_new<V: Vmm>(
+    vmm: &V,
+    template: &Template,
+    request: CloneRequest,
+    origin: Origin<'_>,
+) -> Result<Sandbox<V>> {
     let wrap = |cause: VmmError| VmmError::Clone {
         sandbox: request.sandbox_id.clone(),
         template: template.name().to_owned(),
@@ -92,7 +107,7 @@ pub async fn clone_sandbox<V: Vmm>(
         ))));
     }
     let started = Instant::now();
-    let result = start(vmm, template, &request, started, Origin::Template).await;
+    let result = start(vmm, template, &request, started, origin).await;
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&request.run_dir);
     }
@@ -100,12 +115,22 @@ pub async fn clone_sandbox<V: Vmm>(
 }
 
 /// Where a clone's VM comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Origin<'a> {
     /// The template's snapshot, with a new disk overlay.
     Template,
     /// A paused clone's snapshot, with the disk it had.
     Paused(&'a std::path::Path),
+    /// A cold boot from the template's kernel over the disk the clone had
+    /// (a filesystem-only pause): fresh memory, a new boot.
+    Boot,
+    /// A snapshot's state, with a new disk over its layer; its envd has
+    /// the snapshotted clone's token, which `/init` must show.
+    Snapshot {
+        state: &'a std::path::Path,
+        layer: &'a std::path::Path,
+        previous_token: Option<String>,
+    },
 }
 
 pub(crate) async fn start<V: Vmm>(
@@ -118,8 +143,10 @@ pub(crate) async fn start<V: Vmm>(
     std::fs::create_dir_all(&request.run_dir)
         .map_err(VmmError::io("creating", &request.run_dir))?;
     let disk = request.run_dir.join(DISK);
-    if matches!(origin, Origin::Template) {
-        create_overlay(&disk, &template.disk(), "qcow2").await?;
+    match &origin {
+        Origin::Template => create_overlay(&disk, &template.disk(), "qcow2").await?,
+        Origin::Snapshot { layer, .. } => create_overlay(&disk, layer, "qcow2").await?,
+        Origin::Paused(_) | Origin::Boot => {}
     }
     let disk_done = started.elapsed();
     let spec = VmSpec {
@@ -129,23 +156,42 @@ pub(crate) async fn start<V: Vmm>(
         boot: template.boot(),
         vcpus: template.meta.vcpus,
         memory_mib: template.meta.memory_mib,
-        memory: GuestMemory::CloneOf(template.memory_file()),
+        memory: if matches!(origin, Origin::Boot) {
+            GuestMemory::Anonymous
+        } else {
+            GuestMemory::CloneOf(template.memory_file())
+        },
         disk: Some(disk),
         net: Some(request.net.clone()),
         console: ConsoleSink::Ring(CONSOLE_RING),
     };
-    let vm = match origin {
-        Origin::Template => {
+    let booting = matches!(origin, Origin::Boot);
+    let (vm, previous_token) = match origin {
+        Origin::Template => (
             vmm.clone_from_template(&spec, &template.device_state())
-                .await?
-        }
-        Origin::Paused(snapshot) => vmm.restore_sandbox(&spec, snapshot).await?,
+                .await?,
+            None,
+        ),
+        // A resumed clone's envd has the token `/init` sets again.
+        Origin::Paused(snapshot) => (vmm.restore_sandbox(&spec, snapshot).await?, None),
+        Origin::Boot => (vmm.start(&spec).await?, None),
+        Origin::Snapshot {
+            state,
+            previous_token,
+            ..
+        } => (vmm.restore_sandbox(&spec, state).await?, previous_token),
     };
     let restored = Instant::now();
     let envd = EnvdClient::new(&spec.name, request.envd_address)?;
     let ready = async {
-        let deadline = restored + request.ready_deadline;
-        init_until(&envd, &request.init, deadline).await?;
+        let deadline = restored
+            + if booting {
+                request.ready_deadline.max(BOOT_READY_DEADLINE)
+            } else {
+                request.ready_deadline
+            };
+        let initialiser = envd.clone().with_access_token(previous_token);
+        init_until(&initialiser, &request.init, deadline).await?;
         let initialised = Instant::now();
         let envd = envd.with_access_token(request.init.access_token.clone());
         envd.wait_healthy(deadline, || None).await?;

@@ -175,6 +175,10 @@ pub trait Vmm: Send + Sync {
         new_top: &Path,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Gives `path`, which `vm` wrote and writes no more, to root, readable
+    /// by every VM (a snapshot's state that other VMs start from).
+    fn share(&self, vm: &Self::Vm, path: &Path) -> Result<()>;
+
     /// How long starting `vm` took.
     fn startup_timings(&self, vm: &Self::Vm) -> StartupTimings;
 

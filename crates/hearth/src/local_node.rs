@@ -71,6 +71,12 @@ impl LocalNode {
         if paused > 0 {
             progress.say(&format!("{paused} paused sandboxes on this node"));
         }
+        let snapshots = manager.adopt_snapshots(manager.runtime().snapshots());
+        if snapshots > 0 {
+            progress.say(&format!("{snapshots} snapshots on this node"));
+        }
+        // Layers only the sandboxes that were not adopted had are garbage.
+        manager.runtime().collect_layers().await;
         if adopted > 0 || reclaimed != Default::default() {
             progress.say(&format!(
                 "previous run: adopted {adopted} running sandboxes; cleaned up {} sandboxes ({} QEMU processes) and {} network slots",

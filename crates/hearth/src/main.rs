@@ -146,6 +146,9 @@ enum Command {
         /// count); more get 429.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
         team_max_sandboxes: i64,
+        /// Paused sandboxes and snapshots a team may keep; more get 429.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
+        team_max_kept: i64,
         /// On Ctrl-C, leave sandboxes running for the next start to adopt.
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
@@ -373,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
             max_sandboxes,
             admission,
             team_max_sandboxes,
+            team_max_kept,
             keep_sandboxes_on_exit,
             code_interpreter,
             build,
@@ -393,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
                     max_timeout: Duration::from_secs(max_timeout),
                     domain: Some(domain),
                     team_max_sandboxes,
+                    team_max_kept,
                     max_concurrent_builds: build.max_concurrent_builds,
                     upload_cache_bytes: build.upload_cache_mib << 20,
                     ..hearth_api::ApiConfig::default()

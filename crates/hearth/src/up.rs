@@ -247,9 +247,12 @@ async fn serve(
     let _ = stop_grpc.send(());
     let _ = grpc_task.await;
     if !options.node.keep_sandboxes_on_exit {
-        // The node kills every sandbox as it stops; so are their rows.
+        // The node kills every running sandbox as it stops; so are their
+        // rows. Paused ones stay on its disk for the next start.
         for record in store.sandboxes_on(LOCAL_NODE).await? {
-            store.delete_sandbox(&record.sandbox_id).await?;
+            if !record.paused {
+                store.delete_sandbox(&record.sandbox_id).await?;
+            }
         }
     }
     store.close().await;

@@ -114,6 +114,14 @@ def test_read_stream(sandbox, tmp_dir, machine):
         assert b"".join(stream) == payload
 
 
+def test_read_a_file_that_says_it_is_empty_but_is_not(sandbox, machine):
+    # procfs makes its files' content as they are read; their size is 0.
+    path = "/proc/sys/kernel/random/boot_id"
+    expected = machine.read(path).decode()
+    assert expected.strip()
+    assert sandbox.files.read(path) == expected
+
+
 def test_read_missing_file_raises_file_not_found(sandbox, tmp_dir):
     with pytest.raises(FileNotFoundException):
         sandbox.files.read(f"{tmp_dir}/missing.txt")

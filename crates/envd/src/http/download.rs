@@ -126,7 +126,11 @@ async fn serve(
     }
     let body = match encoding {
         Encoding::Identity => {
-            builder = builder.header(header::CONTENT_LENGTH, meta.len());
+            // Files of procfs and sysfs say they are empty and are not: their
+            // content is made as they are read, so it is sent until EOF.
+            if meta.len() > 0 {
+                builder = builder.header(header::CONTENT_LENGTH, meta.len());
+            }
             Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK))
         }
         Encoding::Gzip => {

@@ -11,7 +11,8 @@ use hearth_proto::orchestrator::sandbox_service_client::SandboxServiceClient;
 use hearth_proto::orchestrator::{
     RunningSandbox, SandboxConsole, SandboxConsoleRequest, SandboxCreateRequest,
     SandboxCreateResponse, SandboxDeleteRequest, SandboxGetRequest, SandboxListResponse,
-    SandboxPauseRequest, SandboxResumeRequest, SandboxUpdateRequest,
+    SandboxPauseRequest, SandboxResumeRequest, SandboxSnapshot, SandboxSnapshotRequest,
+    SandboxUpdateRequest, SnapshotDeleteRequest,
 };
 use tonic::{IntoRequest, Response, Status};
 
@@ -171,6 +172,26 @@ impl SandboxClient {
         }
         note_missing(&self.live, &id, &answer);
         answer
+    }
+
+    /// Snapshots a running sandbox, which runs on where it was.
+    pub async fn snapshot(
+        &mut self,
+        request: impl IntoRequest<SandboxSnapshotRequest>,
+    ) -> Result<Response<SandboxSnapshot>, Status> {
+        let request = request.into_request();
+        let id = request.get_ref().sandbox_id.clone();
+        let answer = self.inner.snapshot(request).await;
+        note_missing(&self.live, &id, &answer);
+        answer
+    }
+
+    /// Snapshots name no sandbox: nothing to note.
+    pub async fn delete_snapshot(
+        &mut self,
+        request: impl IntoRequest<SnapshotDeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.inner.delete_snapshot(request).await
     }
 
     pub async fn console(

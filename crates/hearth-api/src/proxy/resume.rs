@@ -29,7 +29,7 @@ pub async fn running(app: &AppState, record: SandboxRecord) -> Result<SandboxRec
             return Err(unavailable());
         }
     };
-    match resume_paused(app, id, team.max_sandboxes, Some(secs)).await {
+    match resume_paused(app, id, team.max_sandboxes, Some(secs), false).await {
         Ok(Resumed::Now(record) | Resumed::Running(record)) => Ok(record),
         Err(error) if error.status() == StatusCode::NOT_FOUND => Err(sandbox_missing(id)),
         // The team's limit (429) says what to do; the rest is ours.

@@ -2,12 +2,14 @@
 
 mod build_logs;
 mod build_steps;
+mod forking;
 mod keys;
 mod listing;
 mod observe;
 mod pausing;
 mod resolve;
 mod sandboxes;
+mod snapshots;
 mod tags;
 mod template_builds;
 mod templates;
@@ -32,15 +34,6 @@ fn not_implemented() -> Router<Arc<AppState>> {
         move || async move { ApiError::NotImplemented(format!("{what} is not supported by hearth")) }
     };
     Router::new()
-        .route(
-            "/sandboxes/{sandbox_id}/snapshots",
-            post(refuse("sandbox snapshots")),
-        )
-        .route("/snapshots", get(refuse("sandbox snapshots")))
-        .route(
-            "/sandboxes/{sandbox_id}/fork",
-            post(refuse("forking sandboxes")),
-        )
         .route(
             "/templates/{template_id}/builds/{build_id}",
             post(refuse("the v1 template build start (use POST /v2/templates/{templateID}/builds/{buildID})")),
@@ -79,6 +72,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/sandboxes/{sandbox_id}/connect", post(sandboxes::connect))
         .route("/sandboxes/{sandbox_id}/pause", post(pausing::pause))
         .route("/sandboxes/{sandbox_id}/resume", post(pausing::resume))
+        .route("/sandboxes/{sandbox_id}/snapshots", post(snapshots::create))
+        .route("/snapshots", get(snapshots::list))
+        .route("/sandboxes/{sandbox_id}/fork", post(forking::fork))
+        .route("/v2/sandboxes/{sandbox_id}/fork", post(forking::fork))
         .route(
             "/v2/sandboxes/{sandbox_id}/connect",
             post(sandboxes::connect),

@@ -43,73 +43,73 @@ pub struct ResumeSandbox {
     pub auto_pause: Option<bool>,
 }
 
-/// Pauses `sandbox_id` on `node`; paused already counts as done.
-pub async fn pause_on_node(node: &Node, sandbox_id: &str) -> Result<(), tonic::Status> {
+/// Pauses `sandbox_id` on `node` (only its filesystem unless `memory`):
+/// `true` when it paused now, `false` when it was paused already.
+pub async fn pause_on_node(
+    node: &Node,
+    sandbox_id: &str,
+    memory: bool,
+) -> Result<bool, tonic::Status> {
     let request = call_within(
         SandboxPauseRequest {
             sandbox_id: sandbox_id.to_owned(),
+            filesystem_only: !memory,
         },
         PAUSE_DEADLINE,
     );
     match node.sandboxes().pause(request).await {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+        Ok(_) => Ok(true),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(false),
         Err(status) => Err(status),
     }
 }
 
-fn node_refusal(id: &str, status: tonic::Status) -> ApiError {
-    match status.code() {
-        tonic::Code::FailedPrecondition => {
-            ApiError::Conflict(format!("sandbox {id} is already paused"))
-        }
-        _ => status.into(),
-    }
-}
-
 /// `POST /sandboxes/{id}/pause`: 204, 409 when it is paused already.
+/// `memory: false` keeps only its filesystem (a resume boots it again).
 pub async fn pause(
     State(app): State<Arc<AppState>>,
     caller: Caller,
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PauseSandbox>,
 ) -> ApiResult<StatusCode> {
-    if body.memory == Some(false) {
-        return Err(ApiError::BadRequest(
-            "pausing with only the filesystem (memory: false) is not supported by hearth yet"
-                .into(),
-        ));
-    }
     let record = owned_sandbox(&app, &caller, &id).await?;
+    let already = || ApiError::Conflict(format!("sandbox {id} is already paused"));
     if record.paused {
-        return Err(ApiError::Conflict(format!(
-            "sandbox {id} is already paused"
-        )));
+        return Err(already());
     }
+    room_to_keep(&app, &record.team_id).await?;
     let node = app.nodes.get(&record.node)?;
-    let request = call_within(
-        SandboxPauseRequest {
-            sandbox_id: id.clone(),
-        },
-        PAUSE_DEADLINE,
-    );
-    match node.sandboxes().pause(request).await {
-        Ok(_) => {}
+    match pause_on_node(node, &id, body.memory != Some(false)).await {
+        Ok(true) => {}
+        Ok(false) => return Err(already()),
         Err(status) if status.code() == tonic::Code::NotFound => {
             forget(&app, &id).await?;
             return Err(ApiError::sandbox_not_found(&id));
         }
-        Err(status) => return Err(node_refusal(&id, status)),
+        Err(status) => return Err(status.into()),
     }
     app.upstream.forget(&id);
     if !app.store.mark_paused(&id).await? {
         // Killed (or paused by another request) meanwhile.
-        return Err(ApiError::Conflict(format!(
-            "sandbox {id} is already paused"
+        return Err(already());
+    }
+    tracing::info!(sandbox = %id, memory = body.memory != Some(false), "sandbox paused");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses (429) when the team keeps its maximum of paused sandboxes and
+/// snapshots. Two requests at once may both pass: the limit bounds disk
+/// use, it is not an exact count.
+pub async fn room_to_keep(app: &AppState, team_id: &str) -> ApiResult<()> {
+    let max = app.config.team_max_kept;
+    let kept = app.store.count_kept(team_id).await?;
+    if kept >= max {
+        return Err(ApiError::TooManyRequests(format!(
+            "your team keeps its maximum of {max} paused sandboxes and snapshots: \
+             kill paused sandboxes or delete snapshots first"
         )));
     }
-    tracing::info!(sandbox = %id, "sandbox paused");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// What [`resume_paused`] found.
@@ -128,6 +128,7 @@ pub async fn resume_paused(
     sandbox_id: &str,
     max_sandboxes: i64,
     timeout: Option<i64>,
+    fresh_boot: bool,
 ) -> ApiResult<Resumed> {
     let timeout = app.config.timeout(timeout)?;
     let _turn = app.resumes.turn(sandbox_id).await;
@@ -151,6 +152,7 @@ pub async fn resume_paused(
         SandboxResumeRequest {
             sandbox_id: record.sandbox_id.clone(),
             end_time: Some(proto_time(end_at + millis(NODE_GRACE))),
+            fresh_boot,
         },
         PAUSE_DEADLINE,
     );
@@ -197,7 +199,7 @@ pub async fn resume(
             "sandbox {id} is already running"
         )));
     }
-    match resume_paused(&app, &id, caller.team.max_sandboxes, body.timeout).await? {
+    match resume_paused(&app, &id, caller.team.max_sandboxes, body.timeout, false).await? {
         Resumed::Now(record) => Ok((StatusCode::CREATED, Json(created(&app, &record)))),
         Resumed::Running(_) => Err(ApiError::Conflict(format!(
             "sandbox {id} is already running"

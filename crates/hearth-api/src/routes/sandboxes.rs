@@ -122,8 +122,13 @@ async fn create(
 /// caller never believes a sandbox is confined when it is not.
 fn refuse_unsupported(body: &NewSandbox) -> ApiResult<()> {
     let mut unsupported = Vec::new();
-    if body.auto_pause && body.auto_pause_memory == Some(false) {
-        unsupported.push("autoPauseMemory: false (a filesystem-only pause)");
+    if body.auto_pause_memory == Some(false) && body.auto_resume.as_ref().is_some_and(|r| r.enabled)
+    {
+        return Err(ApiError::BadRequest(
+            "autoResume cannot be combined with autoPauseMemory: false: a filesystem-only \
+             pause is resumed with a connect"
+                .into(),
+        ));
     }
     if body
         .volume_mounts
@@ -165,7 +170,7 @@ fn auto_resume_secs(config: &crate::config::ApiConfig, timeout: Duration) -> i64
 /// The least a resume by traffic runs a sandbox for.
 const MIN_AUTO_RESUME: Duration = Duration::from_secs(300);
 
-async fn create_sandbox(
+pub(super) async fn create_sandbox(
     app: &AppState,
     caller: &Caller,
     body: NewSandbox,
@@ -295,6 +300,7 @@ async fn create_sandbox(
         end_at,
         paused: false,
         auto_pause: body.auto_pause,
+        auto_pause_memory: body.auto_pause_memory != Some(false),
         auto_resume_secs: body
             .auto_resume
             .is_some_and(|r| r.enabled)
@@ -366,14 +372,15 @@ pub async fn connect(
 ) -> ApiResult<(StatusCode, Json<SandboxCreated>)> {
     let mut record = owned_sandbox(&app, &caller, &id).await?;
     if record.paused {
-        if body.memory == Some(false) {
-            return Err(ApiError::BadRequest(
-                "resuming with a fresh boot (memory: false) is not supported by hearth yet".into(),
-            ));
-        }
-        let resumed =
-            super::pausing::resume_paused(&app, &id, caller.team.max_sandboxes, body.timeout)
-                .await?;
+        // `memory: false` boots the guest again from its disk.
+        let resumed = super::pausing::resume_paused(
+            &app,
+            &id,
+            caller.team.max_sandboxes,
+            body.timeout,
+            body.memory == Some(false),
+        )
+        .await?;
         match resumed {
             Resumed::Now(resumed) => {
                 return Ok((StatusCode::CREATED, Json(created(&app, &resumed))));

@@ -109,7 +109,7 @@ pub async fn list(
     Ok(Json(templates))
 }
 
-fn page_after(token: Option<&str>) -> ApiResult<Option<(i64, String)>> {
+pub(super) fn page_after(token: Option<&str>) -> ApiResult<Option<(i64, String)>> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
@@ -183,6 +183,12 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let t = resolve::owned(&app, &caller, &id).await?;
     let template_id = &t.template_id;
+    // A snapshot goes even while sandboxes run from it: they keep what
+    // they need of it.
+    if app.store.is_snapshot(template_id).await? {
+        super::snapshots::remove_snapshot(&app, &t).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if app
         .store
         .count_sandboxes_from(&caller.team.team_id, template_id)

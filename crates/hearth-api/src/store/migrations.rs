@@ -10,6 +10,18 @@ const STEPS: &[&[&str]] = &[
     TEMPLATE_BUILDS,
     SANDBOX_STATE,
     SANDBOX_AUTO_RESUME,
+    SNAPSHOTS,
+];
+
+/// Snapshots of sandboxes: templates that say which sandbox they were.
+const SNAPSHOTS: &[&str] = &[
+    "CREATE TABLE snapshots (
+        snapshot_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        sandbox_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX snapshots_team ON snapshots (team_id, created_at)",
 ];
 
 /// Paused sandboxes that traffic resumes: for how many seconds (0: none).
@@ -17,7 +29,8 @@ const SANDBOX_AUTO_RESUME: &[&str] =
     &["ALTER TABLE sandboxes ADD COLUMN auto_resume_secs BIGINT NOT NULL DEFAULT 0"];
 
 /// Sandboxes can be paused (`state`: `running` or `paused`), and paused
-/// rather than killed at their timeout (`auto_pause`).
+/// rather than killed at their timeout (`auto_pause`: 0 no, 1 with memory,
+/// 2 only the filesystem).
 const SANDBOX_STATE: &[&str] = &[
     "ALTER TABLE sandboxes ADD COLUMN state TEXT NOT NULL DEFAULT 'running'",
     "ALTER TABLE sandboxes ADD COLUMN auto_pause BIGINT NOT NULL DEFAULT 0",

@@ -7,6 +7,7 @@ mod builds;
 mod migrations;
 mod records;
 mod sandboxes;
+mod snapshots;
 mod tags;
 mod teams;
 mod templates;
@@ -19,6 +20,7 @@ pub use records::{
     ApiKeyRecord, BuildLogRecord, BuildRecord, BuildStatus, SandboxRecord, TagRecord, TeamRecord,
     TemplateRecord,
 };
+pub use snapshots::{NewSnapshot, SnapshotFilter, SnapshotRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -79,6 +79,8 @@ pub struct SandboxRecord {
     pub paused: bool,
     /// Paused rather than killed when its timeout comes.
     pub auto_pause: bool,
+    /// That pause keeps memory (`false`: only the filesystem).
+    pub auto_pause_memory: bool,
     /// Resumed, when paused, by traffic through the proxy, for this many
     /// seconds (`None`: such traffic is refused as for a gone sandbox).
     pub auto_resume_secs: Option<i64>,

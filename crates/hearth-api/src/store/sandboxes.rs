@@ -9,6 +9,10 @@ use super::{SandboxRecord, Store, StoreError, StoreResult};
 /// The `state` column's values.
 const RUNNING: &str = "running";
 const PAUSED: &str = "paused";
+/// The `auto_pause` column's values.
+const AUTO_PAUSE_NONE: i64 = 0;
+const AUTO_PAUSE_MEMORY: i64 = 1;
+const AUTO_PAUSE_FILESYSTEM: i64 = 2;
 
 fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
     let corrupt = |what, error: serde_json::Error| StoreError::Corrupt {
@@ -38,7 +42,8 @@ fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
         started_at: row.try_get("started_at")?,
         end_at: row.try_get("end_at")?,
         paused: row.try_get::<String, _>("state")? == PAUSED,
-        auto_pause: row.try_get::<i64, _>("auto_pause")? != 0,
+        auto_pause: row.try_get::<i64, _>("auto_pause")? != AUTO_PAUSE_NONE,
+        auto_pause_memory: row.try_get::<i64, _>("auto_pause")? != AUTO_PAUSE_FILESYSTEM,
         auto_resume_secs: Some(row.try_get::<i64, _>("auto_resume_secs")?).filter(|s| *s > 0),
     })
 }
@@ -78,7 +83,11 @@ impl Store {
         .bind(record.started_at)
         .bind(record.end_at)
         .bind(if record.paused { PAUSED } else { RUNNING })
-        .bind(i64::from(record.auto_pause))
+        .bind(match (record.auto_pause, record.auto_pause_memory) {
+            (false, _) => AUTO_PAUSE_NONE,
+            (true, true) => AUTO_PAUSE_MEMORY,
+            (true, false) => AUTO_PAUSE_FILESYSTEM,
+        })
         .bind(record.auto_resume_secs.unwrap_or(0))
         .execute(&self.pool)
         .await?;

@@ -61,7 +61,7 @@ impl Store {
         Ok(())
     }
 
-    async fn aliases_of(&self, template_id: &str) -> StoreResult<Vec<String>> {
+    pub(super) async fn aliases_of(&self, template_id: &str) -> StoreResult<Vec<String>> {
         let rows =
             sqlx::query("SELECT alias FROM template_aliases WHERE template_id = $1 ORDER BY alias")
                 .bind(template_id)
@@ -93,7 +93,9 @@ impl Store {
     /// The templates a team may use: its own and the public ones.
     pub async fn templates_for(&self, team_id: &str) -> StoreResult<Vec<TemplateRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM templates WHERE team_id = $1 OR public = 1 ORDER BY created_at, template_id",
+            "SELECT * FROM templates WHERE (team_id = $1 OR public = 1)
+                AND template_id NOT IN (SELECT snapshot_id FROM snapshots)
+             ORDER BY created_at, template_id",
         )
         .bind(team_id)
         .fetch_all(&self.pool)
@@ -117,6 +119,7 @@ impl Store {
             "DELETE FROM template_build_logs WHERE build_id IN
                 (SELECT build_id FROM template_builds WHERE template_id = $1)",
             "DELETE FROM template_builds WHERE template_id = $1",
+            "DELETE FROM snapshots WHERE snapshot_id = $1",
         ] {
             sqlx::query(statement)
                 .bind(template_id)

@@ -64,6 +64,10 @@ pub struct FakeState {
     pub create_delay: Option<std::time::Duration>,
     /// Every sandbox a delete was asked for, known or not.
     pub delete_asked: Vec<String>,
+    /// Sandboxes paused with only their filesystem.
+    pub paused_without_memory: Vec<String>,
+    /// Snapshots held, by id: the sandbox each was taken of.
+    pub snapshots: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +241,8 @@ impl SandboxService for FakeNode {
         &self,
         request: Request<pb::SandboxPauseRequest>,
     ) -> Result<Response<pb::RunningSandbox>, Status> {
-        let id = request.into_inner().sandbox_id;
+        let request = request.into_inner();
+        let id = request.sandbox_id;
         let mut state = self.state();
         let sandbox = state
             .sandboxes
@@ -247,7 +252,49 @@ impl SandboxService for FakeNode {
             return Err(Status::failed_precondition("paused already"));
         }
         sandbox.paused = true;
-        Ok(Response::new(sandbox.clone()))
+        let answer = sandbox.clone();
+        if request.filesystem_only {
+            state.paused_without_memory.push(id);
+        }
+        Ok(Response::new(answer))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SandboxSnapshotRequest>,
+    ) -> Result<Response<pb::SandboxSnapshot>, Status> {
+        let request = request.into_inner();
+        let mut state = self.state();
+        let sandbox = state
+            .sandboxes
+            .get(&request.sandbox_id)
+            .ok_or_else(|| Status::not_found("no such sandbox"))?;
+        if sandbox.paused {
+            return Err(Status::failed_precondition("paused"));
+        }
+        let answer = pb::SandboxSnapshot {
+            snapshot_id: request.snapshot_id.clone(),
+            build_id: sandbox.build_id.clone(),
+            vcpu: 2,
+            ram_mb: 512,
+            memory_bytes: 1 << 20,
+            disk_bytes: 1 << 20,
+        };
+        state
+            .snapshots
+            .insert(request.snapshot_id, request.sandbox_id);
+        Ok(Response::new(answer))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<pb::SnapshotDeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = request.into_inner().snapshot_id;
+        match self.state().snapshots.remove(&id) {
+            Some(_) => Ok(Response::new(())),
+            None => Err(Status::not_found("no such snapshot")),
+        }
     }
 
     /// A resumed sandbox comes back at another address, as a node's does.

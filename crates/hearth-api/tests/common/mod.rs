@@ -62,6 +62,7 @@ pub fn record(id: &str) -> hearth_api::store::SandboxRecord {
         end_at: i64::MAX,
         paused: false,
         auto_pause: false,
+        auto_pause_memory: true,
         auto_resume_secs: None,
     }
 }

@@ -106,3 +106,18 @@ pub fn process_running(needle: &str) -> bool {
 }
 
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `script` with `sh -c` through `envd`; its trimmed stdout, or an
+/// error when it fails.
+pub async fn shell(
+    envd: &hearth_vmm::EnvdClient,
+    script: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let output = envd
+        .run("sh", &["-c", script], None, COMMAND_TIMEOUT)
+        .await?;
+    if output.exit_code != 0 {
+        return Err(format!("`{script}` failed: {output:?}").into());
+    }
+    Ok(output.stdout.trim().to_owned())
+}

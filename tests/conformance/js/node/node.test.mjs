@@ -111,6 +111,39 @@ test('pause keeps processes and files; a connect resumes; a paused sandbox can b
   await assert.rejects(Sandbox.connect(sbx.sandboxId))
 })
 
+test('a snapshot starts independent sandboxes; a fork does it in one call; the source runs on', async () => {
+  const source = await Sandbox.create({ timeoutMs: 180_000 })
+  const started = []
+  try {
+    await source.files.write('/home/user/js-state.txt', 'before')
+    const snapshot = await source.createSnapshot()
+    assert.ok(snapshot.snapshotId)
+    await source.files.write('/home/user/js-state.txt', 'source')
+    const listed = await Sandbox.listSnapshots({ sandboxId: source.sandboxId }).nextItems()
+    assert.deepEqual(listed.map((s) => s.snapshotId), [snapshot.snapshotId])
+    const fromSnapshot = await Sandbox.create(snapshot.snapshotId, { timeoutMs: 120_000 })
+    started.push(fromSnapshot)
+    assert.equal(await fromSnapshot.files.read('/home/user/js-state.txt'), 'before')
+    assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), true)
+    assert.equal(await Sandbox.deleteSnapshot(snapshot.snapshotId), false)
+
+    const forks = await source.fork({ count: 2, timeoutMs: 120_000 })
+    assert.equal(forks.length, 2)
+    for (const fork of forks) {
+      assert.ok(fork instanceof Sandbox, String(fork))
+      started.push(fork)
+      assert.equal(await fork.files.read('/home/user/js-state.txt'), 'source')
+    }
+    await forks[0].files.write('/home/user/js-state.txt', 'fork')
+    assert.equal(await forks[1].files.read('/home/user/js-state.txt'), 'source')
+    assert.equal(await source.files.read('/home/user/js-state.txt'), 'source')
+    assert.equal(await source.isRunning(), true)
+  } finally {
+    for (const sbx of started) await sbx.kill()
+    await source.kill()
+  }
+})
+
 test('traffic to a port resumes a paused sandbox created with autoResume', async () => {
   const sbx = await Sandbox.create({ timeoutMs: 120_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
   try {

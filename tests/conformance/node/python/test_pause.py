@@ -2,7 +2,7 @@
 sandbox keeps its processes, memory, files, env and access token; it is
 listed as paused; a connect resumes it, and so does traffic to one created
 with auto-resume; a second pause is refused; a paused sandbox can be
-killed."""
+killed. A filesystem-only pause keeps files and boots the guest again."""
 
 import os
 import time
@@ -120,5 +120,21 @@ def test_traffic_to_a_port_resumes_a_sandbox_with_auto_resume():
         # envd's port resumes it as well; the SDK's handle keeps working.
         assert sbx.pause() is True
         assert sbx.commands.run("echo via-envd").stdout == "via-envd\n"
+    finally:
+        Sandbox.kill(sbx.sandbox_id)
+
+
+def test_a_filesystem_only_pause_keeps_files_and_the_resume_boots_again():
+    sbx = Sandbox.create(timeout=180)
+    try:
+        sbx.files.write("/home/user/fs-only.txt", "persisted")
+        boot_before = sbx.files.read("/proc/sys/kernel/random/boot_id").strip()
+        assert sbx.pause(mode="filesystem") is True
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
+        resumed = sbx.connect(timeout=120)
+        assert resumed.sandbox_id == sbx.sandbox_id
+        # The same handle (and token) works on the guest that booted again.
+        assert sbx.files.read("/home/user/fs-only.txt") == "persisted"
+        assert sbx.files.read("/proc/sys/kernel/random/boot_id").strip() != boot_before
     finally:
         Sandbox.kill(sbx.sandbox_id)
