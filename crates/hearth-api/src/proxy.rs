@@ -89,7 +89,7 @@ fn masked_host(network: &serde_json::Value, port: u16) -> Option<HeaderValue> {
     HeaderValue::from_str(&network.request_host(port)?).ok()
 }
 
-async fn forward(app: &AppState, mut request: Request, id: &str, port: u16) -> Response {
+async fn forward(app: &Arc<AppState>, mut request: Request, id: &str, port: u16) -> Response {
     let record = match app.store.sandbox(id).await {
         Ok(Some(record)) => record,
         Ok(None) => {

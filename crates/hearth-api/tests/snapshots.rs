@@ -57,6 +57,13 @@ async fn snapshots_are_the_teams_templates_listed_apart() -> TestResult {
     assert_error(snapshot(&h, &source, json!({"memory": false})).await?, 400).await?;
     assert_error(snapshot(&h, "nope", json!({})).await?, 404).await?;
     assert_eq!(h.node.state().snapshots.len(), 1);
+    // A template build cannot take a snapshot's name.
+    let build = h
+        .request(Method::POST, "/v3/templates")
+        .json(&json!({"name": "snap-a"}))
+        .send()
+        .await?;
+    assert_error(build, 409).await?;
 
     // Listed, filtered by sandbox and name, paged newest first.
     let second = snapshot(&h, &source, json!({}))
@@ -209,6 +216,9 @@ async fn paused_sandboxes_and_snapshots_count_against_the_teams_limit() -> TestR
         .send()
         .await?;
     assert_eq!(forked.status(), 201);
+    let forked: Vec<Value> = forked.json().await?;
+    assert!(forked[0]["sandbox"]["sandboxID"].is_string(), "{forked:?}");
+    assert_eq!(h.node.state().snapshots.len(), 1);
     // Room again once the snapshot is deleted.
     let deleted = h
         .request(

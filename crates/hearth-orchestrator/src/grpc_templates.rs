@@ -212,7 +212,8 @@ impl TemplateService for TemplateBuilds {
             return Err(Status::invalid_argument("not a template this node built"));
         }
         // A clone's overlay names its template's disk, so the files of a
-        // build that sandboxes still run stay (until the node's next start).
+        // build that sandboxes still run stay (until the node's next start);
+        // builds that paused sandboxes or snapshots need are not forgotten.
         for template in self.manager.forget_template(&id) {
             if !self.manager.runs_build(&id, &template.meta.build_id) {
                 let _ = std::fs::remove_dir_all(&template.dir);

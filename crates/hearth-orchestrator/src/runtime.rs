@@ -629,6 +629,10 @@ impl NodeRuntime {
                 // Out of the running sandboxes' directory, which a restart
                 // cleans up unless their VMs run.
                 let target = self.paused_dir(&paused.id);
+                // Not while layers are collected: a directory between the
+                // two would be seen in neither, its disk's layers in no
+                // chain.
+                let _layers = self.layers.lock().await;
                 let moved = std::fs::create_dir_all(self.paused_sandboxes_dir())
                     .and_then(|()| std::fs::rename(&paused.run_dir, &target));
                 match moved {
@@ -664,6 +668,7 @@ impl NodeRuntime {
         // the resume fails).
         let run_dir = self.sandbox_dir(&paused.id);
         if paused.run_dir != run_dir {
+            let _layers = self.layers.lock().await;
             std::fs::rename(&paused.run_dir, &run_dir).map_err(|source| NodeError::Io {
                 context: "moving back",
                 path: paused.run_dir.clone(),
@@ -680,6 +685,7 @@ impl NodeRuntime {
             })
             .await;
         if resumed.is_err() && paused.run_dir != run_dir {
+            let _layers = self.layers.lock().await;
             let _ = std::fs::rename(&run_dir, &paused.run_dir);
         }
         resumed

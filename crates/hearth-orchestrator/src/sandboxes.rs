@@ -298,16 +298,32 @@ impl SandboxManager {
         lock(&self.templates).get(id).cloned()
     }
 
-    /// Forgets every build of template `id`; returns them.
+    /// Forgets template `id` and those of its builds that no sandbox
+    /// (running or paused) and no snapshot needs; returns the builds it
+    /// forgot. The others stay, for pauses, resumes and snapshots of what
+    /// runs over them.
     pub fn forget_template(&self, id: &str) -> Vec<Template> {
         lock(&self.templates).remove(id);
+        let mut in_use: std::collections::HashSet<String> = self
+            .list()
+            .into_iter()
+            .filter(|info| info.spec.template_id == id)
+            .map(|info| info.build_id)
+            .collect();
+        in_use.extend(
+            lock(&self.snapshots)
+                .values()
+                .map(|s| &s.source.info)
+                .filter(|info| info.spec.template_id == id)
+                .map(|info| info.build_id.clone()),
+        );
         let mut builds = lock(&self.builds);
         let forgotten = builds
             .iter()
-            .filter(|((template, _), _)| template == id)
+            .filter(|((template, build), _)| template == id && !in_use.contains(build))
             .map(|(_, t)| t.clone())
             .collect();
-        builds.retain(|(template, _), _| template != id);
+        builds.retain(|(template, build), _| template != id || in_use.contains(build));
         forgotten
     }
 
@@ -731,11 +747,12 @@ impl SandboxManager {
                     .filter(|t| t.meta.build_id == info.build_id)
                     .cloned()
             })
+            // Not "unknown": the sandbox is there, what it runs over is not.
             .ok_or_else(|| {
-                SandboxError::UnknownTemplate(format!(
-                    "{} (build {})",
-                    info.spec.template_id, info.build_id
-                ))
+                SandboxError::Node(NodeError::Invalid(format!(
+                    "the template build {} (build {}) of sandbox {} is not on this node",
+                    info.spec.template_id, info.build_id, info.spec.sandbox_id
+                )))
             })
     }
 

@@ -163,7 +163,8 @@ impl NodeRuntime {
     }
 
     /// Removes the layers that no snapshot and no sandbox's disk (running
-    /// or paused) has in its backing chain.
+    /// or paused) has in its backing chain. While a snapshot is taken (or a
+    /// sandbox's directory moves) it does nothing: the next one collects.
     pub async fn collect_layers(&self) {
         let layers = self.layers_dir();
         let Ok(entries) = std::fs::read_dir(&layers) else {
@@ -173,7 +174,9 @@ impl NodeRuntime {
         if present.is_empty() {
             return;
         }
-        let _layers = self.layers.lock().await;
+        let Ok(_layers) = self.layers.try_lock() else {
+            return;
+        };
         let mut used = HashSet::new();
         let disks = [self.sandboxes_dir(), self.paused_sandboxes_dir()]
             .into_iter()

@@ -215,6 +215,9 @@ async fn a_paused_sandbox_outlives_its_node_and_resumes_in_the_next() -> TestRes
         node.metrics(&id).await,
         Err(SandboxError::Paused(_))
     ));
+    // Deleting the template keeps the build the paused sandbox and the
+    // snapshot run over.
+    assert!(node.forget_template(&spec.template_id).is_empty());
     // The node goes away (shutdown deletes running sandboxes only).
     node.delete_all().await;
     drop(node);

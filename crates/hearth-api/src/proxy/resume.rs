@@ -2,6 +2,8 @@
 //! for the request, which waits for it and then goes through; any other
 //! gets what a sandbox that is gone gets.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -13,7 +15,10 @@ use crate::store::SandboxRecord;
 use super::sandbox_missing;
 
 /// `record` running: as it is, or resumed first when it is paused.
-pub async fn running(app: &AppState, record: SandboxRecord) -> Result<SandboxRecord, Response> {
+pub async fn running(
+    app: &Arc<AppState>,
+    record: SandboxRecord,
+) -> Result<SandboxRecord, Response> {
     if !record.paused {
         return Ok(record);
     }

@@ -42,6 +42,7 @@ fn fork_of(
         "templateID": template_id,
         "timeout": timeout,
         "autoPause": record.auto_pause,
+        "autoPauseMemory": record.auto_pause_memory,
         "autoResume": {"enabled": record.auto_resume_secs.is_some()},
         "secure": record.envd_access_token.is_some(),
         "allow_internet_access": record.allow_internet,
@@ -69,16 +70,22 @@ pub async fn fork(
     // gets its row, and the snapshot goes.
     let task = tokio::spawn(async move {
         let snapshot = take_snapshot(&app, &record, None).await?;
-        let template = app
-            .store
-            .template(&snapshot.snapshot_id)
-            .await?
-            .ok_or_else(|| ApiError::Internal("the fork's snapshot vanished".into()))?;
-        let new = fork_of(&record, &snapshot.snapshot_id, body.timeout)?;
-        let started = futures::future::join_all(
-            (0..count).map(|_| create_sandbox(&app, &caller, new.clone())),
-        )
-        .await;
+        let template = app.store.template(&snapshot.snapshot_id).await;
+        let template = match template {
+            Ok(Some(template)) => template,
+            Ok(None) => return Err(ApiError::Internal("the fork's snapshot vanished".into())),
+            Err(error) => return Err(error.into()),
+        };
+        let started = match fork_of(&record, &snapshot.snapshot_id, body.timeout) {
+            Ok(new) => {
+                futures::future::join_all(
+                    (0..count).map(|_| create_sandbox(&app, &caller, new.clone())),
+                )
+                .await
+            }
+            Err(error) => vec![Err(error)],
+        };
+        // Whatever became of the forks, the snapshot goes.
         if let Err(error) = remove_snapshot(&app, &template).await {
             tracing::warn!(%error, "removing a fork's snapshot failed");
         }

@@ -73,28 +73,36 @@ pub async fn pause(
     JsonBody(body): JsonBody<PauseSandbox>,
 ) -> ApiResult<StatusCode> {
     let record = owned_sandbox(&app, &caller, &id).await?;
-    let already = || ApiError::Conflict(format!("sandbox {id} is already paused"));
+    let conflict = format!("sandbox {id} is already paused");
+    let already = move || ApiError::Conflict(conflict.clone());
     if record.paused {
         return Err(already());
     }
     room_to_keep(&app, &record.team_id).await?;
-    let node = app.nodes.get(&record.node)?;
-    match pause_on_node(node, &id, body.memory != Some(false)).await {
-        Ok(true) => {}
-        Ok(false) => return Err(already()),
-        Err(status) if status.code() == tonic::Code::NotFound => {
-            forget(&app, &id).await?;
-            return Err(ApiError::sandbox_not_found(&id));
+    let memory = body.memory != Some(false);
+    // In a task of its own: a client that gives up does not leave the node
+    // paused and the row running.
+    let task = tokio::spawn(async move {
+        let node = app.nodes.get(&record.node)?;
+        match pause_on_node(node, &id, memory).await {
+            Ok(true) => {}
+            Ok(false) => return Err(already()),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                forget(&app, &id).await?;
+                return Err(ApiError::sandbox_not_found(&id));
+            }
+            Err(status) => return Err(status.into()),
         }
-        Err(status) => return Err(status.into()),
-    }
-    app.upstream.forget(&id);
-    if !app.store.mark_paused(&id).await? {
-        // Killed (or paused by another request) meanwhile.
-        return Err(already());
-    }
-    tracing::info!(sandbox = %id, memory = body.memory != Some(false), "sandbox paused");
-    Ok(StatusCode::NO_CONTENT)
+        app.upstream.forget(&id);
+        if !app.store.mark_paused(&id).await? {
+            // Killed (or paused by another request) meanwhile.
+            return Err(already());
+        }
+        tracing::info!(sandbox = %id, memory, "sandbox paused");
+        Ok(StatusCode::NO_CONTENT)
+    });
+    task.await
+        .map_err(|e| ApiError::Internal(format!("the pause task failed: {e}")))?
 }
 
 /// Refuses (429) when the team keeps its maximum of paused sandboxes and
@@ -123,7 +131,24 @@ pub enum Resumed {
 /// Resumes `sandbox_id` if it is paused, until `timeout` seconds from now
 /// (the configured default when `None`). Resumes of one sandbox take turns,
 /// and a resume counts against its team's `max_sandboxes` as a create does.
+/// It runs in a task of its own: a caller that gives up (a proxied client
+/// that hangs up) does not cut it off between the node and the row.
 pub async fn resume_paused(
+    app: &Arc<AppState>,
+    sandbox_id: &str,
+    max_sandboxes: i64,
+    timeout: Option<i64>,
+    fresh_boot: bool,
+) -> ApiResult<Resumed> {
+    let (app, sandbox_id) = (app.clone(), sandbox_id.to_owned());
+    tokio::spawn(
+        async move { resume_now(&app, &sandbox_id, max_sandboxes, timeout, fresh_boot).await },
+    )
+    .await
+    .map_err(|e| ApiError::Internal(format!("the resume task failed: {e}")))?
+}
+
+async fn resume_now(
     app: &AppState,
     sandbox_id: &str,
     max_sandboxes: i64,

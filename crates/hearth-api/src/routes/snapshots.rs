@@ -112,7 +112,9 @@ pub async fn take_snapshot(
     let written = app.store.insert_snapshot(&snapshot).await;
     if !matches!(written, Ok(true)) {
         // Nobody can name it: it goes.
-        delete_on_node(app, &record.node, &snapshot_id).await;
+        if let Err(status) = delete_on_node(app, &record.node, &snapshot_id).await {
+            tracing::warn!(snapshot = %snapshot_id, %status, "deleting an unrecorded snapshot on its node failed");
+        }
     }
     if !written? {
         return Err(ApiError::Conflict(format!(
@@ -133,9 +135,15 @@ pub async fn take_snapshot(
     })
 }
 
-async fn delete_on_node(app: &AppState, node: &str, snapshot_id: &str) {
+/// Deletes a snapshot on its node; one that left the cluster, or does not
+/// have it, took it with it.
+async fn delete_on_node(
+    app: &AppState,
+    node: &str,
+    snapshot_id: &str,
+) -> Result<(), tonic::Status> {
     let Some(node) = app.nodes.find(node) else {
-        return;
+        return Ok(());
     };
     let request = call_within(
         SnapshotDeleteRequest {
@@ -144,19 +152,18 @@ async fn delete_on_node(app: &AppState, node: &str, snapshot_id: &str) {
         SNAPSHOT_DEADLINE,
     );
     match node.sandboxes().delete_snapshot(request).await {
-        Ok(_) => {}
-        Err(status) if status.code() == tonic::Code::NotFound => {}
-        Err(status) => {
-            tracing::warn!(snapshot = %snapshot_id, %status, "deleting a snapshot on its node failed")
-        }
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(status),
     }
 }
 
 /// Removes snapshot `template` from its node and the store. Sandboxes
-/// started from it run on (their disks keep the layers they need).
+/// started from it run on (their disks keep the layers they need). When
+/// its node fails to delete it, the rows stay, so it can be deleted again.
 pub async fn remove_snapshot(app: &AppState, template: &TemplateRecord) -> ApiResult<()> {
     if let Some(build) = app.store.build(&template.build_id).await? {
-        delete_on_node(app, &build.node, &template.template_id).await;
+        delete_on_node(app, &build.node, &template.template_id).await?;
     }
     app.store.delete_template(&template.template_id).await?;
     tracing::info!(snapshot = %template.template_id, "snapshot deleted");

@@ -84,6 +84,14 @@ async fn register(
     }
     let (cpu_count, memory_mb) = shape(request.cpu_count, request.memory_mb)?;
     let existing = app.store.template(&name.name).await?;
+    if let Some(t) = &existing
+        && app.store.is_snapshot(&t.template_id).await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "'{}' names a snapshot; choose another name",
+            name.name
+        )));
+    }
     let template_id = match &existing {
         Some(t) if !t.aliases.contains(&name.name) => {
             return Err(ApiError::Conflict(format!(
