@@ -750,6 +750,16 @@ async fn a_paused_sandbox_is_listed_as_paused_and_a_connect_resumes_it() -> Test
         .await?;
     assert_eq!(fs_only.status(), 204);
     assert!(h.node.state().paused_without_memory.contains(&third));
+    // The row says so: traffic does not auto-resume it.
+    let rows = (
+        h.state.store.sandbox(&third).await?,
+        h.state.store.sandbox(&id).await?,
+    );
+    let (Some(fs_row), Some(memory_row)) = rows else {
+        return Err("a paused sandbox has no row".into());
+    };
+    assert!(fs_row.paused && !fs_row.paused_memory);
+    assert!(memory_row.paused && memory_row.paused_memory);
     let killed = h
         .request(Method::DELETE, &format!("/sandboxes/{third}"))
         .send()
@@ -872,6 +882,9 @@ async fn an_auto_pause_sandbox_is_paused_at_its_timeout_not_killed() -> TestResu
     assert!(h.state.store.sandbox(&killed).await?.is_none());
     // `autoPauseMemory: false` keeps only the filesystem.
     assert_eq!(h.node.state().paused_without_memory, vec![fs_only.clone()]);
+    let fs_row = h.state.store.sandbox(&fs_only).await?.ok_or("no row")?;
+    assert!(fs_row.paused && !fs_row.paused_memory);
+    assert!(row.paused_memory);
     // A later sweep leaves it paused; a connect resumes it.
     hearth_api::lifecycle::kill_ended(&h.state).await;
     assert!(h.state.store.sandbox(&id).await?.is_some_and(|r| r.paused));

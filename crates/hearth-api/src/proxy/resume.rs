@@ -1,6 +1,7 @@
 //! Traffic to a paused sandbox. One created with auto-resume is resumed
-//! for the request, which waits for it and then goes through; any other
-//! gets what a sandbox that is gone gets.
+//! for the request, which waits for it and then goes through, unless it
+//! was paused without its memory; any other gets what a sandbox that is
+//! gone gets.
 
 use std::sync::Arc;
 
@@ -23,7 +24,9 @@ pub async fn running(
         return Ok(record);
     }
     let id = record.sandbox_id.as_str();
-    let Some(secs) = record.auto_resume_secs else {
+    // A filesystem-only pause kept no processes to resume: traffic does not
+    // boot it again (a connect does), as E2B refuses it too.
+    let Some(secs) = record.auto_resume_secs.filter(|_| record.paused_memory) else {
         return Err(sandbox_missing(id));
     };
     let team = match app.store.team(&record.team_id).await {

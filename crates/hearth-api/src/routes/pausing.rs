@@ -94,7 +94,7 @@ pub async fn pause(
             Err(status) => return Err(status.into()),
         }
         app.upstream.forget(&id);
-        if !app.store.mark_paused(&id).await? {
+        if !app.store.mark_paused(&id, memory).await? {
             // Killed (or paused by another request) meanwhile.
             return Err(already());
         }

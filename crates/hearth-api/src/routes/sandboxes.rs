@@ -299,6 +299,7 @@ pub(super) async fn create_sandbox(
         started_at,
         end_at,
         paused: false,
+        paused_memory: true,
         auto_pause: body.auto_pause,
         auto_pause_memory: body.auto_pause_memory != Some(false),
         auto_resume_secs: body

@@ -11,7 +11,13 @@ const STEPS: &[&[&str]] = &[
     SANDBOX_STATE,
     SANDBOX_AUTO_RESUME,
     SNAPSHOTS,
+    SANDBOX_PAUSE_KIND,
 ];
+
+/// Whether a paused sandbox kept its memory (1) or only its filesystem (0):
+/// traffic does not resume the latter (it would boot again).
+const SANDBOX_PAUSE_KIND: &[&str] =
+    &["ALTER TABLE sandboxes ADD COLUMN paused_memory BIGINT NOT NULL DEFAULT 1"];
 
 /// Snapshots of sandboxes: templates that say which sandbox they were.
 const SNAPSHOTS: &[&str] = &[

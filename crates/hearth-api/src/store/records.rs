@@ -77,6 +77,9 @@ pub struct SandboxRecord {
     pub end_at: i64,
     /// Paused on its node: no VM runs, its state is on the node's disk.
     pub paused: bool,
+    /// Paused with its memory (`false`: only its filesystem was kept, so a
+    /// resume boots it again). Meaningless while it runs.
+    pub paused_memory: bool,
     /// Paused rather than killed when its timeout comes.
     pub auto_pause: bool,
     /// That pause keeps memory (`false`: only the filesystem).

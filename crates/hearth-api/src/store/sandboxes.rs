@@ -42,6 +42,7 @@ fn sandbox(row: &AnyRow) -> StoreResult<SandboxRecord> {
         started_at: row.try_get("started_at")?,
         end_at: row.try_get("end_at")?,
         paused: row.try_get::<String, _>("state")? == PAUSED,
+        paused_memory: row.try_get::<i64, _>("paused_memory")? != 0,
         auto_pause: row.try_get::<i64, _>("auto_pause")? != AUTO_PAUSE_NONE,
         auto_pause_memory: row.try_get::<i64, _>("auto_pause")? != AUTO_PAUSE_FILESYSTEM,
         auto_resume_secs: Some(row.try_get::<i64, _>("auto_resume_secs")?).filter(|s| *s > 0),
@@ -59,9 +60,9 @@ impl Store {
             "INSERT INTO sandboxes (sandbox_id, team_id, template_id, alias, build_id, node,
                 client_id, host_address, envd_version, envd_access_token, traffic_access_token,
                 allow_internet, network, metadata, cpu_count, memory_mb, disk_size_mb,
-                started_at, end_at, state, auto_pause, auto_resume_secs)
+                started_at, end_at, state, auto_pause, auto_resume_secs, paused_memory)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20, $21, $22)",
+                $17, $18, $19, $20, $21, $22, $23)",
         )
         .bind(&record.sandbox_id)
         .bind(&record.team_id)
@@ -89,6 +90,7 @@ impl Store {
             (true, false) => AUTO_PAUSE_FILESYSTEM,
         })
         .bind(record.auto_resume_secs.unwrap_or(0))
+        .bind(i64::from(record.paused_memory))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -205,12 +207,14 @@ impl Store {
         Ok(updated > 0)
     }
 
-    /// Marks a running sandbox paused; false when there is no running
-    /// sandbox of that id.
-    pub async fn mark_paused(&self, sandbox_id: &str) -> StoreResult<bool> {
+    /// Marks a running sandbox paused, with its memory or only its
+    /// filesystem; false when there is no running sandbox of that id.
+    pub async fn mark_paused(&self, sandbox_id: &str, memory: bool) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE sandboxes SET state = 'paused' WHERE sandbox_id = $1 AND state = 'running'",
+            "UPDATE sandboxes SET state = 'paused', paused_memory = $1
+             WHERE sandbox_id = $2 AND state = 'running'",
         )
+        .bind(i64::from(memory))
         .bind(sandbox_id)
         .execute(&self.pool)
         .await?
@@ -222,9 +226,11 @@ impl Store {
     /// marks it paused; whether it did (the caller then pauses it).
     pub async fn claim_for_pause(&self, sandbox_id: &str, now_ms: i64) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE sandboxes SET state = 'paused'
-             WHERE sandbox_id = $1 AND end_at <= $2 AND state = 'running' AND auto_pause <> 0",
+            "UPDATE sandboxes
+             SET state = 'paused', paused_memory = CASE WHEN auto_pause = $1 THEN 0 ELSE 1 END
+             WHERE sandbox_id = $2 AND end_at <= $3 AND state = 'running' AND auto_pause <> 0",
         )
+        .bind(AUTO_PAUSE_FILESYSTEM)
         .bind(sandbox_id)
         .bind(now_ms)
         .execute(&self.pool)

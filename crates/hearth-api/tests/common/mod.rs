@@ -61,6 +61,7 @@ pub fn record(id: &str) -> hearth_api::store::SandboxRecord {
         started_at: 0,
         end_at: i64::MAX,
         paused: false,
+        paused_memory: true,
         auto_pause: false,
         auto_pause_memory: true,
         auto_resume_secs: None,

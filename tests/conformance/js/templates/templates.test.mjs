@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, test } from 'node:test'
@@ -19,12 +19,21 @@ for (const name of ['E2B_API_URL', 'E2B_DOMAIN', 'E2B_API_KEY']) {
 const API = process.env.E2B_API_URL
 const HEADERS = { 'X-API-Key': process.env.E2B_API_KEY }
 const built = []
+const scratch = []
 
 after(async () => {
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true })
   for (const id of built) {
     await fetch(`${API}/templates/${id}`, { method: 'DELETE', headers: HEADERS })
   }
 })
+
+/** A directory of our own under the system's temporary one, removed after the tests. */
+function scratchDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  scratch.push(dir)
+  return dir
+}
 
 function unique(prefix) {
   return `${prefix}-${randomUUID().slice(0, 8)}`
@@ -41,7 +50,7 @@ async function build(template, name, logs = []) {
 }
 
 test('a Dockerfile becomes a template whose sandboxes run its server', async () => {
-  const context = mkdtempSync(join(tmpdir(), 'hearth-js-template-'))
+  const context = scratchDir('hearth-js-template-')
   mkdirSync(join(context, 'site'))
   writeFileSync(join(context, 'site', 'index.html'), 'served by a template\n')
   const dockerfile = [
@@ -104,7 +113,7 @@ test('an image from a registry that wants a login, built twice: the second from 
   const username = process.env.HEARTH_TEST_REGISTRY_USER
   const password = process.env.HEARTH_TEST_REGISTRY_PASSWORD
   // busybox as /bin/sh and nothing else: no user, no envd.
-  const root = mkdtempSync(join(tmpdir(), 'hearth-js-rootfs-'))
+  const root = scratchDir('hearth-js-rootfs-')
   for (const dir of ['bin', 'etc', 'tmp', 'root']) mkdirSync(join(root, dir))
   writeFileSync(join(root, 'bin', 'busybox'), readFileSync('/bin/busybox'), { mode: 0o755 })
   symlinkSync('busybox', join(root, 'bin', 'sh'))

@@ -1,8 +1,9 @@
 """Pause and resume through the unmodified SDK against real VMs: a paused
-sandbox keeps its processes, memory, files, env and access token; it is
-listed as paused; a connect resumes it, and so does traffic to one created
-with auto-resume; a second pause is refused; a paused sandbox can be
-killed. A filesystem-only pause keeps files and boots the guest again."""
+sandbox keeps its processes (a Python process's variables too), memory,
+files, env and access token; it is listed as paused; a connect resumes it,
+and so does traffic to one created with auto-resume; a second pause is
+refused; a paused sandbox can be killed. A filesystem-only pause keeps files
+and boots the guest again."""
 
 import os
 import time
@@ -21,10 +22,41 @@ def count(sbx):
     return int(sbx.commands.run("cat /dev/shm/count").stdout)
 
 
+# A Python process whose state lives only in its memory: a secret drawn at
+# start and a tick count. SIGUSR1 makes it write both to a file.
+PYTHON_HOLDER = """python3 -u -c '
+import os, signal, time, uuid
+secret = uuid.uuid4().hex
+ticks = 0
+def answer(*_):
+    with open("/tmp/py.answer.new", "w") as f:
+        f.write(f"{secret} {ticks}")
+    os.replace("/tmp/py.answer.new", "/tmp/py.answer")
+signal.signal(signal.SIGUSR1, answer)
+open("/tmp/py.ready", "w").close()
+while True:
+    ticks += 1
+    time.sleep(0.05)
+'"""
+
+
+def ask_python(sbx, pid):
+    """The holder's (secret, ticks), read from its memory through a signal."""
+    out = sbx.commands.run(
+        "until [ -f /tmp/py.ready ]; do sleep 0.05; done; rm -f /tmp/py.answer; "
+        f"kill -USR1 {pid}; until [ -f /tmp/py.answer ]; do sleep 0.05; done; "
+        "cat /tmp/py.answer; rm /tmp/py.answer",
+        timeout=30,
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
 def test_a_paused_sandbox_resumes_where_it_was():
     sbx = Sandbox.create(timeout=120, envs={"FROM_CREATE": "kept"}, secure=True)
     try:
         counter = sbx.commands.run(COUNTER, background=True)
+        holder = sbx.commands.run(PYTHON_HOLDER, background=True)
+        secret, ticks = ask_python(sbx, holder.pid)
         sbx.files.write("/home/user/notes.txt", "written before the pause")
         boot_id = sbx.commands.run("cat /proc/sys/kernel/random/boot_id").stdout
         time.sleep(1)
@@ -49,6 +81,10 @@ def test_a_paused_sandbox_resumes_where_it_was():
         assert resumed.commands.run(f"kill -0 {counter.pid} && echo alive").stdout.strip() == "alive"
         time.sleep(1)
         assert count(resumed) > before
+        # The Python process kept its variables and runs on.
+        secret_after, ticks_after = ask_python(resumed, holder.pid)
+        assert secret_after == secret
+        assert ticks_after > ticks
         assert resumed.files.read("/home/user/notes.txt") == "written before the pause"
         assert resumed.commands.run("echo $FROM_CREATE").stdout.strip() == "kept"
         # The access token is the one it had: the old handle works as well.
@@ -120,6 +156,11 @@ def test_traffic_to_a_port_resumes_a_sandbox_with_auto_resume():
         # envd's port resumes it as well; the SDK's handle keeps working.
         assert sbx.pause() is True
         assert sbx.commands.run("echo via-envd").stdout == "via-envd\n"
+        # Paused without its memory, it has no server to resume: traffic gets
+        # what a gone sandbox gets and leaves it paused (a connect boots it).
+        assert sbx.pause(mode="filesystem") is True
+        assert httpx.get(url, timeout=60).status_code == 502
+        assert Sandbox.get_info(sbx.sandbox_id).state == SandboxState.PAUSED
     finally:
         Sandbox.kill(sbx.sandbox_id)
 
