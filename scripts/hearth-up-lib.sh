@@ -5,12 +5,13 @@
 # Settings (environment):
 #   HEARTH_BIN, ENVD_BIN      absolute paths (required)
 #   HEARTH_UP_LISTEN          API address, default 127.0.0.1:3901
+#   HEARTH_UP_METRICS         Prometheus address, default 127.0.0.1:3909
 #   HEARTH_UP_SLOTS           slot naming <prefix>:<octet>, default htu:25
 #   HEARTH_UP_EXTRA_ARGS      more `hearth up` flags, split on blanks
 #   HEARTH_UP_STOP_TIMEOUT    seconds hearth may take to stop, default 60
 #   HEARTH_DATA_DIR           data directory, default /var/lib/hearth
 #
-# After hu_init: HU_LISTEN, HU_SLOTS, HU_PREFIX, HU_DATA_DIR, HU_RUN_DIRS;
+# After hu_init: HU_LISTEN, HU_METRICS, HU_SLOTS, HU_PREFIX, HU_DATA_DIR, HU_RUN_DIRS;
 # after hu_start: HU_PID (the `hearth up` process, leader of its own session).
 
 hu_die() { echo "${HU_NAME:-hearth-up}: $*" >&2; exit 2; }
@@ -25,6 +26,7 @@ hu_init() {
     esac
   done
   HU_LISTEN="${HEARTH_UP_LISTEN:-127.0.0.1:3901}"
+  HU_METRICS="${HEARTH_UP_METRICS:-127.0.0.1:3909}"
   HU_SLOTS="${HEARTH_UP_SLOTS:-htu:25}"
   HU_PREFIX="${HU_SLOTS%%:*}"
   HU_DATA_DIR="${HEARTH_DATA_DIR:-/var/lib/hearth}"
@@ -33,11 +35,14 @@ hu_init() {
   HU_PID=""
 }
 
-# Fails when something listens on HU_LISTEN already.
+# Fails when something listens on HU_LISTEN or HU_METRICS already.
 hu_check_port_free() {
-  if (exec 3<>"/dev/tcp/${HU_LISTEN%:*}/${HU_LISTEN#*:}") 2>/dev/null; then
-    hu_die "$HU_LISTEN is in use"
-  fi
+  local address
+  for address in "$HU_LISTEN" "$HU_METRICS"; do
+    if (exec 3<>"/dev/tcp/${address%:*}/${address#*:}") 2>/dev/null; then
+      hu_die "$address is in use"
+    fi
+  done
 }
 
 # hu_start DATABASE_URL SDK_ENV LOG_FILE: starts `hearth up` in a session of
@@ -45,7 +50,7 @@ hu_check_port_free() {
 hu_start() {
   local database_url=$1 sdk_env=$2 log_file=$3
   hu_check_port_free
-  setsid "$HEARTH_BIN" up --listen "$HU_LISTEN" --envd "$ENVD_BIN" --slots "$HU_SLOTS" --slot-pool 4 \
+  setsid "$HEARTH_BIN" up --listen "$HU_LISTEN" --metrics-listen "$HU_METRICS" --envd "$ENVD_BIN" --slots "$HU_SLOTS" --slot-pool 4 \
     --database-url "$database_url" --sdk-env "$sdk_env" --max-timeout 3600 \
     --ca-bundle /etc/ssl/certs/ca-certificates.crt ${HU_EXTRA_ARGS[@]+"${HU_EXTRA_ARGS[@]}"} \
     >>"$log_file" 2>&1 &
@@ -77,6 +82,7 @@ hu_use_sdk_env() {
   # shellcheck disable=SC1090
   . "$1"
   export HEARTH_PROXY_URL="$E2B_API_URL"
+  export HEARTH_METRICS_URL="http://$HU_METRICS/metrics"
 }
 
 # Stops hearth with SIGTERM (it deletes its sandboxes); after

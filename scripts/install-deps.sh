@@ -38,6 +38,8 @@ if [ "${1:-}" = "--test" ]; then
     # A browser opening a sandbox's https URL, trusting hearth's CA (certutil).
     command -v chromium >/dev/null || missing+=(chromium)
     command -v certutil >/dev/null || missing+=(libnss3-tools)
+    # promtool: checks that hearth's /metrics parse as Prometheus text.
+    command -v promtool >/dev/null || missing+=(prometheus)
 fi
 
 updated=0

@@ -5,6 +5,7 @@
 
 pub mod filesystem;
 pub mod http;
+pub mod log_line;
 pub mod port_forward;
 pub mod process;
 pub mod rpc;

@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("ENVD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .event_format(envd::log_line::FlatJson)
         .with_writer(std::io::stderr)
         .init();
     let address = SocketAddr::new(args.listen, args.port);

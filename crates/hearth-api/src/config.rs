@@ -38,9 +38,6 @@ pub struct ApiConfig {
     pub upload_timeout: Duration,
     /// How long the control plane waits for each kind of node call.
     pub node_deadlines: NodeDeadlines,
-    /// The longest a read of a guest's answer (envd's metrics) may take,
-    /// request to last byte.
-    pub guest_read_timeout: Duration,
 }
 
 /// Deadlines of the calls to nodes, per purpose: a node that does not
@@ -86,7 +83,6 @@ impl Default for ApiConfig {
             // The SDKs give an upload an hour too.
             upload_timeout: Duration::from_secs(3600),
             node_deadlines: NodeDeadlines::default(),
-            guest_read_timeout: Duration::from_secs(10),
         }
     }
 }

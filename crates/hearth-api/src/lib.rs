@@ -7,7 +7,6 @@ pub mod builds;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod guest_read;
 pub mod lifecycle;
 pub mod listener;
 pub mod model;
@@ -23,6 +22,7 @@ pub mod server;
 mod starting;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod uploads;
 
 pub use config::ApiConfig;

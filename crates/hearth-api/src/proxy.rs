@@ -70,12 +70,18 @@ pub async fn route_sandbox_traffic(
 ) -> Response {
     match target(&request, app.config.domain.as_deref()) {
         Some(Target::Invalid(message)) => error_body(StatusCode::BAD_REQUEST, &message),
-        Some(Target::Sandbox { id, port }) => forward(&app, request, &id, port).await,
+        Some(Target::Sandbox { id, port }) => {
+            let response = forward(&app, request, &id, port).await;
+            app.telemetry.proxied(response)
+        }
         // The API has no /files: it is envd's, named by its signature.
         None if signed::applies(&request) => {
             let found = signed::find(&app, request.method(), request.uri().query()).await;
             match found {
-                Ok(id) => forward(&app, request, &id, ENVD_PORT).await,
+                Ok(id) => {
+                    let response = forward(&app, request, &id, ENVD_PORT).await;
+                    app.telemetry.proxied(response)
+                }
                 Err(error) => ApiError::from(error).into_response(),
             }
         }

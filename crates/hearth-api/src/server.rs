@@ -24,6 +24,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             crate::proxy::route_sandbox_traffic,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::count,
+        ))
         .with_state(state)
 }
 
@@ -41,6 +45,10 @@ pub fn proxy_app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::proxy::route_sandbox_traffic,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::telemetry::count,
         ))
         .with_state(state)
 }

@@ -1,5 +1,7 @@
 //! What every request handler shares.
 
+use std::sync::Arc;
+
 use crate::builds::Builds;
 use crate::config::ApiConfig;
 use crate::extract::KeyTouches;
@@ -27,6 +29,8 @@ pub struct AppState {
     pub builds: Builds,
     /// Resumes in progress, one per sandbox.
     pub resumes: crate::resumes::Resumes,
+    /// Counts and times what the API does, for operators.
+    pub telemetry: Arc<crate::telemetry::ApiTelemetry>,
 }
 
 impl AppState {
@@ -43,6 +47,7 @@ impl AppState {
             uploads,
             builds,
             resumes: crate::resumes::Resumes::default(),
+            telemetry: Arc::default(),
         }
     }
 }

@@ -405,24 +405,167 @@ async fn sandboxes_their_node_lost_are_forgotten() -> TestResult {
 }
 
 #[tokio::test]
-async fn logs_come_from_the_console_and_templates_are_listed() -> TestResult {
+async fn metrics_are_the_nodes_series_in_e2bs_shape_and_outlive_the_sandbox() -> TestResult {
+    let h = Harness::start().await?;
+    let id = h.create(json!({})).await?;
+    let series: Vec<Value> = h
+        .request(Method::GET, &format!("/sandboxes/{id}/metrics?start=101"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(series.len(), 2);
+    assert_eq!(
+        series[0],
+        json!({
+            "timestamp": "1970-01-01T00:01:41.000Z", "timestampUnix": 101, "cpuCount": 2,
+            "cpuUsedPct": 20.46, "memUsed": 100 << 20, "memTotal": 512 << 20,
+            "memCache": 10 << 20, "diskUsed": 1 << 30, "diskTotal": 2i64 << 30,
+        })
+    );
+    let all: Vec<Value> = h
+        .request(Method::GET, &format!("/sandboxes/{id}/metrics"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(all.len(), 3);
+    for bad in ["start=5&end=4", "start=-1", "end=x"] {
+        h.expect_error(Method::GET, &format!("/sandboxes/{id}/metrics?{bad}"), 400)
+            .await?;
+    }
+    let many: Value = h
+        .request(
+            Method::GET,
+            &format!("/sandboxes/metrics?sandbox_ids={id},unknown"),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(many["sandboxes"][&id]["timestampUnix"], 102);
+    assert_eq!(many["sandboxes"].as_object().map(|m| m.len()), Some(1));
+    let too_many = (0..101)
+        .map(|i| format!("s{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    h.expect_error(
+        Method::GET,
+        &format!("/sandboxes/metrics?sandbox_ids={too_many}"),
+        400,
+    )
+    .await?;
+    h.request(Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let after: Vec<Value> = h
+        .request(Method::GET, &format!("/sandboxes/{id}/metrics"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(after.len(), 3);
+    let other = h.other_team(1).await?;
+    let status = h
+        .http
+        .get(format!("{}/sandboxes/{id}/metrics", h.url))
+        .header("X-API-Key", &other)
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn logs_are_the_nodes_lines_asked_for_as_e2b_asks_and_outlive_the_sandbox() -> TestResult {
     let h = Harness::start().await?;
     let id = h.create(json!({})).await?;
     let v1: Value = h
+        .request(Method::GET, &format!("/sandboxes/{id}/logs?start=5"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    // `line` is the node's JSON object as it is; the entry is made of it.
+    assert_eq!(v1["logs"][1]["timestamp"], "2023-11-14T22:13:20.001Z");
+    let line: Value = serde_json::from_str(v1["logs"][1]["line"].as_str().unwrap_or(""))?;
+    assert_eq!(line["pid"], 7);
+    assert_eq!(v1["logEntries"][1]["message"], "Process with pid 7 ended");
+    assert_eq!(v1["logEntries"][1]["level"], "info");
+    assert_eq!(
+        v1["logEntries"][1]["fields"],
+        json!({"logger": "process", "pid": "7", "exit_code": "0"})
+    );
+    let asked = h.node.state().log_requests.pop().ok_or("no log request")?;
+    assert_eq!((asked.start_ms, asked.end_ms), (Some(5), None));
+    assert_eq!((asked.limit, asked.backward), (1000, false));
+
+    // v2: newest first by default, the window ends at the cursor; level and
+    // search go to the node.
+    let v2: Value = h
+        .request(
+            Method::GET,
+            &format!("/v2/sandboxes/{id}/logs?cursor=1700000000000&level=warn&search=pid&limit=5"),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v2["logs"][0]["message"], "Sandbox created");
+    assert!(v2.get("logEntries").is_none());
+    let asked = h.node.state().log_requests.pop().ok_or("no log request")?;
+    assert!(asked.backward);
+    assert_eq!(asked.end_ms, Some(1_700_000_000_000));
+    assert_eq!(
+        asked.min_level(),
+        hearth_proto::orchestrator::LogLevel::Warn
+    );
+    assert_eq!((asked.search.as_deref(), asked.limit), (Some("pid"), 5));
+    for bad in [
+        "level=verbose",
+        "limit=1001",
+        "direction=sideways",
+        "cursor=-1",
+        &format!("search={}", "x".repeat(257)),
+    ] {
+        h.expect_error(Method::GET, &format!("/v2/sandboxes/{id}/logs?{bad}"), 400)
+            .await?;
+    }
+    h.expect_error(Method::GET, &format!("/sandboxes/{id}/logs?start=-1"), 400)
+        .await?;
+
+    // Killed, its logs stay readable, by its team only.
+    h.request(Method::DELETE, &format!("/sandboxes/{id}"))
+        .send()
+        .await?
+        .error_for_status()?;
+    h.expect_error(Method::GET, &format!("/sandboxes/{id}"), 404)
+        .await?;
+    let after: Value = h
         .request(Method::GET, &format!("/sandboxes/{id}/logs"))
         .send()
         .await?
         .json()
         .await?;
-    assert_eq!(v1["logs"][1]["line"], "hearth-init: starting envd");
-    assert_eq!(v1["logEntries"][0]["level"], "info");
-    let v2: Value = h
-        .request(Method::GET, &format!("/v2/sandboxes/{id}/logs?search=envd"))
-        .send()
-        .await?
-        .json()
+    assert_eq!(after["logs"].as_array().map(Vec::len), Some(2));
+    let other = h.other_team(1).await?;
+    for path in [
+        format!("/sandboxes/{id}/logs"),
+        format!("/v2/sandboxes/{id}/logs"),
+    ] {
+        let status = h
+            .http
+            .get(format!("{}{path}", h.url))
+            .header("X-API-Key", &other)
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, 404, "{path}");
+    }
+    h.expect_error(Method::GET, "/sandboxes/never-was/logs", 404)
         .await?;
-    assert_eq!(v2["logs"].as_array().map(Vec::len), Some(1));
     let templates: Vec<Value> = h
         .request(Method::GET, "/templates")
         .send()

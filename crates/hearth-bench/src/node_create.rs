@@ -158,6 +158,7 @@ async fn raw_clone(
             ..InitParams::default()
         },
         ready_deadline: Duration::from_secs(30),
+        log: None,
     };
     let started = Instant::now();
     let result = hearth_vmm::clone_sandbox(&runtime.vmm, template, request).await;

@@ -8,13 +8,18 @@ use std::time::{Duration, SystemTime};
 
 use hearth_proto::auth::{NodeToken, RequireToken};
 use hearth_proto::orchestrator as pb;
+use hearth_vmm::sandbox_log::{LogLevel, LogQuery};
 use pb::info_service_server::{InfoService, InfoServiceServer};
 use pb::sandbox_service_server::{SandboxService, SandboxServiceServer};
 use tonic::service::InterceptorLayer;
 use tonic::{Request, Response, Status};
 
 use crate::abandon::run_or_undo;
+use crate::sandbox_history::History;
 use crate::sandboxes::{SandboxError, SandboxInfo, SandboxManager, SandboxSpec};
+
+/// Most log lines one `Logs` call returns (E2B's limit too).
+const MAX_LOG_LINES: u32 = 1000;
 
 /// The gRPC services of one node.
 #[derive(Debug, Clone)]
@@ -186,6 +191,18 @@ impl NodeService {
     }
 }
 
+impl NodeService {
+    /// The log and metrics the node keeps of sandbox `id`, also after it
+    /// ended; not found when it keeps none.
+    fn history_of(&self, id: &str) -> Result<Arc<History>, Status> {
+        self.manager
+            .runtime()
+            .history
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("no history of sandbox '{id}'")))
+    }
+}
+
 #[tonic::async_trait]
 impl SandboxService for NodeService {
     async fn create(
@@ -309,6 +326,65 @@ impl SandboxService for NodeService {
             output: snapshot.bytes,
             total_bytes: snapshot.total_bytes,
         }))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<pb::SandboxLogsRequest>,
+    ) -> Result<Response<pb::SandboxLogs>, Status> {
+        let request = request.into_inner();
+        let history = self.history_of(&request.sandbox_id)?;
+        let query = LogQuery {
+            start_ms: request.start_ms,
+            end_ms: request.end_ms,
+            limit: request.limit.min(MAX_LOG_LINES) as usize,
+            backward: request.backward,
+            min_level: match request.min_level() {
+                pb::LogLevel::Unspecified => None,
+                pb::LogLevel::Debug => Some(LogLevel::Debug),
+                pb::LogLevel::Info => Some(LogLevel::Info),
+                pb::LogLevel::Warn => Some(LogLevel::Warn),
+                pb::LogLevel::Error => Some(LogLevel::Error),
+            },
+            search: request.search,
+        };
+        let lines = history
+            .log
+            .query(&query)
+            .into_iter()
+            .map(|line| pb::SandboxLogLine {
+                at_ms: line.at_ms,
+                line: line.line,
+            })
+            .collect();
+        Ok(Response::new(pb::SandboxLogs { lines }))
+    }
+
+    async fn metric_series(
+        &self,
+        request: Request<pb::SandboxMetricSeriesRequest>,
+    ) -> Result<Response<pb::SandboxMetricSeries>, Status> {
+        let request = request.into_inner();
+        let history = self.history_of(&request.sandbox_id)?;
+        let samples = if request.latest_only {
+            history.metrics.latest().into_iter().collect()
+        } else {
+            history.metrics.range(request.start_secs, request.end_secs)
+        };
+        let samples = samples
+            .into_iter()
+            .map(|sample| pb::GuestMetricSample {
+                at_secs: sample.at_secs,
+                cpu_count: sample.guest.cpu_count,
+                cpu_used_pct: sample.guest.cpu_used_pct,
+                mem_total: sample.guest.mem_total,
+                mem_used: sample.guest.mem_used,
+                mem_cache: sample.guest.mem_cache,
+                disk_used: sample.guest.disk_used,
+                disk_total: sample.guest.disk_total,
+            })
+            .collect();
+        Ok(Response::new(pb::SandboxMetricSeries { samples }))
     }
 
     async fn pause(

@@ -175,6 +175,10 @@ impl TemplateService for TemplateBuilds {
                 while let Ok(line) = lines.try_recv() {
                     let _ = events.send(Ok(log_event(line))).await;
                 }
+                manager
+                    .runtime()
+                    .telemetry
+                    .build(crate::telemetry::Outcome::of(&outcome));
                 let event = match outcome {
                     Ok(template) => {
                         let meta = template.meta.clone();

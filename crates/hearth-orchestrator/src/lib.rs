@@ -14,8 +14,11 @@ pub mod node_token;
 pub mod private_files;
 pub mod record;
 pub mod runtime;
+pub mod sandbox_history;
+pub mod sandbox_metrics;
 pub mod sandboxes;
 pub mod snapshots;
+pub mod telemetry;
 
 pub use data_dir::DataDir;
 pub use error::{NodeError, Result};

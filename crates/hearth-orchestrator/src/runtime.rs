@@ -161,6 +161,10 @@ pub struct NodeRuntime {
     /// Held while disk layers are made or collected, so that a layer being
     /// made (not yet under any disk) is never taken for garbage.
     pub(crate) layers: tokio::sync::Mutex<()>,
+    /// The sandboxes' logs and metrics, also of those that ended.
+    pub history: crate::sandbox_history::SandboxHistories,
+    /// Counts and times what the node does, for operators.
+    pub telemetry: crate::telemetry::NodeTelemetry,
 }
 
 impl NodeRuntime {
@@ -201,6 +205,8 @@ impl NodeRuntime {
             data,
             ca_bundle: None,
             layers: tokio::sync::Mutex::new(()),
+            history: crate::sandbox_history::SandboxHistories::default(),
+            telemetry: crate::telemetry::NodeTelemetry::default(),
         })
     }
 
@@ -343,6 +349,7 @@ impl NodeRuntime {
             envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
             access_token: record.info.spec.access_token.clone(),
             ready_deadline: ADOPT_READY_DEADLINE,
+            log: Some(self.history.open(id).log.clone()),
         };
         let sandbox = hearth_vmm::adopt_sandbox(&self.vmm, request).await?;
         Ok(RunningSandbox { sandbox, slot })
@@ -596,6 +603,7 @@ impl NodeRuntime {
             envd_address: SocketAddr::new(slot.sandbox_address.into(), ENVD_PORT),
             init,
             ready_deadline: CLONE_READY_DEADLINE,
+            log: Some(self.history.open(sandbox_id).log.clone()),
         };
         match start(request).await {
             Ok(sandbox) => Ok(RunningSandbox { sandbox, slot }),

@@ -16,8 +16,13 @@ use crate::error::NodeError;
 use crate::metrics::SandboxMetrics;
 use crate::record::SandboxRecord;
 use crate::runtime::{Adopted, NodeRuntime, RunningSandbox};
+use crate::sandbox_history::fields;
 use crate::snapshots::NodeSnapshot;
+use crate::telemetry::{Operation, Outcome};
+use hearth_vmm::sandbox_log::LogLevel;
+use serde_json::Map;
 
+mod sampling;
 mod snapshotting;
 
 /// Limits of one node.
@@ -207,6 +212,9 @@ pub struct SandboxManager {
     /// may name builds older than the current one.
     builds: Mutex<HashMap<(String, String), Template>>,
     sandboxes: Mutex<HashMap<String, Entry>>,
+    /// Wakes the metrics sampler early: a sandbox started or resumed, and
+    /// its first sample should not wait for the next round.
+    sample_now: tokio::sync::Notify,
     /// Guest RAM of the template builds' VMs running now, which commit
     /// memory as sandboxes do.
     building: Mutex<Vec<u32>>,
@@ -263,6 +271,7 @@ impl SandboxManager {
             templates: Mutex::new(HashMap::new()),
             builds: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
+            sample_now: tokio::sync::Notify::new(),
             building: Mutex::new(Vec::new()),
             snapshots: Mutex::new(HashMap::new()),
         }
@@ -386,7 +395,8 @@ impl SandboxManager {
     /// before any work, and at most `max_starting` run at once.
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, SandboxError> {
         let span = tracing::info_span!("create", sandbox_id = %spec.sandbox_id, template = %spec.template_id);
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             Self::validate(&spec)?;
             let egress = spec.egress()?;
             // A snapshot starts over its source's template build, which
@@ -418,17 +428,42 @@ impl SandboxManager {
                     let info = lock(&live.info).clone();
                     sandboxes.insert(spec.sandbox_id.clone(), Entry::Running(live));
                     tracing::info!(host = %info.host_address, "sandbox running");
+                    self.sample_now.notify_one();
+                    self.runtime.history.event(
+                        &spec.sandbox_id,
+                        LogLevel::Info,
+                        "Sandbox created",
+                        fields([
+                            ("template_id", spec.template_id.clone().into()),
+                            ("from_snapshot", snapshot.is_some().into()),
+                            ("vcpus", info.vcpus.into()),
+                            ("memory_mib", info.memory_mib.into()),
+                        ]),
+                    );
                     Ok(info)
                 }
                 Err(error) => {
                     sandboxes.remove(&spec.sandbox_id);
                     tracing::warn!(%error, "create failed");
+                    // What failed stays in the node's own log: it may name
+                    // paths and QEMU's words.
+                    self.runtime.history.event(
+                        &spec.sandbox_id,
+                        LogLevel::Error,
+                        "Sandbox failed to start",
+                        Map::new(),
+                    );
+                    self.runtime.history.ended(&spec.sandbox_id);
                     Err(error)
                 }
             }
         }
         .instrument(span)
-        .await
+        .await;
+        self.runtime
+            .telemetry
+            .operation(Operation::create, Outcome::of(&result), started);
+        result
     }
 
     /// What the node gives its sandboxes, from the host's memory now.
@@ -589,7 +624,8 @@ impl SandboxManager {
     /// leaves it running.
     pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxInfo, SandboxError> {
         let span = tracing::info_span!("pause", sandbox_id = %id);
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             let live = self.live(id)?;
             let mut guard = live.running.lock().await;
             let Some(running) = guard.take() else {
@@ -636,6 +672,12 @@ impl SandboxManager {
                 kept_mib = paused.memory.map(|m| (m.kept * 4096) >> 20),
                 "sandbox paused"
             );
+            self.runtime.history.event(
+                id,
+                LogLevel::Info,
+                "Sandbox paused",
+                fields([("keep_memory", memory.into())]),
+            );
             sandboxes.insert(
                 id.to_owned(),
                 Entry::Paused(Arc::new(Paused {
@@ -646,7 +688,11 @@ impl SandboxManager {
             Ok(info)
         }
         .instrument(span)
-        .await
+        .await;
+        self.runtime
+            .telemetry
+            .operation(Operation::pause, Outcome::of(&result), started);
+        result
     }
 
     /// Resumes a paused sandbox (its end time becomes `end_time` when
@@ -659,7 +705,8 @@ impl SandboxManager {
         fresh_boot: bool,
     ) -> Result<SandboxInfo, SandboxError> {
         let span = tracing::info_span!("resume", sandbox_id = %id);
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             let paused = match self.paused_entry(id) {
                 Err(SandboxError::NotPaused(_)) => {
                     // A pause in progress holds the VM: once it ends, the
@@ -685,6 +732,12 @@ impl SandboxManager {
                 Ok(running) => running,
                 Err(error) => {
                     tracing::warn!(%error, "resume failed");
+                    self.runtime.history.event(
+                        id,
+                        LogLevel::Error,
+                        "Sandbox failed to resume",
+                        Map::new(),
+                    );
                     lock(&self.sandboxes).insert(id.to_owned(), Entry::Paused(paused));
                     return Err(error.into());
                 }
@@ -705,10 +758,21 @@ impl SandboxManager {
                 Entry::Running(Arc::new(Live::new(info.clone(), running))),
             );
             tracing::info!("sandbox resumed");
+            self.sample_now.notify_one();
+            self.runtime.history.event(
+                id,
+                LogLevel::Info,
+                "Sandbox resumed",
+                fields([("fresh_boot", fresh_boot.into())]),
+            );
             Ok(info)
         }
         .instrument(span)
-        .await
+        .await;
+        self.runtime
+            .telemetry
+            .operation(Operation::resume, Outcome::of(&result), started);
+        result
     }
 
     fn paused_entry(&self, id: &str) -> Result<Arc<Paused>, SandboxError> {
@@ -924,7 +988,8 @@ impl SandboxManager {
     /// Kills a sandbox and releases everything it held.
     pub async fn delete(&self, id: &str) -> Result<(), SandboxError> {
         let span = tracing::info_span!("delete", sandbox_id = %id);
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             let live = {
                 let mut sandboxes = lock(&self.sandboxes);
                 match sandboxes.get(id) {
@@ -948,6 +1013,7 @@ impl SandboxManager {
                     self.runtime.discard_paused(&paused.state)?;
                     self.runtime.collect_layers().await;
                     tracing::info!("paused sandbox deleted");
+                    self.killed(id);
                     return Ok(());
                 }
             };
@@ -957,10 +1023,24 @@ impl SandboxManager {
                 self.runtime.collect_layers().await;
             }
             tracing::info!("sandbox deleted");
+            self.killed(id);
             Ok(())
         }
         .instrument(span)
-        .await
+        .await;
+        self.runtime
+            .telemetry
+            .operation(Operation::delete, Outcome::of(&result), started);
+        result
+    }
+
+    /// Notes in its log that sandbox `id` is gone, and keeps the log for the
+    /// retention.
+    fn killed(&self, id: &str) {
+        self.runtime
+            .history
+            .event(id, LogLevel::Info, "Sandbox killed", Map::new());
+        self.runtime.history.ended(id);
     }
 
     /// Sandboxes past their end time, and those whose VM has exited.
@@ -1000,6 +1080,12 @@ impl SandboxManager {
             tokio::time::sleep(period).await;
             for (id, reason) in self.due_for_removal().await {
                 tracing::info!(sandbox_id = %id, reason, "removing sandbox");
+                self.runtime.history.event(
+                    &id,
+                    LogLevel::Warn,
+                    "Removing sandbox",
+                    fields([("kill_reason", reason.into())]),
+                );
                 if let Err(error) = self.delete(&id).await {
                     tracing::warn!(sandbox_id = %id, %error, "removing sandbox failed");
                 }

@@ -218,6 +218,7 @@ async fn a_guest_whose_envd_never_answers_times_out() -> TestResult {
         envd_address: SocketAddr::new(slot.sandbox_address.into(), 1),
         init: InitParams::default(),
         ready_deadline: Duration::from_secs(3),
+        log: None,
     };
     let started = Instant::now();
     let result = hearth_vmm::clone_sandbox(&runtime.vmm, &template, request).await;

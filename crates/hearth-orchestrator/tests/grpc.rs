@@ -40,6 +40,11 @@ impl Node {
         let manager = Arc::new(SandboxManager::new(Arc::new(runtime), limits));
         manager.register_template(template);
         tokio::spawn(manager.clone().reap(Duration::from_millis(300)));
+        tokio::spawn(
+            manager
+                .clone()
+                .sample_metrics(hearth_orchestrator::sandbox_metrics::SAMPLE_PERIOD),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -733,9 +738,11 @@ async fn metrics_and_a_flooded_console_stay_bounded() -> TestResult {
         console.total_bytes
     );
     assert!(console.output.len() <= hearth_vmm::sandbox::CONSOLE_RING);
+    // The newest output is kept: the flood, then envd's lines about it.
+    let flooded = console.output.iter().filter(|&&b| b == b'x').count();
     assert!(
-        console.output.ends_with(b"xxxx"),
-        "the newest output is kept"
+        flooded >= hearth_vmm::sandbox::CONSOLE_RING / 2,
+        "{flooded} bytes of the flood kept"
     );
     assert!(
         !node
@@ -745,16 +752,115 @@ async fn metrics_and_a_flooded_console_stay_bounded() -> TestResult {
             .join("serial.log")
             .exists()
     );
+    // The sandbox's log got the flood as one cut line, and stays within
+    // its bound under a flood of lines too.
+    let lines = envd
+        .run(
+            "sh",
+            &[
+                "-c",
+                "seq 1 20000 | sed 's/^/spam /' > /dev/ttyS0; echo flood-done > /dev/ttyS0",
+            ],
+            Some("root"),
+            std::time::Duration::from_secs(180),
+        )
+        .await?;
+    assert_eq!(lines.exit_code, 0, "{lines:?}");
+    let done = log_lines_until(&mut node, "flood", "flood-done", 1).await?;
+    assert_eq!(done[0]["logger"], "console");
+    let history = node
+        .manager
+        .runtime()
+        .history
+        .get("flood")
+        .ok_or("the sandbox has no history")?;
+    let (bytes, dropped) = history.log.usage();
+    assert!(
+        bytes
+            <= hearth_orchestrator::sandbox_history::HistoryLimits::default().log_bytes_per_sandbox,
+        "{bytes} bytes kept"
+    );
+    assert!(dropped > 0, "the oldest lines went");
+
+    // envd's process events, as E2B's envd logs them.
     let echo = envd
         .run("echo", &["still here"], None, COMMAND_TIMEOUT)
         .await?;
     assert_eq!(echo.stdout, "still here\n");
+    let events = log_lines_until(&mut node, "flood", "Process with pid", 2).await?;
+    let started = events
+        .iter()
+        .find(|e| e["event_type"] == "process_start" && e["command"] == "echo still here")
+        .ok_or_else(|| format!("no start event of the echo: {events:?}"))?;
+    assert_eq!(
+        (&started["logger"], &started["level"]),
+        (&"process".into(), &"info".into())
+    );
+    let pid = started["pid"].clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event_type"] == "process_end" && e["pid"] == pid && e["exit_code"] == 0),
+        "no end event of pid {pid}: {events:?}"
+    );
     node.client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "flood".into(),
         })
         .await?;
+    // The log outlives the sandbox, and so do its metrics, sampled every
+    // second while it ran.
+    let killed = log_lines_until(&mut node, "flood", "Sandbox killed", 1).await?;
+    assert_eq!(killed[0]["logger"], "node");
+    let series = node
+        .client
+        .metric_series(pb::SandboxMetricSeriesRequest {
+            sandbox_id: "flood".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .samples;
+    assert!(series.len() >= 3, "{} samples", series.len());
+    assert!(series.windows(2).all(|w| w[0].at_secs < w[1].at_secs));
+    assert!(series.iter().all(|s| s.mem_total > 0 && s.cpu_count >= 1));
+    assert!(series.iter().any(|s| s.cpu_used_pct > 0.0));
     node.shutdown().await
+}
+
+/// The lines of sandbox `id`'s log whose message contains `search`, once
+/// there are at least `count` (the guest's console drains at its pace).
+async fn log_lines_until(
+    node: &mut Node,
+    id: &str,
+    search: &str,
+    count: usize,
+) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = node
+            .client
+            .logs(pb::SandboxLogsRequest {
+                sandbox_id: id.into(),
+                limit: 1000,
+                search: Some(search.into()),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .lines;
+        if lines.len() >= count || Instant::now() > deadline {
+            let found = lines
+                .iter()
+                .map(|line| serde_json::from_str(&line.line))
+                .collect::<Result<Vec<serde_json::Value>, _>>()?;
+            if found.len() < count {
+                return Err(format!("{} lines with '{search}' after a minute", found.len()).into());
+            }
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,13 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
+
+use crate::sandbox_log::SandboxLog;
 
 /// The newest console output of one VM.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub struct ConsoleLog {
     capacity: usize,
     bytes: Mutex<VecDeque<u8>>,
     total: AtomicU64,
+    /// The sandbox's log, which gets the console's lines too.
+    lines: Option<Arc<SandboxLog>>,
 }
 
 /// What [`ConsoleLog::snapshot`] returns.
@@ -33,11 +37,21 @@ impl ConsoleLog {
             capacity,
             bytes: Mutex::new(VecDeque::with_capacity(capacity.min(1 << 16))),
             total: AtomicU64::new(0),
+            lines: None,
         }
+    }
+
+    /// Sends the console's lines to `lines` as well.
+    pub fn with_lines(mut self, lines: Option<Arc<SandboxLog>>) -> Self {
+        self.lines = lines;
+        self
     }
 
     /// Appends `chunk`, dropping the oldest bytes beyond the capacity.
     pub fn push(&self, chunk: &[u8]) {
+        if let Some(lines) = &self.lines {
+            lines.console_output(chunk);
+        }
         self.total.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         let keep = &chunk[chunk.len().saturating_sub(self.capacity)..];
         let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());

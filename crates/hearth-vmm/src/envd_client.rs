@@ -37,6 +37,24 @@ pub struct InitParams {
     pub hostname: Option<String>,
 }
 
+/// The most of envd's `/metrics` answer read (it is a few hundred bytes).
+pub const METRICS_BODY_LIMIT: usize = 64 << 10;
+
+/// envd's `GET /metrics` body: the guest's view of its CPU, memory and
+/// root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+pub struct GuestMetrics {
+    pub cpu_count: u32,
+    /// Since envd's previous answer.
+    pub cpu_used_pct: f64,
+    pub mem_total: u64,
+    pub mem_used: u64,
+    #[serde(default)]
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
@@ -136,6 +154,34 @@ impl EnvdClient {
             return Err(self.error(format!("POST /init answered {status}: {body}")));
         }
         Ok(())
+    }
+
+    /// `GET /metrics`: what the guest says it uses, within `deadline` and
+    /// [`METRICS_BODY_LIMIT`].
+    pub async fn metrics(&self, deadline: Duration) -> Result<GuestMetrics> {
+        let exchange = async {
+            let response = self
+                .authorised(self.http.get(format!("{}/metrics", self.base)))
+                .send()
+                .await
+                .map_err(|e| self.error(format!("GET /metrics: {e}")))?;
+            let status = response.status();
+            if status != reqwest::StatusCode::OK {
+                return Err(self.error(format!("GET /metrics answered {status}")));
+            }
+            let body = crate::envd_body::read_at_most(response, METRICS_BODY_LIMIT)
+                .await
+                .map_err(|e| self.error(format!("GET /metrics: {e}")))?;
+            serde_json::from_slice(&body)
+                .map_err(|e| self.error(format!("GET /metrics is not envd's JSON: {e}")))
+        };
+        tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| VmmError::Timeout {
+                vm: self.vm.clone(),
+                what: "envd's /metrics",
+                after: deadline,
+            })?
     }
 
     pub(crate) fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -302,5 +348,62 @@ mod tests {
         lie.extend_from_slice(b"{}");
         assert!(parse_start_stream(&lie).is_err());
         assert!(parse_start_stream(&[0, 0, 0]).is_err());
+    }
+
+    /// A stand-in envd that answers each request with `answer` (raw HTTP),
+    /// or never when it is `None`.
+    async fn stand_in(answer: Option<String>) -> std::io::Result<SocketAddr> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    match answer {
+                        Some(answer) => {
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        Ok(address)
+    }
+
+    #[tokio::test]
+    async fn metrics_are_read_within_the_deadline()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let body = r#"{"ts":1,"cpu_count":2,"cpu_used_pct":12.5,"mem_total":536870912,"mem_used":104857600,"mem_cache":1,"mem_total_mib":512,"mem_used_mib":100,"disk_used":5,"disk_total":10}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let envd = EnvdClient::new("test", stand_in(Some(answer)).await?)?;
+        let metrics = envd.metrics(Duration::from_secs(5)).await?;
+        assert_eq!((metrics.cpu_count, metrics.cpu_used_pct), (2, 12.5));
+        assert_eq!((metrics.mem_used, metrics.disk_total), (104_857_600, 10));
+
+        let silent = EnvdClient::new("test", stand_in(None).await?)?;
+        let started = Instant::now();
+        let result = silent.metrics(Duration::from_millis(300)).await;
+        assert!(
+            matches!(result, Err(VmmError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let lying = EnvdClient::new(
+            "test",
+            stand_in(Some(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n[1,2]".into(),
+            ))
+            .await?,
+        )?;
+        assert!(lying.metrics(Duration::from_secs(5)).await.is_err());
+        Ok(())
     }
 }

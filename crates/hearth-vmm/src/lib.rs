@@ -11,6 +11,7 @@ pub mod netns_exec;
 mod process;
 pub mod qemu;
 mod qmp;
+pub mod sandbox_log;
 pub mod vmm;
 
 pub use accel::{Accel, AccelChoice};

@@ -52,8 +52,18 @@ pub async fn pause<V: Vmm>(
 ) -> std::result::Result<PausedSandbox, PauseFailed<V>> {
     let snapshot = sandbox.run_dir.join(SNAPSHOT);
     let written = async {
+        let started = Instant::now();
         vmm.snapshot_sandbox(&sandbox.vm, &snapshot).await?;
-        keep_only_changes(template, &snapshot).await
+        let migrated = started.elapsed();
+        let kept = keep_only_changes(template, &snapshot).await?;
+        tracing::info!(
+            sandbox = %sandbox.id,
+            migrate_ms = migrated.as_millis() as u64,
+            compare_ms = (started.elapsed() - migrated).as_millis() as u64,
+            pages_kept = kept.kept,
+            "paused a clone's state"
+        );
+        Ok(kept)
     }
     .await;
     let memory = match written {

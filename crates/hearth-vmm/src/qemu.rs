@@ -174,8 +174,12 @@ struct Console {
 }
 
 impl Console {
-    fn follow(capacity: usize, socket: PathBuf) -> Self {
-        let log = std::sync::Arc::new(ConsoleLog::new(capacity));
+    fn follow(
+        capacity: usize,
+        lines: Option<std::sync::Arc<crate::sandbox_log::SandboxLog>>,
+        socket: PathBuf,
+    ) -> Self {
+        let log = std::sync::Arc::new(ConsoleLog::new(capacity).with_lines(lines));
         let reader = tokio::spawn(log.clone().follow_owned(socket, MONITOR_DEADLINE));
         Self { log, reader }
     }
@@ -360,7 +364,7 @@ pub fn command_line(spec: &VmSpec, launch: Launch) -> Vec<String> {
         "-serial".into(),
         match spec.console {
             ConsoleSink::File => format!("file:{}", spec.serial_log().display()),
-            ConsoleSink::Ring(_) => format!(
+            ConsoleSink::Ring(..) => format!(
                 "unix:{},server=on,wait=off",
                 spec.console_socket().display()
             ),
@@ -470,9 +474,13 @@ impl QemuVmm {
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         tracing::debug!(vm = %spec.name, pid, accel = %spec.accel, "QEMU started");
-        let console = match spec.console {
+        let console = match &spec.console {
             ConsoleSink::File => None,
-            ConsoleSink::Ring(capacity) => Some(Console::follow(capacity, spec.console_socket())),
+            ConsoleSink::Ring(capacity, lines) => Some(Console::follow(
+                *capacity,
+                lines.clone(),
+                spec.console_socket(),
+            )),
         };
         Ok(QemuVm {
             name: spec.name.clone(),
@@ -584,7 +592,7 @@ impl QemuVmm {
         let deadline = Instant::now() + MIGRATION_DEADLINE;
         match ram {
             RamInState::None => vm.qmp.ignore_shared_memory().await?,
-            RamInState::Mapped => vm.qmp.migrate_ram_mapped().await?,
+            RamInState::Mapped => vm.qmp.migrate_ram_mapped(migration_channels()).await?,
         }
         vm.qmp
             .execute(qmp::migrate_incoming {
@@ -632,7 +640,7 @@ impl Vmm for QemuVmm {
 
     async fn snapshot_sandbox(&self, vm: &QemuVm, snapshot: &Path) -> Result<()> {
         vm.qmp.execute(qmp::stop {}).await?;
-        vm.qmp.migrate_ram_mapped().await?;
+        vm.qmp.migrate_ram_mapped(migration_channels()).await?;
         migrate_to_file(vm, snapshot).await
     }
 
@@ -762,10 +770,14 @@ impl Vmm for QemuVmm {
             Ok(state) => return Err(refuse(format!("the VM is {state:?}, not running"))),
             Err(error) => return Err(refuse(format!("its monitor does not answer: {error}"))),
         }
-        let console = match spec.console {
+        let console = match &spec.console {
             // QEMU writes the file itself.
             ConsoleSink::File => None,
-            ConsoleSink::Ring(capacity) => Some(Console::follow(capacity, spec.console_socket())),
+            ConsoleSink::Ring(capacity, lines) => Some(Console::follow(
+                *capacity,
+                lines.clone(),
+                spec.console_socket(),
+            )),
         };
         tracing::debug!(vm = %spec.name, pid = spec.pid, "QEMU adopted");
         let jail = self.jail.as_ref().and_then(|jail| {
@@ -885,6 +897,15 @@ enum RamInState {
     None,
     /// The RAM, at fixed offsets (`mapped-ram`).
     Mapped,
+}
+
+/// Threads that move a sandbox's RAM to or from its snapshot: one per core,
+/// up to four (more only contend for the page cache).
+fn migration_channels() -> u8 {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get().min(4))
+        .try_into()
+        .unwrap_or(1)
 }
 
 /// Migrates the (stopped) VM to `file` and waits until it is written.

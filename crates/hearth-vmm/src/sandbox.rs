@@ -30,6 +30,8 @@ pub struct CloneRequest {
     pub init: InitParams,
     /// How long envd may take to accept `/init` and answer `/health`.
     pub ready_deadline: Duration,
+    /// The sandbox's log, which gets its console's lines.
+    pub log: Option<std::sync::Arc<crate::sandbox_log::SandboxLog>>,
 }
 
 /// A clone that an earlier process started and left running, to take over.
@@ -47,6 +49,8 @@ pub struct AdoptRequest {
     pub access_token: Option<String>,
     /// How long envd may take to answer `/health`.
     pub ready_deadline: Duration,
+    /// The sandbox's log, which gets its console's lines.
+    pub log: Option<std::sync::Arc<crate::sandbox_log::SandboxLog>>,
 }
 
 /// Where the time of one clone went.
@@ -163,7 +167,7 @@ pub(crate) async fn start<V: Vmm>(
         },
         disk: Some(disk),
         net: Some(request.net.clone()),
-        console: ConsoleSink::Ring(CONSOLE_RING),
+        console: ConsoleSink::Ring(CONSOLE_RING, request.log.clone()),
     };
     let booting = matches!(origin, Origin::Boot);
     let (vm, previous_token) = match origin {
@@ -251,7 +255,7 @@ pub async fn adopt_sandbox<V: Vmm>(vmm: &V, request: AdoptRequest) -> Result<San
             name: name.clone(),
             run_dir: request.run_dir.clone(),
             pid: request.pid,
-            console: ConsoleSink::Ring(CONSOLE_RING),
+            console: ConsoleSink::Ring(CONSOLE_RING, request.log.clone()),
         })
         .await?;
     let healthy = async {

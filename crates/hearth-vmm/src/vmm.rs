@@ -37,13 +37,16 @@ pub struct BootSource {
 }
 
 /// Where a VM's serial console goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ConsoleSink {
     /// `serial.log` in the run directory, whole (template boots).
     File,
     /// An in-memory ring of this many bytes (sandboxes, whose guests may
-    /// write without end).
-    Ring(usize),
+    /// write without end), its lines also going to the sandbox's log.
+    Ring(
+        usize,
+        Option<std::sync::Arc<crate::sandbox_log::SandboxLog>>,
+    ),
 }
 
 /// Everything needed to start (or restore) one VM.

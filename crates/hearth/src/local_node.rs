@@ -29,6 +29,8 @@ pub struct LocalNode {
     pub builder: Arc<TemplateBuilder>,
     options: NodeOptions,
     reaper: tokio::task::JoinHandle<()>,
+    /// Samples the running sandboxes' metrics every second.
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl LocalNode {
@@ -84,12 +86,18 @@ impl LocalNode {
             ));
         }
         let reaper = tokio::spawn(manager.clone().reap(Duration::from_secs(1)));
+        let sampler = tokio::spawn(
+            manager
+                .clone()
+                .sample_metrics(hearth_orchestrator::sandbox_metrics::SAMPLE_PERIOD),
+        );
         Ok(Self {
             manager,
             template,
             builder,
             options,
             reaper,
+            sampler,
         })
     }
 
@@ -97,6 +105,7 @@ impl LocalNode {
     /// next start when the options say so.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.reaper.abort();
+        self.sampler.abort();
         let runtime = self.manager.runtime();
         if self.options.keep_sandboxes_on_exit {
             let kept = self.manager.detach_all().await;

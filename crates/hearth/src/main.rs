@@ -7,6 +7,7 @@ mod dockerfile;
 mod local_node;
 mod node_auth;
 mod sandbox_urls;
+mod telemetry;
 mod up;
 
 use std::path::PathBuf;
@@ -47,8 +48,18 @@ struct Cli {
     /// The node's data directory (default: $HEARTH_DATA_DIR or /var/lib/hearth).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// hearth's own log lines on stderr: `text`, or `json` (one object a
+    /// line, with the request id of API requests) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +97,9 @@ enum Command {
         slot_pool: usize,
         #[command(flatten)]
         admission: AdmissionArgs,
+        /// Where operators scrape Prometheus metrics (`/metrics`).
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        metrics_listen: std::net::SocketAddr,
         /// On Ctrl-C, leave running sandboxes running (and their slots and
         /// the host firewall in place) for the next start to adopt, instead
         /// of deleting them.
@@ -108,6 +122,10 @@ enum Command {
         /// Also serve the sandbox proxy alone on this address.
         #[arg(long)]
         proxy_listen: Option<std::net::SocketAddr>,
+        /// Where operators scrape Prometheus metrics (`/metrics`) of the
+        /// API and the node; not the API's port, since they name teams.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_listen: std::net::SocketAddr,
         /// The static envd binary (default: $HEARTH_ENVD, else next to this binary).
         #[arg(long)]
         envd: Option<PathBuf>,
@@ -264,14 +282,21 @@ enum TemplateCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,qapi=error")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let data = cli.data_dir.map_or_else(DataDir::from_env, DataDir::new);
     match cli.command {
         Command::Doctor => doctor(data).await,
@@ -321,6 +346,7 @@ async fn main() -> anyhow::Result<()> {
             max_sandboxes,
             slot_pool,
             admission,
+            metrics_listen,
             keep_sandboxes_on_exit,
             build,
         } => {
@@ -337,7 +363,7 @@ async fn main() -> anyhow::Result<()> {
             let token = node_auth::node_token(&data, listen, node_token_file.as_deref())?;
             run_node(
                 data,
-                (listen, token),
+                (listen, token, metrics_listen),
                 envd_path(envd)?,
                 limits,
                 options,
@@ -364,6 +390,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up {
             listen,
             proxy_listen,
+            metrics_listen,
             envd,
             database_url,
             sdk_env,
@@ -388,6 +415,7 @@ async fn main() -> anyhow::Result<()> {
                 tls: std::sync::Arc::new(tls),
                 listen,
                 proxy_listen,
+                metrics_listen,
                 envd: envd_path(envd)?,
                 naming: parse_slots(&slots)?,
                 database_url: up::database_url(&data, database_url)?,
@@ -465,7 +493,11 @@ fn envd_path(envd: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 async fn run_node(
     data: DataDir,
-    (listen, token): (std::net::SocketAddr, node_auth::TokenSource),
+    (listen, token, metrics_listen): (
+        std::net::SocketAddr,
+        node_auth::TokenSource,
+        std::net::SocketAddr,
+    ),
     envd: PathBuf,
     limits: NodeLimits,
     options: local_node::NodeOptions,
@@ -491,6 +523,11 @@ async fn run_node(
         token.path.display(),
         if token.created { " (made now)" } else { "" }
     );
+    let metrics = telemetry::serve(
+        metrics_listen,
+        telemetry::Exposition::new(None, Some(node.manager.clone())),
+    )
+    .await;
     let node_id = format!("node-{}", std::process::id());
     let served = NodeService::new(node.manager.clone(), node_id)
         .with_builder(node.builder.clone())
@@ -499,6 +536,9 @@ async fn run_node(
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     node.stop().await?;
     served.context("serving gRPC")
 }

@@ -34,6 +34,8 @@ pub struct UpOptions {
     pub listen: SocketAddr,
     /// A second port that carries sandbox traffic only.
     pub proxy_listen: Option<SocketAddr>,
+    /// Where `/metrics` (Prometheus) is served.
+    pub metrics_listen: SocketAddr,
     pub envd: PathBuf,
     pub naming: SlotNaming,
     pub database_url: String,
@@ -192,6 +194,11 @@ async fn serve(
     );
     println!("Ctrl-C stops hearth and kills its sandboxes.");
 
+    let metrics = crate::telemetry::serve(
+        options.metrics_listen,
+        crate::telemetry::Exposition::new(Some(state.clone()), Some(node.manager.clone())),
+    )
+    .await;
     let tls_config = options.tls.config();
     let proxy = proxy_listener.map(|(address, listener)| {
         println!("  sandbox traffic alone also on {address} (HTTP and HTTPS)");
@@ -239,6 +246,9 @@ async fn serve(
     };
     if let Some(proxy) = proxy {
         proxy.abort();
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
     }
     if let Some(build) = interpreter_build {
         build.abort();

@@ -200,7 +200,15 @@ impl Process for ProcessService {
         };
         let started = spawn(spec, &self.envd.processes)
             .map_err(|e| ConnectError::invalid_argument(full_text(&e)))?;
-        tracing::debug!(pid = started.handle.pid, cmd = %process.cmd, "process started");
+        let pid = started.handle.pid;
+        tracing::info!(
+            event_type = "process_start",
+            pid,
+            command = %command_line(&process.cmd, &process.args),
+            request_timeout_ms = deadline
+                .map(|at| at.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64),
+            "Process with pid {pid} started"
+        );
         self.envd.process_started.notify_one();
         let stream = process_events(
             started.handle.pid,
@@ -306,4 +314,12 @@ impl Process for ProcessService {
         handle.close_stdin().await.map_err(input_error)?;
         Ok(CloseStdinResponse::default().into())
     }
+}
+
+/// A command and its arguments as one line, for the process's log event.
+fn command_line(cmd: &str, args: &[String]) -> String {
+    std::iter::once(cmd)
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -267,7 +267,7 @@ async fn supervise(
         Some(deadline) => tokio::select! {
             status = child.wait() => status,
             () = tokio::time::sleep_until(deadline) => {
-                tracing::info!(pid = handle.pid, "process lifetime ended; killing it");
+                tracing::warn!(pid = handle.pid, "process lifetime ended; killing it");
                 let _ = handle.signal(nix::sys::signal::Signal::SIGKILL);
                 child.wait().await
             }
@@ -282,6 +282,17 @@ async fn supervise(
         Ok(status) => EndInfo::from_status(status),
         Err(error) => EndInfo::wait_failed(&error),
     };
+    let pid = handle.pid;
+    tracing::info!(
+        event_type = "process_end",
+        pid,
+        exit_code = end.exit_code,
+        exited = end.exited,
+        status = %end.status,
+        error = end.error.as_deref(),
+        output_bytes = pumps.progress.load(Ordering::Relaxed),
+        "Process with pid {pid} ended"
+    );
     handle.publish(Event::End(end)).await;
     registry.remove(handle.pid);
     handle.close_subscribers();

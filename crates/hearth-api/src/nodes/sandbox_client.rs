@@ -11,6 +11,7 @@ use hearth_proto::orchestrator::sandbox_service_client::SandboxServiceClient;
 use hearth_proto::orchestrator::{
     RunningSandbox, SandboxConsole, SandboxConsoleRequest, SandboxCreateRequest,
     SandboxCreateResponse, SandboxDeleteRequest, SandboxGetRequest, SandboxListResponse,
+    SandboxLogs, SandboxLogsRequest, SandboxMetricSeries, SandboxMetricSeriesRequest,
     SandboxPauseRequest, SandboxResumeRequest, SandboxSnapshot, SandboxSnapshotRequest,
     SandboxUpdateRequest, SnapshotDeleteRequest,
 };
@@ -203,5 +204,22 @@ impl SandboxClient {
         let answer = self.inner.console(request).await;
         note_missing(&self.live, &id, &answer);
         answer
+    }
+
+    /// A sandbox's log. Not found means the node keeps no log of it, which
+    /// says nothing of whether it runs.
+    pub async fn logs(
+        &mut self,
+        request: impl IntoRequest<SandboxLogsRequest>,
+    ) -> Result<Response<SandboxLogs>, Status> {
+        self.inner.logs(request).await
+    }
+
+    /// A sandbox's sampled metrics; not found as for [`Self::logs`].
+    pub async fn metric_series(
+        &mut self,
+        request: impl IntoRequest<SandboxMetricSeriesRequest>,
+    ) -> Result<Response<SandboxMetricSeries>, Status> {
+        self.inner.metric_series(request).await
     }
 }

@@ -8,6 +8,7 @@ mod listing;
 mod observe;
 mod pausing;
 mod resolve;
+mod sandbox_logs;
 mod sandboxes;
 mod snapshots;
 mod tags;
@@ -93,8 +94,11 @@ pub fn router() -> Router<Arc<AppState>> {
             axum::routing::put(sandboxes::update_network),
         )
         .route("/sandboxes/{sandbox_id}/metrics", get(observe::metrics))
-        .route("/sandboxes/{sandbox_id}/logs", get(observe::logs_v1))
-        .route("/v2/sandboxes/{sandbox_id}/logs", get(observe::logs_v2))
+        .route("/sandboxes/{sandbox_id}/logs", get(sandbox_logs::logs_v1))
+        .route(
+            "/v2/sandboxes/{sandbox_id}/logs",
+            get(sandbox_logs::logs_v2),
+        )
         .route("/templates", get(templates::list))
         .route(
             "/v2/templates",
@@ -138,6 +142,8 @@ pub fn router() -> Router<Arc<AppState>> {
             axum::routing::patch(keys::rename).delete(keys::delete),
         )
         .merge(not_implemented())
+        // Tells the request counter which route answered.
+        .route_layer(axum::middleware::from_fn(crate::telemetry::label_route))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             error_body(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

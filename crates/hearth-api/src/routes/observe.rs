@@ -1,115 +1,89 @@
-//! What a sandbox is using (read from its envd) and what its console said
-//! (kept by its node).
+//! A sandbox's metrics (`GET /sandboxes/{id}/metrics`,
+//! `GET /sandboxes/metrics`): the series its node sampled from its envd every
+//! second, asked of the node over gRPC; the control plane never reads the
+//! guest itself. Readable by the sandbox's team while it exists and for a
+//! while after it ended.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
-use hearth_proto::orchestrator::SandboxConsoleRequest;
-use serde::Deserialize;
+use hearth_proto::orchestrator::{GuestMetricSample, SandboxMetricSeriesRequest};
 
+use super::sandbox_logs::{history_node, kept_or_nothing, non_negative};
 use super::sandboxes::owned_sandbox;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, PathParam, QueryPairs};
-use crate::guest_read::{GuestReadError, METRICS_LIMIT, read_limited, within};
 use crate::model::{SandboxMetric, timestamp};
 use crate::nodes::call;
-use crate::proxy::ENVD_PORT;
 use crate::state::AppState;
-use crate::store::{SandboxRecord, now_ms};
 
 const MAX_IDS: usize = 100;
-const DEFAULT_LOG_LIMIT: i64 = 1000;
 
-/// envd's `GET /metrics` body.
-#[derive(Debug, Deserialize)]
-struct EnvdMetrics {
-    ts: i64,
-    cpu_count: i64,
-    cpu_used_pct: f64,
-    mem_total: i64,
-    mem_used: i64,
-    #[serde(default)]
-    mem_cache: i64,
-    disk_used: i64,
-    disk_total: i64,
-}
-
-/// Asks the sandbox's envd for its metrics: the whole exchange under the
-/// configured deadline and the body under [`METRICS_LIMIT`], since the
-/// guest decides what comes back.
-async fn sample(app: &AppState, record: &SandboxRecord) -> ApiResult<SandboxMetric> {
-    let guest = |e: GuestReadError| ApiError::Guest {
-        sandbox: record.sandbox_id.clone(),
-        detail: format!("reading its metrics: {e}"),
-    };
-    let mut request = axum::http::Request::get(format!(
-        "http://{}:{ENVD_PORT}/metrics",
-        record.host_address
-    ));
-    if let Some(token) = &record.envd_access_token {
-        request = request.header("x-access-token", token);
+/// A sample as E2B's `SandboxMetric`.
+fn metric(sample: &GuestMetricSample) -> SandboxMetric {
+    let bytes = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    SandboxMetric {
+        timestamp: timestamp(sample.at_secs.saturating_mul(1000)),
+        timestamp_unix: sample.at_secs,
+        cpu_count: i64::from(sample.cpu_count),
+        // The CLI prints it as it comes.
+        cpu_used_pct: (sample.cpu_used_pct * 100.0).round() / 100.0,
+        mem_used: bytes(sample.mem_used),
+        mem_total: bytes(sample.mem_total),
+        mem_cache: bytes(sample.mem_cache),
+        disk_used: bytes(sample.disk_used),
+        disk_total: bytes(sample.disk_total),
     }
-    let request = request
-        .body(Body::empty())
-        .map_err(|e| ApiError::Internal(format!("a metrics request: {e}")))?;
-    let exchange = async {
-        let response = app
-            .upstream
-            .send(&record.sandbox_id, request)
-            .await
-            .map_err(|e| GuestReadError::Send(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(GuestReadError::Status(response.status()));
-        }
-        read_limited(response.into_body(), METRICS_LIMIT).await
-    };
-    let body = within(app.config.guest_read_timeout, exchange)
-        .await
-        .map_err(guest)?;
-    let m: EnvdMetrics = serde_json::from_slice(&body).map_err(|e| ApiError::Guest {
-        sandbox: record.sandbox_id.clone(),
-        detail: format!("its metrics are not envd's JSON: {e}"),
-    })?;
-    // The guest's clock: a time past what milliseconds can hold is refused
-    // rather than overflowing.
-    let ms = m.ts.checked_mul(1000).ok_or_else(|| ApiError::Guest {
-        sandbox: record.sandbox_id.clone(),
-        detail: format!("its metrics' time {} is out of range", m.ts),
-    })?;
-    Ok(SandboxMetric {
-        timestamp: timestamp(ms),
-        timestamp_unix: m.ts,
-        cpu_count: m.cpu_count,
-        cpu_used_pct: m.cpu_used_pct,
-        mem_used: m.mem_used,
-        mem_total: m.mem_total,
-        mem_cache: m.mem_cache,
-        disk_used: m.disk_used,
-        disk_total: m.disk_total,
-    })
 }
 
-/// `GET /sandboxes/{id}/metrics`: a sample taken now, if it falls in the
-/// asked `start`..`end` (Unix seconds).
+/// The node's samples of sandbox `id`; none when it keeps none (any more).
+async fn samples(
+    app: &AppState,
+    node: &str,
+    request: SandboxMetricSeriesRequest,
+) -> ApiResult<Vec<GuestMetricSample>> {
+    let node = app.nodes.get(node)?;
+    Ok(kept_or_nothing(node.sandboxes().metric_series(call(request)).await)?.samples)
+}
+
+/// `GET /sandboxes/{id}/metrics`: the samples from `start` to `end` (Unix
+/// seconds, inclusive; from the first and to the last when left out),
+/// oldest first.
 pub async fn metrics(
     State(app): State<Arc<AppState>>,
     caller: Caller,
     PathParam(id): PathParam,
     query: QueryPairs,
 ) -> ApiResult<Json<Vec<SandboxMetric>>> {
-    let record = owned_sandbox(&app, &caller, &id).await?;
-    let start = query.int("start")?;
-    let end = query.int("end")?;
-    let metric = sample(&app, &record).await?;
-    let inside = start.is_none_or(|s| metric.timestamp_unix >= s)
-        && end.is_none_or(|e| metric.timestamp_unix <= e);
-    Ok(Json(if inside { vec![metric] } else { Vec::new() }))
+    let start = non_negative(&query, "start")?;
+    let end = non_negative(&query, "end")?;
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid time range for metrics: start {start} is after end {end}"
+        )));
+    }
+    let node = history_node(&app, &caller, &id).await?;
+    let samples = samples(
+        &app,
+        &node,
+        SandboxMetricSeriesRequest {
+            sandbox_id: id,
+            start_secs: start,
+            end_secs: end,
+            latest_only: false,
+        },
+    )
+    .await?;
+    Ok(Json(samples.iter().map(metric).collect()))
 }
 
-/// `GET /sandboxes/metrics?sandbox_ids=a,b`.
+/// `GET /sandboxes/metrics?sandbox_ids=a,b`: the newest sample of each of
+/// the caller's sandboxes; unknown ones and those without samples are left
+/// out.
 pub async fn metrics_of_many(
     State(app): State<Arc<AppState>>,
     caller: Caller,
@@ -124,98 +98,27 @@ pub async fn metrics_of_many(
         .collect();
     if ids.len() > MAX_IDS {
         return Err(ApiError::BadRequest(format!(
-            "at most {MAX_IDS} sandbox_ids, got {}",
+            "Too many sandboxes requested, maximum is {MAX_IDS}, got {}",
             ids.len()
         )));
     }
-    // Unknown ids and sandboxes that do not answer are left out.
-    let samples = ids.into_iter().map(|id| {
+    let latest = ids.into_iter().map(|id| {
         let (app, caller) = (&app, &caller);
         async move {
             let record = owned_sandbox(app, caller, id).await.ok()?;
-            let metric = sample(app, &record).await.ok()?;
-            Some((id.to_owned(), metric))
+            let request = SandboxMetricSeriesRequest {
+                sandbox_id: id.to_owned(),
+                latest_only: true,
+                ..Default::default()
+            };
+            let samples = samples(app, &record.node, request).await.ok()?;
+            Some((id.to_owned(), metric(samples.last()?)))
         }
     });
-    let sandboxes: BTreeMap<String, SandboxMetric> = futures::future::join_all(samples)
+    let sandboxes: BTreeMap<String, SandboxMetric> = futures::future::join_all(latest)
         .await
         .into_iter()
         .flatten()
         .collect();
     Ok(Json(serde_json::json!({ "sandboxes": sandboxes })))
-}
-
-/// The console's lines, oldest first.
-async fn console_lines(app: &AppState, record: &SandboxRecord) -> ApiResult<Vec<String>> {
-    let node = app.nodes.get(&record.node)?;
-    let console = node
-        .sandboxes()
-        .console(call(SandboxConsoleRequest {
-            sandbox_id: record.sandbox_id.clone(),
-        }))
-        .await?
-        .into_inner();
-    Ok(String::from_utf8_lossy(&console.output)
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_owned())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
-fn limit(query: &QueryPairs) -> ApiResult<usize> {
-    let limit = query.int("limit")?.unwrap_or(DEFAULT_LOG_LIMIT);
-    usize::try_from(limit)
-        .map_err(|_| ApiError::BadRequest(format!("limit must not be negative, got {limit}")))
-}
-
-/// A console line as a `SandboxLogEntry`: the console has no levels or
-/// fields, and its lines no times of their own.
-fn log_entry(at: &str, line: &str) -> serde_json::Value {
-    serde_json::json!({ "timestamp": at, "level": "info", "message": line, "fields": {} })
-}
-
-/// `GET /sandboxes/{id}/logs` (`SandboxLogs`).
-pub async fn logs_v1(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    PathParam(id): PathParam,
-    query: QueryPairs,
-) -> ApiResult<Json<serde_json::Value>> {
-    let record = owned_sandbox(&app, &caller, &id).await?;
-    let limit = limit(&query)?;
-    let lines = console_lines(&app, &record).await?;
-    let at = timestamp(now_ms());
-    let tail = &lines[lines.len().saturating_sub(limit)..];
-    let logs: Vec<_> = tail
-        .iter()
-        .map(|line| serde_json::json!({ "timestamp": at, "line": line }))
-        .collect();
-    let entries: Vec<_> = tail.iter().map(|line| log_entry(&at, line)).collect();
-    Ok(Json(
-        serde_json::json!({ "logs": logs, "logEntries": entries }),
-    ))
-}
-
-/// `GET /v2/sandboxes/{id}/logs` (`SandboxLogsV2Response`).
-pub async fn logs_v2(
-    State(app): State<Arc<AppState>>,
-    caller: Caller,
-    PathParam(id): PathParam,
-    query: QueryPairs,
-) -> ApiResult<Json<serde_json::Value>> {
-    let record = owned_sandbox(&app, &caller, &id).await?;
-    let limit = limit(&query)?.min(1000);
-    let search = query.get("search");
-    let mut lines = console_lines(&app, &record).await?;
-    lines.retain(|l| search.is_none_or(|s| l.contains(s)));
-    if query.get("direction") == Some("backward") {
-        lines.reverse();
-    }
-    let at = timestamp(now_ms());
-    let logs: Vec<_> = lines
-        .iter()
-        .take(limit)
-        .map(|line| log_entry(&at, line))
-        .collect();
-    Ok(Json(serde_json::json!({ "logs": logs })))
 }

@@ -12,6 +12,19 @@ const STEPS: &[&[&str]] = &[
     SANDBOX_AUTO_RESUME,
     SNAPSHOTS,
     SANDBOX_PAUSE_KIND,
+    ENDED_SANDBOXES,
+];
+
+/// Sandboxes that ended, for as long as their node keeps their logs: whose
+/// they were and on which node, so that only their team reads those logs.
+const ENDED_SANDBOXES: &[&str] = &[
+    "CREATE TABLE ended_sandboxes (
+        sandbox_id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        node TEXT NOT NULL,
+        ended_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX ended_sandboxes_at ON ended_sandboxes (ended_at)",
 ];
 
 /// Whether a paused sandbox kept its memory (1) or only its filesystem (0):

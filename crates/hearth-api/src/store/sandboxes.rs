@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{SandboxRecord, Store, StoreError, StoreResult};
+use super::{SandboxRecord, Store, StoreError, StoreResult, now_ms};
 
 /// The `state` column's values.
 const RUNNING: &str = "running";
@@ -141,6 +141,26 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// How many sandboxes there are, by team, template and state.
+    pub async fn count_sandboxes_by_kind(&self) -> StoreResult<Vec<SandboxCount>> {
+        let rows = sqlx::query(
+            "SELECT team_id, template_id, state, COUNT(*) AS n FROM sandboxes \
+             GROUP BY team_id, template_id, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SandboxCount {
+                    team_id: row.try_get("team_id")?,
+                    template_id: row.try_get("template_id")?,
+                    state: row.try_get("state")?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
     /// Running sandboxes whose end time is at or before `now_ms` (a paused
     /// one has no end until it is resumed).
     pub async fn sandboxes_ended(&self, now_ms: i64) -> StoreResult<Vec<SandboxRecord>> {
@@ -156,15 +176,70 @@ impl Store {
     /// Deletes the row if it is still past its end at `now_ms`; whether it
     /// did (the caller then owns killing the VM).
     pub async fn claim_ended(&self, sandbox_id: &str, now_ms: i64) -> StoreResult<bool> {
-        let deleted = sqlx::query(
-            "DELETE FROM sandboxes WHERE sandbox_id = $1 AND end_at <= $2 AND state = 'running'",
+        self.end_sandbox(
+            "DELETE FROM sandboxes WHERE sandbox_id = $1 AND end_at <= $2 AND state = 'running' \
+             RETURNING team_id, node",
+            sandbox_id,
+            Some(now_ms),
+        )
+        .await
+    }
+
+    /// Deletes a sandbox's row with `delete` (which returns its team and
+    /// node) and remembers it in `ended_sandboxes`, in one transaction; the
+    /// remembered ones older than [`ENDED_KEPT_MS`] go. Whether a row went.
+    async fn end_sandbox(
+        &self,
+        delete: &str,
+        sandbox_id: &str,
+        now: Option<i64>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let mut query = sqlx::query(delete).bind(sandbox_id);
+        if let Some(now) = now {
+            query = query.bind(now);
+        }
+        let Some(row) = query.fetch_optional(&mut *tx).await? else {
+            return Ok(false);
+        };
+        let (team_id, node): (String, String) = (row.try_get("team_id")?, row.try_get("node")?);
+        let ended_at = now_ms();
+        sqlx::query(
+            "INSERT INTO ended_sandboxes (sandbox_id, team_id, node, ended_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (sandbox_id) DO UPDATE \
+             SET team_id = excluded.team_id, node = excluded.node, ended_at = excluded.ended_at",
         )
         .bind(sandbox_id)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(deleted > 0)
+        .bind(team_id)
+        .bind(node)
+        .bind(ended_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM ended_sandboxes WHERE ended_at < $1")
+            .bind(ended_at - ENDED_KEPT_MS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The team and node of a sandbox that ended in the last
+    /// [`ENDED_KEPT_MS`].
+    pub async fn ended_sandbox(&self, sandbox_id: &str) -> StoreResult<Option<EndedSandbox>> {
+        let row = sqlx::query(
+            "SELECT team_id, node FROM ended_sandboxes WHERE sandbox_id = $1 AND ended_at >= $2",
+        )
+        .bind(sandbox_id)
+        .bind(now_ms() - ENDED_KEPT_MS)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(EndedSandbox {
+                team_id: row.try_get("team_id")?,
+                node: row.try_get("node")?,
+            })
+        })
+        .transpose()
     }
 
     /// The ids of every sandbox.
@@ -271,11 +346,31 @@ impl Store {
 
     /// Whether the sandbox existed.
     pub async fn delete_sandbox(&self, sandbox_id: &str) -> StoreResult<bool> {
-        let deleted = sqlx::query("DELETE FROM sandboxes WHERE sandbox_id = $1")
-            .bind(sandbox_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(deleted > 0)
+        self.end_sandbox(
+            "DELETE FROM sandboxes WHERE sandbox_id = $1 RETURNING team_id, node",
+            sandbox_id,
+            None,
+        )
+        .await
     }
+}
+
+/// How long an ended sandbox is remembered (its logs readable): a node's
+/// default log retention.
+pub const ENDED_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Whose a sandbox that ended was, and where it ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSandbox {
+    pub team_id: String,
+    pub node: String,
+}
+
+/// Sandboxes of one team, template and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxCount {
+    pub team_id: String,
+    pub template_id: String,
+    pub state: String,
+    pub count: i64,
 }

@@ -68,6 +68,41 @@ pub struct FakeState {
     pub paused_without_memory: Vec<String>,
     /// Snapshots held, by id: the sandbox each was taken of.
     pub snapshots: HashMap<String, String>,
+    /// Every log request, in order.
+    pub log_requests: Vec<pb::SandboxLogsRequest>,
+}
+
+/// The samples the fake node has of every sandbox it ever created: at
+/// seconds 100, 101 and 102, with CPU use 10, 20.456 and 30 %.
+pub fn fake_samples() -> Vec<pb::GuestMetricSample> {
+    [(100, 10.0), (101, 20.456), (102, 30.0)]
+        .into_iter()
+        .map(|(at_secs, cpu_used_pct)| pb::GuestMetricSample {
+            at_secs,
+            cpu_count: 2,
+            cpu_used_pct,
+            mem_total: 512 << 20,
+            mem_used: 100 << 20,
+            mem_cache: 10 << 20,
+            disk_used: 1 << 30,
+            disk_total: 2 << 30,
+        })
+        .collect()
+}
+
+/// The lines the fake node has for every sandbox it ever created, oldest
+/// first (it filters by nothing: tests look at what was asked).
+pub fn fake_log_lines() -> Vec<pb::SandboxLogLine> {
+    vec![
+        pb::SandboxLogLine {
+            at_ms: 1_700_000_000_000,
+            line: r#"{"level":"info","logger":"node","message":"Sandbox created","timestamp":"2023-11-14T22:13:20.000Z"}"#.into(),
+        },
+        pb::SandboxLogLine {
+            at_ms: 1_700_000_000_001,
+            line: r#"{"level":"info","logger":"process","message":"Process with pid 7 ended","pid":7,"exit_code":0,"process_result":{"exited":true}}"#.into(),
+        },
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +350,45 @@ impl SandboxService for FakeNode {
         sandbox.host_address = format!("{}.resumed", sandbox.host_address);
         sandbox.end_time = request.end_time;
         Ok(Response::new(sandbox.clone()))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<pb::SandboxLogsRequest>,
+    ) -> Result<Response<pb::SandboxLogs>, Status> {
+        let request = request.into_inner();
+        let mut state = self.state();
+        let known = state.sandboxes.contains_key(&request.sandbox_id)
+            || state.delete_asked.contains(&request.sandbox_id);
+        state.log_requests.push(request);
+        if !known {
+            return Err(Status::not_found("no log of that sandbox"));
+        }
+        Ok(Response::new(pb::SandboxLogs {
+            lines: fake_log_lines(),
+        }))
+    }
+
+    async fn metric_series(
+        &self,
+        request: Request<pb::SandboxMetricSeriesRequest>,
+    ) -> Result<Response<pb::SandboxMetricSeries>, Status> {
+        let request = request.into_inner();
+        let state = self.state();
+        if !state.sandboxes.contains_key(&request.sandbox_id)
+            && !state.delete_asked.contains(&request.sandbox_id)
+        {
+            return Err(Status::not_found("no metrics of that sandbox"));
+        }
+        let mut samples: Vec<_> = fake_samples()
+            .into_iter()
+            .filter(|s| request.start_secs.is_none_or(|start| s.at_secs >= start))
+            .filter(|s| request.end_secs.is_none_or(|end| s.at_secs <= end))
+            .collect();
+        if request.latest_only {
+            samples.drain(..samples.len().saturating_sub(1));
+        }
+        Ok(Response::new(pb::SandboxMetricSeries { samples }))
     }
 
     async fn console(

@@ -4,6 +4,8 @@
 use std::time::SystemTime;
 
 use hearth_vmm::OutputStream;
+/// E2B's four levels, as sandbox logs have them.
+pub use hearth_vmm::sandbox_log::LogLevel;
 use tokio::sync::mpsc;
 
 /// A build prints at most this many lines; more are dropped (and counted),
@@ -11,25 +13,6 @@ use tokio::sync::mpsc;
 const MAX_LINES: usize = 200_000;
 /// Longer lines are cut.
 const MAX_LINE: usize = 8 << 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Debug => "debug",
-            Self::Info => "info",
-            Self::Warn => "warn",
-            Self::Error => "error",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {

@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use crate::record::SandboxRecord;
 use crate::snapshots::NodeSnapshot;
+use crate::telemetry::{Operation, Outcome};
 
 use super::{Entry, SandboxError, SandboxManager, lock};
 
@@ -19,7 +20,8 @@ impl SandboxManager {
         snapshot_id: &str,
     ) -> Result<Arc<NodeSnapshot>, SandboxError> {
         let span = tracing::info_span!("snapshot", sandbox_id = %id, snapshot_id);
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             Self::validate_id("snapshot", snapshot_id)?;
             if lock(&self.snapshots).contains_key(snapshot_id) {
                 return Err(SandboxError::AlreadyExists(snapshot_id.to_owned()));
@@ -48,7 +50,11 @@ impl SandboxManager {
             Ok(snapshot)
         }
         .instrument(span)
-        .await
+        .await;
+        self.runtime
+            .telemetry
+            .operation(Operation::snapshot, Outcome::of(&result), started);
+        result
     }
 
     /// Removes snapshot `snapshot_id`; sandboxes started from it run on.

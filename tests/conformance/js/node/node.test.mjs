@@ -29,7 +29,12 @@ test('create, run, files, info, kill', async () => {
     assert.deepEqual(info.metadata, { tag })
     const listed = await Sandbox.list({ query: { metadata: { tag } } }).nextItems()
     assert.deepEqual(listed.map((s) => s.sandboxId), [sbx.sandboxId])
-    const metrics = await sbx.getMetrics()
+    // Sampled every second: the first sample comes soon after the create.
+    let metrics = await sbx.getMetrics()
+    for (const deadline = Date.now() + 10_000; metrics.length === 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      metrics = await sbx.getMetrics()
+    }
     assert.ok(metrics.length >= 1 && metrics[0].memTotal > 0)
     await sbx.setTimeout(120_000)
     const connected = await Sandbox.connect(sbx.sandboxId)

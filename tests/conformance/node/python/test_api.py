@@ -79,7 +79,12 @@ def test_v1_create_and_connect_answer_like_e2b():
         assert sid in {s["sandboxID"] for s in listed}
         logs = api("GET", f"/sandboxes/{sid}/logs")
         assert logs.status_code == 200 and isinstance(logs.json()["logs"], list)
+        # Sampled every second: the first sample comes soon after the create.
+        deadline = time.monotonic() + 10
         metrics = api("GET", f"/sandboxes/metrics?sandbox_ids={sid}").json()
+        while sid not in metrics["sandboxes"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            metrics = api("GET", f"/sandboxes/metrics?sandbox_ids={sid}").json()
         assert metrics["sandboxes"][sid]["memTotal"] > 0
     finally:
         assert api("DELETE", f"/sandboxes/{sid}").status_code == 204
