@@ -32,8 +32,24 @@ DATABASE_URL="${DATABASE_URL:-sqlite://$WORK/hearth.db?mode=rwc}"
 HEARTH_LOG_FILE="$LOG_DIR/hearth-up.log"
 : >"$HEARTH_LOG_FILE"
 
+# With HEARTH_UP_OTLP_COLLECTOR (hearth-trace's otlp_collector example),
+# hearth sends its traces to that stand-in collector on HEARTH_UP_OTLP
+# (default 127.0.0.1:3908), which writes the spans to $HEARTH_OTLP_SPANS.
+COLLECTOR_PID=""
+if [ -n "${HEARTH_UP_OTLP_COLLECTOR:-}" ]; then
+  otlp="${HEARTH_UP_OTLP:-127.0.0.1:3908}"
+  export HEARTH_OTLP_SPANS="$WORK/spans.jsonl"
+  "$HEARTH_UP_OTLP_COLLECTOR" "$otlp" "$HEARTH_OTLP_SPANS" >>"$LOG_DIR/otlp-collector.log" 2>&1 &
+  COLLECTOR_PID=$!
+  HU_EXTRA_ARGS+=(--otlp-endpoint "http://$otlp")
+fi
+
 cleanup() {
   hu_stop || true
+  if [ -n "$COLLECTOR_PID" ]; then
+    kill "$COLLECTOR_PID" 2>/dev/null || true
+    wait "$COLLECTOR_PID" 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

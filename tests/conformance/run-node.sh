@@ -23,7 +23,10 @@ if [ "${1:-}" != "--suites" ]; then
   export LOG_DIR="$BUILD_DIR/conformance-logs"
   mkdir -p "$LOG_DIR"
   . "$HERE/deps.sh"
-  (cd "$REPO" && cargo build -q --locked -p hearth-oci --example push_image)
+  (cd "$REPO" && cargo build -q --locked -p hearth-oci -p hearth-trace --example push_image \
+    --example otlp_collector)
+  # hearth sends its traces to a stand-in collector (node/python/test_traces.py).
+  export HEARTH_UP_OTLP_COLLECTOR="$REPO/target/debug/examples/otlp_collector"
   exec "$REPO/scripts/with-hearth-up.sh" "$0" --suites
 fi
 

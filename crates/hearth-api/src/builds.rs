@@ -241,8 +241,7 @@ async fn execute(app: &AppState, job: &BuildJob, log: &mut LogSink<'_>) -> Outco
     };
     let timeout = app.config.build_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut request = tonic::Request::new(job.request.clone());
-    request.set_timeout(timeout);
+    let request = crate::nodes::call_within(job.request.clone(), timeout);
     let stream = match tokio::time::timeout_at(deadline, node.templates().build(request)).await {
         Ok(Ok(response)) => response.into_inner(),
         Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {

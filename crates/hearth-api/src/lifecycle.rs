@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_proto::orchestrator::SandboxDeleteRequest;
+use hearth_proto::orchestrator::{SandboxDeleteRequest, StopReason};
 
 use crate::config::millis;
 use crate::nodes::{Node, bounded, call_within};
@@ -52,11 +52,17 @@ impl Drop for AbortOnDrop {
 
 /// Deletes a sandbox on `node` within the sweep deadline; one the node no
 /// longer has is gone already.
-async fn sweep_delete(app: &AppState, node: &Node, sandbox_id: &str) -> Result<(), tonic::Status> {
+async fn sweep_delete(
+    app: &AppState,
+    node: &Node,
+    sandbox_id: &str,
+    reason: StopReason,
+) -> Result<(), tonic::Status> {
     let deadline = app.config.node_deadlines.sweep;
     let request = call_within(
         SandboxDeleteRequest {
             sandbox_id: sandbox_id.to_owned(),
+            reason: reason.into(),
         },
         deadline,
     );
@@ -97,7 +103,7 @@ pub async fn kill_ended(app: &AppState) {
         let Some(node) = app.nodes.find(&record.node) else {
             return;
         };
-        match sweep_delete(app, node, &record.sandbox_id).await {
+        match sweep_delete(app, node, &record.sandbox_id, StopReason::Timeout).await {
             Ok(()) => tracing::info!(sandbox = %record.sandbox_id, "sandbox timed out and was killed"),
             // The node's own end time (a minute later) still ends it.
             Err(status) => tracing::warn!(sandbox = %record.sandbox_id, node = %node.name, %status, "killing a timed-out sandbox failed"),
@@ -123,7 +129,14 @@ async fn pause_ended(app: &AppState, record: &crate::store::SandboxRecord, now: 
     let Some(node) = app.nodes.find(&record.node) else {
         return;
     };
-    match crate::routes::pause_on_node(node, sandbox_id, record.auto_pause_memory).await {
+    match crate::routes::pause_on_node(
+        node,
+        sandbox_id,
+        record.auto_pause_memory,
+        StopReason::Timeout,
+    )
+    .await
+    {
         Ok(_) => {
             app.upstream.forget(sandbox_id);
             tracing::info!(sandbox = %sandbox_id, "sandbox timed out and was paused");
@@ -186,7 +199,7 @@ async fn reconcile_node(app: &AppState, node: &Node) {
         }
         if matches!(app.store.sandbox(&sandbox.sandbox_id).await, Ok(None)) {
             tracing::warn!(sandbox = %sandbox.sandbox_id, node = %node.name, "deleting a VM the control plane has no record of");
-            let _ = sweep_delete(app, node, &sandbox.sandbox_id).await;
+            let _ = sweep_delete(app, node, &sandbox.sandbox_id, StopReason::Orphaned).await;
         }
     }
 }

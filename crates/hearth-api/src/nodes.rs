@@ -28,10 +28,22 @@ pub fn call<T>(message: T) -> tonic::Request<T> {
     call_within(message, CALL_TIMEOUT)
 }
 
-/// A request to a node with `deadline` (the node learns it too, and stops).
+/// A request to a node with `deadline` (the node learns it too, and
+/// stops), carrying the API request's id and trace.
 pub fn call_within<T>(message: T, deadline: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(deadline);
+    let metadata = request.metadata_mut();
+    if let Some(id) = crate::request_id::current()
+        && let Ok(value) = id.parse()
+    {
+        metadata.insert(hearth_proto::REQUEST_ID, value);
+    }
+    for (name, value) in hearth_trace::context::current_headers() {
+        if let Ok(value) = value.parse() {
+            metadata.insert(name, value);
+        }
+    }
     request
 }
 

@@ -8,9 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-pub const HEADER: &str = "x-request-id";
-/// Longer ids are replaced: they would only bloat every log line.
-const MAX_LEN: usize = 128;
+pub const HEADER: &str = hearth_proto::REQUEST_ID;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -25,12 +23,28 @@ pub fn current() -> Option<String> {
 /// safe in a header and a log line.
 fn usable(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
-    let fits = !text.is_empty()
-        && text.len() <= MAX_LEN
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b));
-    fits.then(|| text.to_owned())
+    hearth_proto::is_request_id(text).then(|| text.to_owned())
+}
+
+/// The route a request matched (`/sandboxes/{sandboxID}`), else its path:
+/// a trace's span names stay few.
+fn route_of(request: &Request) -> &str {
+    request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(request.uri().path(), axum::extract::MatchedPath::as_str)
+}
+
+/// Runs `task` with the current request's id, as a task spawned from a
+/// handler needs (task-locals stay with the task that set them).
+pub fn carried<F: Future>(task: F) -> impl Future<Output = F::Output> {
+    let id = current();
+    async move {
+        match id {
+            Some(id) => REQUEST_ID.scope(id, task).await,
+            None => task.await,
+        }
+    }
 }
 
 /// Middleware: names the request, runs it in a span and a task-local with
@@ -41,8 +55,12 @@ pub async fn tag(request: Request, next: Next) -> Response {
         .get(HEADER)
         .and_then(usable)
         .unwrap_or_else(crate::secrets::uuid);
-    let span = tracing::info_span!(
+    // At `warn`, the default level, so that every line logged while the
+    // request is served names it.
+    let span = tracing::warn_span!(
         "request",
+        otel.name = %format_args!("{} {}", request.method(), route_of(&request)),
+        otel.kind = "server",
         request_id = %id,
         method = %request.method(),
         path = %request.uri().path(),
@@ -69,6 +87,9 @@ mod tests {
         assert_eq!(keep(""), None);
         assert_eq!(keep("two words"), None);
         assert_eq!(keep("a\"b"), None);
-        assert_eq!(keep(&"x".repeat(MAX_LEN + 1)), None);
+        assert_eq!(
+            keep(&"x".repeat(hearth_proto::MAX_REQUEST_ID_LEN + 1)),
+            None
+        );
     }
 }

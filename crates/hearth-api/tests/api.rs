@@ -5,6 +5,7 @@ mod common;
 
 use common::{Harness, TestResult, assert_error, template};
 use hearth_api::{ApiConfig, Node};
+use hearth_proto::orchestrator as pb;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -990,6 +991,62 @@ async fn states(
             )
         })
         .collect())
+}
+
+#[tokio::test]
+async fn the_node_learns_the_request_id_and_why_a_sandbox_stops() -> TestResult {
+    let h = Harness::start().await?;
+    let created = h
+        .request(Method::POST, "/sandboxes")
+        .header("x-request-id", "req-for-the-node")
+        .json(&json!({"templateID": "base", "timeout": 60}))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["x-request-id"], "req-for-the-node");
+    assert_eq!(
+        h.node.state().create_request_ids,
+        vec![Some("req-for-the-node".to_owned())]
+    );
+    let killed: Value = created.json().await?;
+    let killed = killed["sandboxID"].as_str().unwrap_or_default().to_owned();
+    let timed_out = h.create(json!({"timeout": 60})).await?;
+    let paused = h.create(json!({"timeout": 60})).await?;
+    let auto_paused = h.create(json!({"timeout": 60, "autoPause": true})).await?;
+    let kill = h
+        .request(Method::DELETE, &format!("/sandboxes/{killed}"))
+        .send()
+        .await?;
+    assert_eq!(kill.status(), 204);
+    let pause = h
+        .request(Method::POST, &format!("/sandboxes/{paused}/pause"))
+        .send()
+        .await?;
+    assert_eq!(pause.status(), 204);
+    for sandbox in [&timed_out, &auto_paused] {
+        h.state.store.set_sandbox_end(sandbox, 0).await?;
+    }
+    hearth_api::lifecycle::kill_ended(&h.state).await;
+    let expected = [
+        (killed, pb::StopReason::Requested),
+        (paused, pb::StopReason::Requested),
+        (timed_out, pb::StopReason::Timeout),
+        (auto_paused, pb::StopReason::Timeout),
+    ];
+    // The harness's own sweep may have claimed one first and be stopping it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reasons = h.node.state().stop_reasons.clone();
+        if expected.iter().all(|stop| reasons.contains(stop)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {expected:?}, the node was told {reasons:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test]

@@ -92,7 +92,10 @@ async fn measure(
         client.create(request(&id)).await?;
         sequential.push(started.elapsed());
         client
-            .delete(pb::SandboxDeleteRequest { sandbox_id: id })
+            .delete(pb::SandboxDeleteRequest {
+                sandbox_id: id,
+                ..Default::default()
+            })
             .await?;
     }
     println!(
@@ -124,6 +127,7 @@ async fn measure(
         client
             .delete(pb::SandboxDeleteRequest {
                 sandbox_id: format!("bench-many-{i}"),
+                ..Default::default()
             })
             .await?;
     }

@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// The work's task ended without an output (it panicked).
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +57,16 @@ where
 {
     let (sender, receiver) = oneshot::channel();
     let task_undo = undo.clone();
-    tokio::spawn(async move {
-        let output = work.await;
-        if let Err(output) = sender.send(output) {
-            task_undo(output).await;
+    // In the caller's span: the work is part of its call (and trace).
+    tokio::spawn(
+        async move {
+            let output = work.await;
+            if let Err(output) = sender.send(output) {
+                task_undo(output).await;
+            }
         }
-    });
+        .in_current_span(),
+    );
     let mut claim = Claim {
         receiver,
         undo: Some(undo),

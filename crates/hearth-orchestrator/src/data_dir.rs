@@ -86,6 +86,11 @@ impl DataDir {
         self.versioned().join("snapshots")
     }
 
+    /// Sandboxes' logs and metrics, kept past their end and a restart.
+    pub fn histories(&self) -> PathBuf {
+        self.versioned().join("histories")
+    }
+
     /// Disk layers that snapshots froze, shared by the disks over them.
     pub fn layers(&self) -> PathBuf {
         self.versioned().join("layers")

@@ -69,6 +69,7 @@ impl NodeService {
             .set_serving::<SandboxServiceServer<NodeService>>()
             .await;
         tonic::transport::Server::builder()
+            .trace_fn(call_span)
             .layer(InterceptorLayer::new(RequireToken(self.token.clone())))
             .add_service(health)
             .add_service(SandboxServiceServer::new(self.clone()))
@@ -83,6 +84,38 @@ impl NodeService {
                 shutdown,
             )
             .await
+    }
+}
+
+/// The span of one call: named by its method, carrying the request id the
+/// control plane sent (so the node's log lines name the API request they
+/// serve) and continuing the caller's trace.
+fn call_span(request: &http::Request<()>) -> tracing::Span {
+    // At `warn`, the default level: every line logged meanwhile names it.
+    let span = tracing::warn_span!(
+        "grpc",
+        otel.name = %request.uri().path(),
+        otel.kind = "server",
+        request_id = tracing::field::Empty,
+    );
+    let request_id = request
+        .headers()
+        .get(hearth_proto::REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| hearth_proto::is_request_id(id));
+    if let Some(id) = request_id {
+        span.record("request_id", id);
+    }
+    hearth_trace::context::continue_trace(&span, request.headers());
+    span
+}
+
+/// A stop reason as the sandbox's log names it.
+fn stop_reason(reason: pb::StopReason) -> &'static str {
+    match reason {
+        pb::StopReason::Unspecified | pb::StopReason::Requested => crate::sandboxes::REQUESTED,
+        pb::StopReason::Timeout => crate::sandboxes::TIMEOUT,
+        pb::StopReason::Orphaned => "orphaned",
     }
 }
 
@@ -392,9 +425,10 @@ impl SandboxService for NodeService {
         request: Request<pb::SandboxPauseRequest>,
     ) -> Result<Response<pb::RunningSandbox>, Status> {
         let request = request.into_inner();
+        let reason = stop_reason(request.reason());
         let info = self
             .manager
-            .pause(&request.sandbox_id, !request.filesystem_only)
+            .pause_because(&request.sandbox_id, !request.filesystem_only, reason)
             .await
             .map_err(status)?;
         Ok(Response::new(self.running(info)))
@@ -467,8 +501,9 @@ impl SandboxService for NodeService {
         &self,
         request: Request<pb::SandboxDeleteRequest>,
     ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
         self.manager
-            .delete(&request.into_inner().sandbox_id)
+            .delete_because(&request.sandbox_id, stop_reason(request.reason()))
             .await
             .map_err(status)?;
         Ok(Response::new(()))

@@ -9,6 +9,7 @@ pub mod data_dir;
 pub mod error;
 pub mod grpc;
 pub mod grpc_templates;
+pub mod history_store;
 pub mod metrics;
 pub mod node_token;
 pub mod private_files;

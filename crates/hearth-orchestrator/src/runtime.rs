@@ -227,6 +227,11 @@ impl NodeRuntime {
         self.data.sandboxes().join(self.naming.prefix())
     }
 
+    /// Where the histories of this naming's sandboxes are saved.
+    pub fn histories_dir(&self) -> std::path::PathBuf {
+        self.data.histories().join(self.naming.prefix())
+    }
+
     /// Where paused sandboxes of this naming keep their state.
     pub fn paused_sandboxes_dir(&self) -> std::path::PathBuf {
         self.data.paused().join(self.naming.prefix())

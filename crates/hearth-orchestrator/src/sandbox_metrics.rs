@@ -16,10 +16,11 @@ pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 pub const SAMPLE_DEADLINE: Duration = Duration::from_millis(900);
 
 /// One sample, at a whole second of the host's clock.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetricSample {
     /// Unix seconds.
     pub at_secs: i64,
+    #[serde(flatten)]
     pub guest: GuestMetrics,
 }
 

@@ -22,8 +22,14 @@ use crate::telemetry::{Operation, Outcome};
 use hearth_vmm::sandbox_log::LogLevel;
 use serde_json::Map;
 
+mod health_watch;
 mod sampling;
 mod snapshotting;
+
+/// Why a sandbox stops, as its log names it: a client asked…
+pub const REQUESTED: &str = "requested";
+/// …or its end time passed.
+pub const TIMEOUT: &str = "timeout";
 
 /// Limits of one node.
 #[derive(Debug, Clone)]
@@ -215,6 +221,8 @@ pub struct SandboxManager {
     /// Wakes the metrics sampler early: a sandbox started or resumed, and
     /// its first sample should not wait for the next round.
     sample_now: tokio::sync::Notify,
+    /// Whether each running sandbox's guest answers the sampler.
+    health: health_watch::HealthWatch,
     /// Guest RAM of the template builds' VMs running now, which commit
     /// memory as sandboxes do.
     building: Mutex<Vec<u32>>,
@@ -272,6 +280,7 @@ impl SandboxManager {
             builds: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
             sample_now: tokio::sync::Notify::new(),
+            health: health_watch::HealthWatch::default(),
             building: Mutex::new(Vec::new()),
             snapshots: Mutex::new(HashMap::new()),
         }
@@ -623,7 +632,17 @@ impl SandboxManager {
     /// memory and guest RAM are no longer committed. A pause that fails
     /// leaves it running.
     pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxInfo, SandboxError> {
-        let span = tracing::info_span!("pause", sandbox_id = %id);
+        self.pause_because(id, memory, REQUESTED).await
+    }
+
+    /// [`Self::pause`] for `reason`, which its log's line names.
+    pub async fn pause_because(
+        &self,
+        id: &str,
+        memory: bool,
+        reason: &str,
+    ) -> Result<SandboxInfo, SandboxError> {
+        let span = tracing::info_span!("pause", sandbox_id = %id, reason);
         let started = std::time::Instant::now();
         let result = async {
             let live = self.live(id)?;
@@ -676,7 +695,7 @@ impl SandboxManager {
                 id,
                 LogLevel::Info,
                 "Sandbox paused",
-                fields([("keep_memory", memory.into())]),
+                fields([("keep_memory", memory.into()), ("reason", reason.into())]),
             );
             sandboxes.insert(
                 id.to_owned(),
@@ -985,9 +1004,14 @@ impl SandboxManager {
         .await
     }
 
-    /// Kills a sandbox and releases everything it held.
+    /// Kills a sandbox (a client asked) and releases everything it held.
     pub async fn delete(&self, id: &str) -> Result<(), SandboxError> {
-        let span = tracing::info_span!("delete", sandbox_id = %id);
+        self.delete_because(id, REQUESTED).await
+    }
+
+    /// Kills a sandbox for `reason`, which its log's last line names.
+    pub async fn delete_because(&self, id: &str, reason: &str) -> Result<(), SandboxError> {
+        let span = tracing::info_span!("delete", sandbox_id = %id, reason);
         let started = std::time::Instant::now();
         let result = async {
             let live = {
@@ -1013,7 +1037,7 @@ impl SandboxManager {
                     self.runtime.discard_paused(&paused.state)?;
                     self.runtime.collect_layers().await;
                     tracing::info!("paused sandbox deleted");
-                    self.killed(id);
+                    self.killed(id, reason);
                     return Ok(());
                 }
             };
@@ -1023,7 +1047,7 @@ impl SandboxManager {
                 self.runtime.collect_layers().await;
             }
             tracing::info!("sandbox deleted");
-            self.killed(id);
+            self.killed(id, reason);
             Ok(())
         }
         .instrument(span)
@@ -1036,10 +1060,13 @@ impl SandboxManager {
 
     /// Notes in its log that sandbox `id` is gone, and keeps the log for the
     /// retention.
-    fn killed(&self, id: &str) {
-        self.runtime
-            .history
-            .event(id, LogLevel::Info, "Sandbox killed", Map::new());
+    fn killed(&self, id: &str, reason: &str) {
+        self.runtime.history.event(
+            id,
+            LogLevel::Info,
+            "Sandbox killed",
+            fields([("kill_reason", reason.into())]),
+        );
         self.runtime.history.ended(id);
     }
 
@@ -1086,7 +1113,7 @@ impl SandboxManager {
                     "Removing sandbox",
                     fields([("kill_reason", reason.into())]),
                 );
-                if let Err(error) = self.delete(&id).await {
+                if let Err(error) = self.delete_because(&id, reason).await {
                     tracing::warn!(sandbox_id = %id, %error, "removing sandbox failed");
                 }
             }

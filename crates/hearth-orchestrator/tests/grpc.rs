@@ -223,6 +223,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
     let pause = |id: &str| pb::SandboxPauseRequest {
         sandbox_id: id.into(),
         filesystem_only: false,
+        ..Default::default()
     };
     let paused = node.client.pause(pause("life-1")).await?.into_inner();
     assert!(paused.paused);
@@ -274,6 +275,7 @@ async fn sandbox_lifecycle_over_grpc() -> TestResult {
         .client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "life-1".into(),
+            ..Default::default()
         })
         .await
         .err();
@@ -330,6 +332,7 @@ async fn eight_concurrent_creates_then_deletes() -> TestResult {
         client
             .delete(pb::SandboxDeleteRequest {
                 sandbox_id: id.clone(),
+                ..Default::default()
             })
             .await?;
     }
@@ -656,6 +659,7 @@ async fn network_isolation_and_egress_rules() -> TestResult {
         node.client
             .delete(pb::SandboxDeleteRequest {
                 sandbox_id: id.into(),
+                ..Default::default()
             })
             .await?;
     }
@@ -787,45 +791,95 @@ async fn metrics_and_a_flooded_console_stay_bounded() -> TestResult {
         .run("echo", &["still here"], None, COMMAND_TIMEOUT)
         .await?;
     assert_eq!(echo.stdout, "still here\n");
-    let events = log_lines_until(&mut node, "flood", "Process with pid", 2).await?;
-    let started = events
-        .iter()
-        .find(|e| e["event_type"] == "process_start" && e["command"] == "echo still here")
-        .ok_or_else(|| format!("no start event of the echo: {events:?}"))?;
+    // Earlier commands have events too: wait for the echo's own.
+    let started = log_line_where(&mut node, "flood", "Process with pid", |e| {
+        e["event_type"] == "process_start" && e["command"] == "echo still here"
+    })
+    .await?;
     assert_eq!(
         (&started["logger"], &started["level"]),
         (&"process".into(), &"info".into())
     );
     let pid = started["pid"].clone();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["event_type"] == "process_end" && e["pid"] == pid && e["exit_code"] == 0),
-        "no end event of pid {pid}: {events:?}"
-    );
+    let ended = log_line_where(&mut node, "flood", "Process with pid", |e| {
+        e["event_type"] == "process_end" && e["pid"] == pid
+    })
+    .await?;
+    assert_eq!(ended["exit_code"], 0, "{ended}");
+    // A second of load shows in the per-second samples.
+    let busy = envd
+        .run(
+            "timeout",
+            &["2", "sh", "-c", "while :; do :; done"],
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(busy.exit_code, 124, "{busy:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let series = metric_series(&mut node, "flood").await?;
+        if series.iter().any(|s| s.cpu_used_pct > 10.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no busy second in {series:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     node.client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "flood".into(),
+            // As the control plane's sweep asks.
+            reason: pb::StopReason::Timeout.into(),
         })
         .await?;
     // The log outlives the sandbox, and so do its metrics, sampled every
     // second while it ran.
     let killed = log_lines_until(&mut node, "flood", "Sandbox killed", 1).await?;
     assert_eq!(killed[0]["logger"], "node");
-    let series = node
+    assert_eq!(killed[0]["kill_reason"], "timeout");
+    let series = metric_series(&mut node, "flood").await?;
+    assert!(series.len() >= 3, "{} samples", series.len());
+    assert!(series.windows(2).all(|w| w[0].at_secs < w[1].at_secs));
+    assert!(series.iter().all(|s| s.mem_total > 0 && s.cpu_count >= 1));
+    assert!(series.iter().any(|s| s.cpu_used_pct > 10.0));
+    node.shutdown().await
+}
+
+/// Every metric sample the node keeps of sandbox `id`.
+async fn metric_series(
+    node: &mut Node,
+    id: &str,
+) -> Result<Vec<pb::GuestMetricSample>, Box<dyn std::error::Error>> {
+    Ok(node
         .client
         .metric_series(pb::SandboxMetricSeriesRequest {
-            sandbox_id: "flood".into(),
+            sandbox_id: id.into(),
             ..Default::default()
         })
         .await?
         .into_inner()
-        .samples;
-    assert!(series.len() >= 3, "{} samples", series.len());
-    assert!(series.windows(2).all(|w| w[0].at_secs < w[1].at_secs));
-    assert!(series.iter().all(|s| s.mem_total > 0 && s.cpu_count >= 1));
-    assert!(series.iter().any(|s| s.cpu_used_pct > 0.0));
-    node.shutdown().await
+        .samples)
+}
+
+/// The first line of sandbox `id`'s log whose message contains `search`
+/// and that `wanted` picks, once there is one (within a minute).
+async fn log_line_where(
+    node: &mut Node,
+    id: &str,
+    search: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = log_lines_until(node, id, search, 1).await?;
+        if let Some(line) = lines.into_iter().find(&wanted) {
+            return Ok(line);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no line with '{search}' as wanted after a minute").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The lines of sandbox `id`'s log whose message contains `search`, once
@@ -904,6 +958,7 @@ async fn a_service_on_guest_localhost_is_reachable_from_the_host() -> TestResult
     node.client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "ports".into(),
+            ..Default::default()
         })
         .await?;
     node.shutdown().await
@@ -959,6 +1014,7 @@ async fn template_builds_commit_memory_beside_sandboxes() -> TestResult {
     node.client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "beside-builds".into(),
+            ..Default::default()
         })
         .await?;
     drop(node.manager.reserve_build(512)?);
@@ -1005,12 +1061,14 @@ async fn a_node_short_of_memory_or_slots_refuses_clearly() -> TestResult {
     node.client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "only-1".into(),
+            ..Default::default()
         })
         .await?;
     node.client.create(create_request("only-2")).await?;
     node.client
         .delete(pb::SandboxDeleteRequest {
             sandbox_id: "only-2".into(),
+            ..Default::default()
         })
         .await?;
     node.shutdown().await

@@ -42,7 +42,7 @@ pub const METRICS_BODY_LIMIT: usize = 64 << 10;
 
 /// envd's `GET /metrics` body: the guest's view of its CPU, memory and
 /// root filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GuestMetrics {
     pub cpu_count: u32,
     /// Since envd's previous answer.
@@ -137,13 +137,17 @@ impl EnvdClient {
         }
     }
 
-    /// `POST /init` with the current time.
+    /// `POST /init` with the current time, continuing the current trace
+    /// (envd logs its id).
     pub async fn init(&self, params: &InitParams) -> Result<()> {
         let mut params = params.clone();
         params.timestamp =
             Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-        let response = self
-            .authorised(self.http.post(format!("{}/init", self.base)))
+        let mut request = self.authorised(self.http.post(format!("{}/init", self.base)));
+        for (name, value) in hearth_trace::context::current_headers() {
+            request = request.header(name, value);
+        }
+        let response = request
             .json(&params)
             .send()
             .await

@@ -9,6 +9,7 @@ use crate::envd_client::{EnvdClient, InitParams};
 use crate::error::{Result, VmmError};
 use crate::template::{DISK, Template, create_overlay};
 use crate::vmm::{AdoptSpec, ConsoleSink, GuestMemory, NetAttachment, VmSpec, Vmm};
+use tracing::Instrument;
 
 /// How long a guest booting afresh may take until envd answers: under TCG
 /// seconds, on a busy machine tens.
@@ -170,21 +171,26 @@ pub(crate) async fn start<V: Vmm>(
         console: ConsoleSink::Ring(CONSOLE_RING, request.log.clone()),
     };
     let booting = matches!(origin, Origin::Boot);
-    let (vm, previous_token) = match origin {
-        Origin::Template => (
-            vmm.clone_from_template(&spec, &template.device_state())
-                .await?,
-            None,
-        ),
-        // A resumed clone's envd has the token `/init` sets again.
-        Origin::Paused(snapshot) => (vmm.restore_sandbox(&spec, snapshot).await?, None),
-        Origin::Boot => (vmm.start(&spec).await?, None),
-        Origin::Snapshot {
-            state,
-            previous_token,
-            ..
-        } => (vmm.restore_sandbox(&spec, state).await?, previous_token),
-    };
+    let restoring = tracing::info_span!("restore VM", sandbox_id = %request.sandbox_id);
+    let (vm, previous_token) = async {
+        Ok::<_, VmmError>(match origin {
+            Origin::Template => (
+                vmm.clone_from_template(&spec, &template.device_state())
+                    .await?,
+                None,
+            ),
+            // A resumed clone's envd has the token `/init` sets again.
+            Origin::Paused(snapshot) => (vmm.restore_sandbox(&spec, snapshot).await?, None),
+            Origin::Boot => (vmm.start(&spec).await?, None),
+            Origin::Snapshot {
+                state,
+                previous_token,
+                ..
+            } => (vmm.restore_sandbox(&spec, state).await?, previous_token),
+        })
+    }
+    .instrument(restoring)
+    .await?;
     let restored = Instant::now();
     let envd = EnvdClient::new(&spec.name, request.envd_address)?;
     let ready = async {
@@ -201,6 +207,7 @@ pub(crate) async fn start<V: Vmm>(
         envd.wait_healthy(deadline, || None).await?;
         Ok::<_, VmmError>((envd, initialised))
     }
+    .instrument(tracing::info_span!("envd init", otel.kind = "client"))
     .await;
     let (envd, initialised) = match ready {
         Ok(ready) => ready,

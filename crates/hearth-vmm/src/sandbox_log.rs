@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// One line of a sandbox's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
     /// When the node got it (Unix ms). Strictly increasing within a log, so
     /// a reader that asks for what came after the last time it saw misses
@@ -204,6 +204,27 @@ impl SandboxLog {
                 .cloned()
                 .collect()
         }
+    }
+
+    /// Every line held, oldest first.
+    pub fn lines(&self) -> Vec<LogLine> {
+        self.lock().lines.iter().cloned().collect()
+    }
+
+    /// Takes back `saved` lines (of an earlier run of the node), oldest
+    /// first, before any new one; lines out of order are dropped, and the
+    /// bounds apply.
+    pub fn restore(&self, saved: Vec<LogLine>) {
+        let mut lines = self.lock();
+        for line in saved {
+            if line.at_ms <= lines.last_ms {
+                continue;
+            }
+            lines.last_ms = line.at_ms;
+            lines.bytes += line.line.len();
+            lines.lines.push_back(line);
+        }
+        self.trim(&mut lines, now_ms());
     }
 
     /// Bytes held and lines dropped so far.

@@ -3,6 +3,8 @@
 //! the sandbox manager and its reaper. `hearth node` serves it over gRPC
 //! alone; `hearth up` puts the control plane in front of it.
 
+use hearth_orchestrator::history_store::HistoryStore;
+use hearth_orchestrator::sandbox_history::HistoryLimits;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,8 @@ pub struct NodeOptions {
     pub slot_pool: usize,
     /// On exit, leave sandboxes running for the next start to adopt.
     pub keep_sandboxes_on_exit: bool,
+    /// How long sandboxes' logs and metrics are kept after they end.
+    pub history_retention: std::time::Duration,
 }
 
 /// A running node.
@@ -50,6 +54,17 @@ impl LocalNode {
         ));
         // Sandboxes of `base` trust the extra CAs too.
         runtime.ca_bundle = build.ca_bundle.clone();
+        runtime.history.set_limits(HistoryLimits {
+            retention: options.history_retention,
+            ..HistoryLimits::default()
+        });
+        let histories = HistoryStore::open(&runtime.histories_dir())?;
+        let loaded = runtime.history.persist_in(histories)?;
+        if loaded > 0 {
+            progress.say(&format!(
+                "{loaded} sandbox histories (logs, metrics) on this node"
+            ));
+        }
         let (template, _) = runtime.ensure_base_template(envd, progress).await?;
         if options.keep_sandboxes_on_exit {
             // A terminal's Ctrl-C must reach the node only, not its VMs.
@@ -77,6 +92,13 @@ impl LocalNode {
         if snapshots > 0 {
             progress.say(&format!("{snapshots} snapshots on this node"));
         }
+        // The histories of sandboxes that did not come back have ended.
+        let existing = manager
+            .list()
+            .into_iter()
+            .map(|info| info.spec.sandbox_id)
+            .collect();
+        manager.runtime().history.end_all_but(&existing);
         // Layers only the sandboxes that were not adopted had are garbage.
         manager.runtime().collect_layers().await;
         if adopted > 0 || reclaimed != Default::default() {
@@ -117,6 +139,8 @@ impl LocalNode {
             runtime.slots.drain().await?;
             runtime.remove_host_network().await?;
         }
+        // Those of paused sandboxes, and of running ones left running.
+        runtime.history.save_existing();
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ mod build_args;
 mod code_interpreter;
 mod dockerfile;
 mod local_node;
+mod logging;
 mod node_auth;
 mod sandbox_urls;
 mod telemetry;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use hearth_orchestrator::grpc::NodeService;
 use hearth_orchestrator::{DataDir, NodeLimits, NodeRuntime};
+use logging::LogFormat;
 
 /// `<prefix>:<octet>` → a slot naming.
 fn parse_slots(text: &str) -> anyhow::Result<SlotNaming> {
@@ -52,14 +54,13 @@ struct Cli {
     /// line, with the request id of API requests) for a log collector.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Send traces (OTLP over gRPC) to this collector, e.g.
+    /// http://127.0.0.1:4317 (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none:
+    /// no traces).
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +101,11 @@ enum Command {
         /// Where operators scrape Prometheus metrics (`/metrics`).
         #[arg(long, default_value = "127.0.0.1:9465")]
         metrics_listen: std::net::SocketAddr,
+        /// How long a sandbox's logs and metrics are kept after it ends
+        /// (and log lines at all), in hours; at most a week, as long as the
+        /// control plane remembers whose sandbox it was.
+        #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=168))]
+        sandbox_history_hours: u64,
         /// On Ctrl-C, leave running sandboxes running (and their slots and
         /// the host firewall in place) for the next start to adopt, instead
         /// of deleting them.
@@ -167,6 +173,11 @@ enum Command {
         /// Paused sandboxes and snapshots a team may keep; more get 429.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
         team_max_kept: i64,
+        /// How long a sandbox's logs and metrics are kept after it ends
+        /// (and log lines at all), in hours; at most a week, as long as the
+        /// control plane remembers whose sandbox it was.
+        #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=168))]
+        sandbox_history_hours: u64,
         /// On Ctrl-C, leave sandboxes running for the next start to adopt.
         #[arg(long)]
         keep_sandboxes_on_exit: bool,
@@ -283,20 +294,18 @@ enum TemplateCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,qapi=error")),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
+    let otlp_endpoint = cli
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|endpoint| !endpoint.is_empty());
+    let exporter = logging::install(cli.log_format, otlp_endpoint.as_deref())?;
+    let outcome = run(cli).await;
+    logging::finish(exporter).await;
+    outcome
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let data = cli.data_dir.map_or_else(DataDir::from_env, DataDir::new);
     match cli.command {
         Command::Doctor => doctor(data).await,
@@ -348,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
             admission,
             metrics_listen,
             keep_sandboxes_on_exit,
+            sandbox_history_hours,
             build,
         } => {
             let limits = admission.apply(NodeLimits {
@@ -358,6 +368,7 @@ async fn main() -> anyhow::Result<()> {
             let options = local_node::NodeOptions {
                 slot_pool,
                 keep_sandboxes_on_exit,
+                history_retention: Duration::from_secs(sandbox_history_hours * 3600),
             };
             // Refused before anything is bound or built.
             let token = node_auth::node_token(&data, listen, node_token_file.as_deref())?;
@@ -404,6 +415,7 @@ async fn main() -> anyhow::Result<()> {
             admission,
             team_max_sandboxes,
             team_max_kept,
+            sandbox_history_hours,
             keep_sandboxes_on_exit,
             code_interpreter,
             build,
@@ -437,6 +449,7 @@ async fn main() -> anyhow::Result<()> {
                 node: local_node::NodeOptions {
                     slot_pool,
                     keep_sandboxes_on_exit,
+                    history_retention: Duration::from_secs(sandbox_history_hours * 3600),
                 },
                 code_interpreter,
             };

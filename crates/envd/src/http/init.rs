@@ -146,13 +146,62 @@ fn apply(envd: &crate::state::Envd, headers: &HeaderMap, body: &[u8]) -> Result<
             d.workdir = Some(dir.into());
         }
     });
-    tracing::info!("sandbox initialised");
+    match trace_id(headers) {
+        // The node's create is one trace with this `/init`: the line says
+        // which, so the sandbox's log and the trace can be put side by side.
+        Some(trace_id) => tracing::info!(trace_id, "sandbox initialised"),
+        None => tracing::info!("sandbox initialised"),
+    }
     Ok(())
+}
+
+/// The trace id of a W3C `traceparent` header
+/// (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`), if it is one.
+fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex(version, 2)
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && parts.next().is_none()
+        && trace.bytes().any(|b| b != b'0');
+    valid.then_some(trace)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_well_formed_traceparent_names_a_trace() {
+        let of = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", axum::http::HeaderValue::from_static(value));
+            trace_id(&headers).map(str::to_owned)
+        };
+        assert_eq!(
+            of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(of("00-4bf92f3577b34da6-00f067aa0ba902b7-01"), None);
+        assert_eq!(
+            of("00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"),
+            None
+        );
+        assert_eq!(trace_id(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn hostname_replaces_the_own_name_line() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use hearth_proto::orchestrator::{SandboxPauseRequest, SandboxResumeRequest};
+use hearth_proto::orchestrator::{SandboxPauseRequest, SandboxResumeRequest, StopReason};
 use serde::Deserialize;
 
 use super::sandboxes::{NODE_GRACE, created, forget, owned_sandbox, proto_time};
@@ -49,11 +49,13 @@ pub async fn pause_on_node(
     node: &Node,
     sandbox_id: &str,
     memory: bool,
+    reason: StopReason,
 ) -> Result<bool, tonic::Status> {
     let request = call_within(
         SandboxPauseRequest {
             sandbox_id: sandbox_id.to_owned(),
             filesystem_only: !memory,
+            reason: reason.into(),
         },
         PAUSE_DEADLINE,
     );
@@ -84,7 +86,7 @@ pub async fn pause(
     // paused and the row running.
     let task = tokio::spawn(async move {
         let node = app.nodes.get(&record.node)?;
-        match pause_on_node(node, &id, memory).await {
+        match pause_on_node(node, &id, memory, StopReason::Requested).await {
             Ok(true) => {}
             Ok(false) => return Err(already()),
             Err(status) if status.code() == tonic::Code::NotFound => {

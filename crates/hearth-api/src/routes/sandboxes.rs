@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hearth_proto::orchestrator::{
     SandboxConfig, SandboxCreateRequest, SandboxDeleteRequest, SandboxNetworkConfig,
-    SandboxNetworkEgressConfig, SandboxUpdateRequest,
+    SandboxNetworkEgressConfig, SandboxUpdateRequest, StopReason,
 };
 use tracing::Instrument;
 
@@ -95,8 +95,10 @@ async fn create(
     JsonBody(body): JsonBody<NewSandbox>,
 ) -> Response {
     // In the request's span, so its log lines carry the request id.
-    let task =
-        tokio::spawn(async move { create_sandbox(&app, &caller, body).await }.in_current_span());
+    let task = tokio::spawn(
+        crate::request_id::carried(async move { create_sandbox(&app, &caller, body).await })
+            .in_current_span(),
+    );
     let result = match task.await {
         Ok(result) => result,
         Err(e) => Err(ApiError::Internal(format!("the create task failed: {e}"))),
@@ -500,6 +502,7 @@ pub async fn delete_on_node(node: &Node, sandbox_id: &str) -> ApiResult<()> {
         .sandboxes()
         .delete(call(SandboxDeleteRequest {
             sandbox_id: sandbox_id.to_owned(),
+            reason: StopReason::Requested.into(),
         }))
         .await
     {

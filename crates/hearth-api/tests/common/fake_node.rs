@@ -64,6 +64,10 @@ pub struct FakeState {
     pub create_delay: Option<std::time::Duration>,
     /// Every sandbox a delete was asked for, known or not.
     pub delete_asked: Vec<String>,
+    /// The `x-request-id` each create came with.
+    pub create_request_ids: Vec<Option<String>>,
+    /// Each delete's and pause's sandbox and reason, in order.
+    pub stop_reasons: Vec<(String, pb::StopReason)>,
     /// Sandboxes paused with only their filesystem.
     pub paused_without_memory: Vec<String>,
     /// Snapshots held, by id: the sandbox each was taken of.
@@ -148,6 +152,12 @@ impl SandboxService for FakeNode {
         &self,
         request: Request<pb::SandboxCreateRequest>,
     ) -> Result<Response<pb::SandboxCreateResponse>, Status> {
+        let request_id = request
+            .metadata()
+            .get(hearth_proto::REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        self.state().create_request_ids.push(request_id);
         let request = request.into_inner();
         let delay = self.state().create_delay;
         if let Some(delay) = delay {
@@ -255,8 +265,11 @@ impl SandboxService for FakeNode {
         &self,
         request: Request<pb::SandboxDeleteRequest>,
     ) -> Result<Response<()>, Status> {
-        let id = request.into_inner().sandbox_id;
+        let request = request.into_inner();
+        let reason = request.reason();
+        let id = request.sandbox_id;
         let mut state = self.state();
+        state.stop_reasons.push((id.clone(), reason));
         state.delete_asked.push(id.clone());
         if state.sandboxes.remove(&id).is_none() {
             return Err(Status::not_found("no such sandbox"));
@@ -277,8 +290,10 @@ impl SandboxService for FakeNode {
         request: Request<pb::SandboxPauseRequest>,
     ) -> Result<Response<pb::RunningSandbox>, Status> {
         let request = request.into_inner();
+        let reason = request.reason();
         let id = request.sandbox_id;
         let mut state = self.state();
+        state.stop_reasons.push((id.clone(), reason));
         let sandbox = state
             .sandboxes
             .get_mut(&id)

@@ -1,13 +1,16 @@
 //! Every running sandbox's metrics, asked of its envd once a period and
 //! kept in its history (see `sandbox_metrics`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_vmm::EnvdClient;
 
+use super::health_watch::HealthChange;
 use super::{Entry, SandboxManager, lock};
 use crate::sandbox_metrics::{MetricSample, SAMPLE_DEADLINE};
+use hearth_vmm::sandbox_log::LogLevel;
 
 impl SandboxManager {
     /// Samples every running sandbox each `period`, forever, and at once
@@ -35,6 +38,8 @@ impl SandboxManager {
                 Entry::Starting { .. } | Entry::Paused(_) => None,
             })
             .collect();
+        let running: HashSet<String> = lives.iter().map(|(id, _)| id.clone()).collect();
+        self.health.keep_only(&running);
         let targets: Vec<(String, EnvdClient)> = lives
             .into_iter()
             .filter_map(|(id, live)| {
@@ -48,6 +53,9 @@ impl SandboxManager {
             let at_secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs() as i64);
+            if let Some(change) = self.health.observe(&id, guest.is_ok()) {
+                self.health_changed(&id, change);
+            }
             // A sandbox deleted meanwhile has an ended history, or none.
             match (guest, self.runtime.history.get(&id)) {
                 (Ok(guest), Some(history)) => history.metrics.push(MetricSample { at_secs, guest }),
@@ -58,5 +66,21 @@ impl SandboxManager {
             }
         });
         futures::future::join_all(rounds).await;
+    }
+
+    /// Logs a change of sandbox `id`'s health, in the node's log and the
+    /// sandbox's own, if it still runs.
+    fn health_changed(&self, id: &str, change: HealthChange) {
+        let level = match change {
+            HealthChange::StartedFailing => LogLevel::Warn,
+            HealthChange::Recovered => LogLevel::Info,
+        };
+        tracing::info!(sandbox_id = %id, ?change, "guest health changed");
+        let running = matches!(lock(&self.sandboxes).get(id), Some(Entry::Running(_)));
+        if running {
+            self.runtime
+                .history
+                .event(id, level, change.message(), serde_json::Map::new());
+        }
     }
 }
