@@ -115,7 +115,7 @@ fn stop_reason(reason: pb::StopReason) -> &'static str {
     match reason {
         pb::StopReason::Unspecified | pb::StopReason::Requested => crate::sandboxes::REQUESTED,
         pb::StopReason::Timeout => crate::sandboxes::TIMEOUT,
-        pb::StopReason::Orphaned => "orphaned",
+        pb::StopReason::Orphaned => crate::sandboxes::ORPHANED,
     }
 }
 

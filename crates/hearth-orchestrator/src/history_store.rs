@@ -37,6 +37,11 @@ pub enum HistoryStoreError {
         id: String,
         source: serde_json::Error,
     },
+    #[error("making the histories directory {dir}: {source}")]
+    MakeDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("reading the histories in {dir}: {source}")]
     ReadDir {
         dir: PathBuf,
@@ -63,7 +68,7 @@ fn safe_id(id: &str) -> bool {
 impl HistoryStore {
     /// The store in `dir`, made if missing.
     pub fn open(dir: &Path) -> Result<Self, HistoryStoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| HistoryStoreError::ReadDir {
+        std::fs::create_dir_all(dir).map_err(|source| HistoryStoreError::MakeDir {
             dir: dir.to_owned(),
             source,
         })?;
@@ -110,6 +115,12 @@ impl HistoryStore {
         let mut saved = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // A write that a crash cut short (see `write_private_file`).
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
             let Some(id) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -172,12 +183,14 @@ mod tests {
         let store = HistoryStore::open(&dir.path().join("histories"))?;
         store.save(&history("isb1"))?;
         std::fs::write(dir.path().join("histories/junk.json"), b"{not json")?;
+        std::fs::write(dir.path().join("histories/.cut.json.0123abcd.tmp"), b"{")?;
         std::fs::write(
             dir.path().join("histories/renamed.json"),
             serde_json::to_vec(&history("other"))?,
         )?;
         assert_eq!(store.load_all()?, vec![history("isb1")]);
         assert!(!dir.path().join("histories/junk.json").exists());
+        assert!(!dir.path().join("histories/.cut.json.0123abcd.tmp").exists());
         assert!(!dir.path().join("histories/renamed.json").exists());
         store.remove("isb1");
         assert!(store.load_all()?.is_empty());

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hearth_vmm::sandbox_log::{LogLevel, SandboxLog};
+use hearth_vmm::sandbox_log::{LogLevel, SandboxLog, now_ms};
 use serde_json::{Map, Value};
 
 use crate::history_store::{HistoryStore, HistoryStoreError, SavedHistory};
@@ -48,6 +48,19 @@ impl Default for HistoryLimits {
 pub struct History {
     pub log: Arc<SandboxLog>,
     pub metrics: MetricsRing,
+}
+
+impl History {
+    /// An empty history within `limits`.
+    fn new(limits: &HistoryLimits) -> Self {
+        Self {
+            log: Arc::new(SandboxLog::new(
+                limits.log_bytes_per_sandbox,
+                limits.retention,
+            )),
+            metrics: MetricsRing::new(limits.samples_per_sandbox),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -109,20 +122,15 @@ impl SandboxHistories {
                     }
                 }
             };
-            let log = SandboxLog::new(limits.log_bytes_per_sandbox, limits.retention);
-            log.restore(history.lines);
-            let metrics = MetricsRing::new(limits.samples_per_sandbox);
+            let restored = History::new(&limits);
+            restored.log.restore(history.lines);
             for sample in history.samples {
-                metrics.push(sample);
+                restored.metrics.push(sample);
             }
-            let history_of = Arc::new(History {
-                log: Arc::new(log),
-                metrics,
-            });
             kept.insert(
                 history.sandbox_id,
                 Kept {
-                    history: history_of,
+                    history: Arc::new(restored),
                     ended,
                 },
             );
@@ -198,13 +206,7 @@ impl SandboxHistories {
         let limits = self.limits();
         let mut kept = self.lock();
         let entry = kept.entry(id.to_owned()).or_insert_with(|| Kept {
-            history: Arc::new(History {
-                log: Arc::new(SandboxLog::new(
-                    limits.log_bytes_per_sandbox,
-                    limits.retention,
-                )),
-                metrics: MetricsRing::new(limits.samples_per_sandbox),
-            }),
+            history: Arc::new(History::new(&limits)),
             ended: None,
         });
         entry.ended = None;
@@ -268,14 +270,6 @@ impl SandboxHistories {
         let ended = kept.values().filter(|entry| entry.ended.is_some()).count();
         (kept.len(), ended)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// Fields for a node event, from `(name, value)` pairs.

@@ -28,8 +28,10 @@ mod snapshotting;
 
 /// Why a sandbox stops, as its log names it: a client asked…
 pub const REQUESTED: &str = "requested";
-/// …or its end time passed.
+/// …or its end time passed…
 pub const TIMEOUT: &str = "timeout";
+/// …or the control plane has no record of it.
+pub const ORPHANED: &str = "orphaned";
 
 /// Limits of one node.
 #[derive(Debug, Clone)]

@@ -322,7 +322,8 @@ fn matches_content(line: &str, query: &LogQuery) -> bool {
         && query.search.as_deref().is_none_or(|s| message.contains(s))
 }
 
-fn now_ms() -> i64 {
+/// The host's clock in Unix ms, as log lines are stamped.
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
